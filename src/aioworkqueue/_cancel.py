@@ -1,0 +1,171 @@
+"""Cancelling and disabling: ``cancel_*``, ``cancel_*_sync``, ``disable_work*``, ``enable_work``.
+
+``cancel_work`` takes a pending instance back from wherever it sits (timer, worklist, inactive
+list, or deferred behind its own run) in one section (R10). The ``_sync`` forms follow the kernel
+since 6.10: raise the disable count (so every ``queue_*`` returns False and a self-requeueing
+item stops, R11), take the pending instance back, wait for the running one, lower the count.
+"""
+
+from __future__ import annotations
+
+from ._barrier import WAIT_RUNNING, add_waiter
+from ._errors import WorkqueueDeadlockError, WorkqueueError
+from ._lock import INTR, LOCK, replay, run_redo
+from ._pool import current_worker_work
+from ._queueing import steal
+from ._work import (
+    DISABLE_MASK,
+    DISABLE_UNIT,
+    PENDING,
+    REDO,
+    RUNNING,
+    Work,
+    check_delayed,
+    check_work,
+)
+
+__all__ = (
+    "cancel_delayed_work",
+    "cancel_delayed_work_sync",
+    "cancel_work",
+    "cancel_work_sync",
+    "disable_work",
+    "disable_work_sync",
+    "enable_work",
+)
+
+
+def _not_nested(call: str, work: Work) -> None:
+    if LOCK._is_owned():  # type: ignore[attr-defined]
+        raise WorkqueueError(
+            f"{call}: called from a signal handler that interrupted aioworkqueue on the same "
+            f"thread; only queue_* may be called there; {work!r}"
+        )
+
+
+def _grab(work: Work) -> bool:
+    """Take back a pending instance; True if there was one. Context: under LOCK."""
+    st = work._state
+    if not st & PENDING:
+        return False
+    pwq = work._pwq
+    assert pwq is not None
+    steal(work)
+    work._state &= ~PENDING
+    pwq.nr_cancelled += 1
+    if work._state & REDO:
+        work._state &= ~REDO
+        run_redo(work)
+    return True
+
+
+def _cancel(call: str, work: Work) -> bool:
+    _not_nested(call, work)
+    with LOCK:
+        was = _grab(work)
+    if INTR.pending:
+        replay()
+    return was
+
+
+def cancel_work(work: Work) -> bool:
+    """Cancel a pending ``work`` (queued, or armed if it is a DelayedWork) (R10).
+
+    Does not wait for a running instance.
+    Context: any thread or callback, except a signal handler that interrupted aioworkqueue itself
+    on the same thread (WorkqueueError there; only queueing is allowed).
+    Returns: True if it was pending and will not run; False if it was not pending.
+    """
+    return _cancel("cancel_work", check_work("cancel_work", work))
+
+
+def cancel_delayed_work(dwork: Work) -> bool:
+    """Cancel a pending DelayedWork, armed or queued (R10). Context, Returns: as cancel_work."""
+    return _cancel("cancel_delayed_work", check_delayed("cancel_delayed_work", dwork))
+
+
+async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bool:
+    cur = current_worker_work()
+    if cur is not None and cur[0] is work:
+        raise WorkqueueDeadlockError(
+            f"{call}: {work!r} would wait for itself to finish (called from its own function)"
+        )
+    _not_nested(call, work)
+    with LOCK:
+        work._state += DISABLE_UNIT
+        was = _grab(work)
+        fut = add_waiter(work, WAIT_RUNNING) if work._state & RUNNING else None
+    if INTR.pending:
+        replay()
+    try:
+        if fut is not None:
+            await fut
+    finally:
+        if not keep_disabled:
+            with LOCK:
+                work._state -= DISABLE_UNIT
+    return was
+
+
+async def cancel_work_sync(work: Work) -> bool:
+    """Cancel ``work`` and wait for a running instance to finish (R11).
+
+    While it runs, ``queue_*`` of ``work`` returns False, so self-requeueing work stops. On return
+    the work is neither pending nor running and may be queued again.
+    Context: a coroutine, on any event loop; not from the work's own function.
+    Returns: True if it was pending; False otherwise.
+    Raises: WorkqueueDeadlockError when called from ``work`` itself (R15).
+    """
+    return await _disable_and_wait(
+        "cancel_work_sync", check_work("cancel_work_sync", work), keep_disabled=False
+    )
+
+
+async def cancel_delayed_work_sync(dwork: Work) -> bool:
+    """:func:`cancel_work_sync` for a DelayedWork, armed or queued. Returns, Raises: the same."""
+    call = "cancel_delayed_work_sync"
+    return await _disable_and_wait(call, check_delayed(call, dwork), keep_disabled=False)
+
+
+def disable_work(work: Work) -> bool:
+    """Cancel a pending ``work`` and raise its disable count: ``queue_*`` returns False until
+    :func:`enable_work` brings the count back to 0.
+
+    Context: as :func:`cancel_work`. Returns: True if it was pending.
+    """
+    call = "disable_work"
+    check_work(call, work)
+    _not_nested(call, work)
+    with LOCK:
+        work._state += DISABLE_UNIT
+        was = _grab(work)
+    if INTR.pending:
+        replay()
+    return was
+
+
+async def disable_work_sync(work: Work) -> bool:
+    """:func:`disable_work`, then wait for a running instance to finish.
+
+    Context: a coroutine; not from the work's own function. Returns: True if it was pending.
+    Raises: WorkqueueDeadlockError when called from ``work`` itself (R15).
+    """
+    call = "disable_work_sync"
+    return await _disable_and_wait(call, check_work(call, work), keep_disabled=True)
+
+
+def enable_work(work: Work) -> bool:
+    """Lower the disable count of ``work``.
+
+    Context: as :func:`cancel_work`.
+    Returns: True when the count reached 0 (the work can be queued again).
+    Raises: WorkqueueError if ``work`` is not disabled.
+    """
+    call = "enable_work"
+    check_work(call, work)
+    _not_nested(call, work)
+    with LOCK:
+        if not work._state & DISABLE_MASK:
+            raise WorkqueueError(f"{call}: {work!r} is not disabled")
+        work._state -= DISABLE_UNIT
+        return not work._state & DISABLE_MASK

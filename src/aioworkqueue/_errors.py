@@ -1,0 +1,45 @@
+"""The exceptions of aioworkqueue.
+
+Every error the library raises on purpose is a :class:`WorkqueueError`; wrong types
+are :class:`TypeError` and bad values :class:`ValueError`, as in the standard library.
+Messages are built from the arguments and always name the call, the workqueue and the work
+item involved, so that a log line alone tells which queue refused what.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "WorkqueueDeadlockError",
+    "WorkqueueDestroyedError",
+    "WorkqueueDrainingError",
+    "WorkqueueError",
+    "WorkqueueLoopError",
+)
+
+
+class WorkqueueError(Exception):
+    """Base class of every error aioworkqueue raises on purpose."""
+
+
+class WorkqueueDestroyedError(WorkqueueError):
+    """Queueing on, or flushing, a workqueue that was destroyed (R14)."""
+
+
+class WorkqueueDrainingError(WorkqueueError):
+    """Queueing from outside onto a workqueue that is being drained (R14)."""
+
+
+class WorkqueueDeadlockError(WorkqueueError):
+    """A flush, drain, destroy or cancel_sync that could only finish after its caller (R15)."""
+
+
+class WorkqueueLoopError(WorkqueueError):
+    """No event loop to run on, or a queue bound to another loop that still has work."""
+
+
+def describe(obj: object) -> str:
+    """Return the short description used in messages: ``'events'`` or ``<Work fn=handle_irq>``."""
+    name = getattr(obj, "name", None)
+    if isinstance(name, str) and hasattr(obj, "max_active"):
+        return f"workqueue {name!r}"
+    return repr(obj)

@@ -1,0 +1,172 @@
+"""Flushing: ``flush_work``, ``flush_delayed_work``, ``flush_workqueue``, ``drain_workqueue``,
+``destroy_workqueue``.
+
+Each waits on a barrier from ``_barrier.py`` and checks first that it is not waiting for its own
+caller (R15): a work item that flushes its own queue, itself, or an item queued behind it in an
+ordered queue would wait forever, so those raise :class:`WorkqueueDeadlockError` at once.
+"""
+
+from __future__ import annotations
+
+from ._barrier import WAIT_PENDING, WAIT_RUNNING, add_waiter
+from ._errors import WorkqueueDeadlockError, WorkqueueError
+from ._lock import INTR, LOCK, replay
+from ._pool import current_worker_work
+from ._timer import fire_now
+from ._work import ARMED, PENDING, RUNNING, DelayedWork, Work, check_delayed, check_work
+from ._workqueue import _DESTROYED, _DESTROYING, _DRAIN_UNIT, Workqueue
+
+__all__ = (
+    "destroy_workqueue",
+    "drain_workqueue",
+    "flush_delayed_work",
+    "flush_work",
+    "flush_workqueue",
+)
+
+
+def _check_wq(call: str, wq: object) -> Workqueue:
+    if not isinstance(wq, Workqueue):
+        raise TypeError(f"{call}: expected a Workqueue, got {type(wq).__name__} {wq!r}")
+    return wq
+
+
+def _not_from_own_queue(call: str, wq: Workqueue) -> None:
+    cur = current_worker_work()
+    if cur is not None and cur[1].wq is wq:
+        raise WorkqueueDeadlockError(
+            f"{call}: {cur[0]!r} runs on workqueue {wq.name!r} and would wait for itself"
+        )
+
+
+async def flush_work(work: Work) -> bool:
+    """Wait until the instance of ``work`` that is pending or running now has finished (R12).
+
+    If it is running and pending, waits for the pending instance too. An armed DelayedWork
+    that is not running is not waited for (the timer is not fired): use flush_delayed_work.
+    Context: a coroutine, on any event loop.
+    Returns: True if it waited; False if the work was idle (or only armed).
+    Raises: WorkqueueDeadlockError if only the caller's own end could satisfy it (R15).
+    """
+    check_work("flush_work", work)
+    cur = current_worker_work()
+    with LOCK:
+        st = work._state
+        if st & PENDING and not st & ARMED:
+            mode = WAIT_PENDING
+        elif st & RUNNING:
+            mode = WAIT_RUNNING
+        else:
+            return False
+        if cur is not None:
+            own, own_pwq = cur
+            if own is work:
+                raise WorkqueueDeadlockError(f"flush_work: {work!r} would wait for itself")
+            if mode == WAIT_PENDING and work._pwq is own_pwq and own_pwq.max_active == 1:
+                raise WorkqueueDeadlockError(
+                    f"flush_work: {work!r} is queued behind the caller {own!r} on workqueue "
+                    f"{own_pwq.wq.name!r} (max_active 1) and cannot start before it ends"
+                )
+        fut = add_waiter(work, mode)
+    await fut
+    return True
+
+
+async def flush_delayed_work(dwork: DelayedWork) -> bool:
+    """Queue an armed ``dwork`` at once, then :func:`flush_work` it (R12).
+
+    Context: a coroutine. Returns: True if it waited. Raises: as :func:`flush_work`.
+    """
+    check_delayed("flush_delayed_work", dwork)
+    with LOCK:
+        if dwork._state & ARMED:
+            fire_now(dwork)
+    if INTR.pending:
+        replay()
+    return await flush_work(dwork)
+
+
+async def flush_workqueue(wq: Workqueue) -> None:
+    """Wait for every item queued on ``wq`` before the call (R13).
+
+    Items queued afterwards and armed timers are not waited for, so it returns even while other
+    code keeps queueing.
+    Context: a coroutine, on any event loop; not from a work item of ``wq``.
+    Raises: WorkqueueDeadlockError when called from a work item of ``wq`` (R15).
+    """
+    call = "flush_workqueue"
+    _check_wq(call, wq)
+    _not_from_own_queue(call, wq)
+    with LOCK:
+        fut = wq._epochs.start_flush()
+    if fut is not None:
+        await fut
+
+
+async def _drain(call: str, wq: Workqueue, fire_timers: bool) -> None:
+    with LOCK:
+        wq._status += _DRAIN_UNIT
+    try:
+        while True:
+            with LOCK:
+                if fire_timers:
+                    for dwork in list(wq._armed.values()):
+                        fire_now(dwork)
+                fut = wq._epochs.start_flush() if wq._epochs.total else None
+            if INTR.pending:
+                replay()
+            if fut is None:
+                return
+            await fut
+    finally:
+        with LOCK:
+            wq._status -= _DRAIN_UNIT
+
+
+async def drain_workqueue(wq: Workqueue) -> None:
+    """Wait until ``wq`` is empty (R14). Armed timers are not waited for.
+
+    Meanwhile only work running on ``wq`` may queue onto it (chained work); anyone else gets
+    WorkqueueDrainingError, so nothing is dropped silently. A timer that fires meanwhile is
+    queued normally.
+    Context: a coroutine; not from a work item of ``wq``.
+    Raises: WorkqueueDeadlockError when called from a work item of ``wq`` (R15).
+    """
+    call = "drain_workqueue"
+    _check_wq(call, wq)
+    _not_from_own_queue(call, wq)
+    await _drain(call, wq, fire_timers=False)
+
+
+async def destroy_workqueue(wq: Workqueue) -> None:
+    """Fire armed delayed items at once, drain ``wq``, then reject all queueing on it (R14).
+
+    A second call (or one made while the first runs) returns at once.
+    Context: a coroutine; not from a work item of ``wq``.
+    Raises: WorkqueueDeadlockError when called from a work item of ``wq`` (R15);
+    WorkqueueError for a system workqueue.
+    """
+    call = "destroy_workqueue"
+    _check_wq(call, wq)
+    if wq._system:
+        raise WorkqueueError(f"{call}: workqueue {wq.name!r} is a system workqueue")
+    _not_from_own_queue(call, wq)
+    with LOCK:
+        if wq._status & (_DESTROYED | _DESTROYING):
+            return
+        wq._status |= _DESTROYING
+    try:
+        await _drain(call, wq, fire_timers=True)
+    except BaseException:
+        with LOCK:
+            wq._status &= ~_DESTROYING
+        raise
+    with LOCK:
+        wq._status = (wq._status & ~_DESTROYING) | _DESTROYED
+        pwq = wq._pwq
+        if pwq is not None and pwq in pwq.pool.pwqs:
+            pwq.pool.pwqs.remove(pwq)
+        executor = wq._executor
+        wq._executor = None
+    if executor is not None:
+        executor.shutdown(wait=False)

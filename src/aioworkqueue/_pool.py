@@ -1,0 +1,398 @@
+"""Worker pools: the worker tasks of one event loop (the kernel's ``worker_pool``).
+
+The architecture, once::
+
+    Workqueue ──(one _Pwq per pool it uses)──▶ Pool ──▶ worker tasks ──▶ work functions
+
+A :class:`~aioworkqueue._pwq.Pwq` links a workqueue to a pool: it counts the queue's active items
+there (``max_active``, R7) and holds the ones over the limit. Active items wait on the pool's
+worklist (FIFO, ``WQ.HIGHPRI`` items on their own list that is served first, R5). Worker tasks take
+items in order and run them; there is no Task per item.
+
+Concurrency management, the asyncio way. The kernel starts another worker when a running one
+sleeps. A worker task cannot see its item suspend, but it can leave a successor ready: when a worker
+takes an item and more are waiting, it makes sure one more worker is woken (``need_more_worker``).
+That worker only gets the loop when the first one yields, i.e. when its item awaits; it then takes
+the next item and does the same. Items that never await run back to back on one worker; items
+that await fan out over as many workers as ``max_active`` and ``max_workers`` allow.
+
+Wake-ups are coalesced: ``nr_waking`` counts workers woken and not yet running, and nobody wakes a
+second while one is on its way. A wake-up from a context where the loop may be asleep in
+``select()`` (another thread, or a signal handler that interrupted the select) goes through
+``call_soon_threadsafe`` (one per burst, ``kick_armed``); inside a task on the loop it is a plain
+future completion.
+
+Owner: every attribute is changed under ``_lock.LOCK``; futures and tasks are touched on the loop's
+own thread only (``tid``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import threading
+from collections import deque
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+from . import _barrier
+from ._lock import INTR, LOCK, replay, run_redo
+from ._work import (
+    ASYNC_FN,
+    DEFERRED,
+    PENDING,
+    QUEUED,
+    REDO,
+    RUNNING,
+    WAITED,
+    Work,
+)
+
+if TYPE_CHECKING:
+    from ._pwq import Pwq
+
+__all__ = ("CALL", "Pool", "current_worker_work")
+
+_log = logging.getLogger("aioworkqueue")
+_get_ident = threading.get_ident
+_current_task = asyncio.current_task
+_isawaitable = inspect.isawaitable
+
+#: State bit of works made by ``wq.submit``: call ``func(*args, **kwargs)``, not ``func(work)``.
+CALL = 1 << 9
+
+#: Items a worker runs back to back before it lets the rest of the loop run (cond_resched).
+_BATCH = 256
+
+_WORKER: contextvars.ContextVar[_Worker] = contextvars.ContextVar("aioworkqueue_worker")
+
+
+class _ThreadState(threading.local):
+    work: Work | None = None  # running in a WQ.CPU_INTENSIVE thread or a WQ.BH callback
+
+
+_TLS = _ThreadState()
+
+
+def current_worker_work() -> tuple[Work, Pwq] | None:
+    """Return (work, queue link) of the item the caller runs in, or None. Context: any."""
+    worker = _WORKER.get(None)
+    if worker is not None and worker.current is not None:
+        try:
+            task = _current_task()
+        except RuntimeError:
+            task = None
+        if task is worker.task:
+            return worker.current, worker.pwq  # type: ignore[return-value]
+    work = _TLS.work
+    if work is not None:
+        return work, work._pwq  # type: ignore[return-value]
+    return None
+
+
+class _Worker:
+    """One worker task. Owner: the pool's loop thread."""
+
+    __slots__ = ("current", "fut", "pwq", "task")
+
+    def __init__(self) -> None:
+        self.current: Work | None = None  # the item being run
+        self.pwq: Pwq | None = None  # its queue link
+        self.fut: asyncio.Future[None] | None = None  # completed to wake it from the idle list
+        self.task: asyncio.Task[None] | None = None
+
+
+def _call(work: Work) -> Any:
+    if work._state & CALL:
+        kwargs = work._kwargs  # type: ignore[attr-defined]
+        if kwargs:
+            return work.func(*work._args, **kwargs)  # type: ignore[attr-defined]
+        return work.func(*work._args)  # type: ignore[attr-defined]
+    return work.func(work)
+
+
+def _call_in_thread(work: Work) -> Any:
+    _TLS.work = work
+    try:
+        return _call(work)
+    finally:
+        _TLS.work = None
+
+
+def _remove(dq: deque[Work], work: Work) -> None:
+    """Remove ``work`` from ``dq`` by identity (a subclass's ``__eq__`` must not match others)."""
+    for i in range(len(dq) - 1, -1, -1):
+        if dq[i] is work:
+            del dq[i]
+            return
+    raise AssertionError(f"{work!r} is not on the list its state says it is on")
+
+
+class Pool:
+    """The worker tasks of one event loop, and the items waiting for them."""
+
+    __slots__ = (
+        "bh",
+        "bh_armed",
+        "cpu",
+        "hi",
+        "idle",
+        "kick_armed",
+        "loop",
+        "max_workers",
+        "nr_waking",
+        "nr_workers",
+        "pwqs",
+        "tid",
+        "workers",
+        "worklist",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cpu: int, max_workers: int) -> None:
+        self.loop = loop  # set once
+        self.cpu = cpu  # set once
+        self.tid = _get_ident()  # the loop's thread; set once, by a caller running on the loop
+        self.max_workers = max_workers
+        self.worklist: deque[Work] = deque()  # active items, FIFO
+        self.hi: deque[Work] = deque()  # active WQ.HIGHPRI items, served first
+        self.bh: deque[Work] = deque()  # active WQ.BH items, run from a loop callback
+        self.idle: list[_Worker] = []  # parked workers, most recently parked last
+        self.workers: set[_Worker] = set()
+        self.nr_workers = 0
+        self.nr_waking = 0  # woken (or spawned) and not yet running: at most one is needed
+        self.kick_armed = False  # a call_soon_threadsafe(_kick) is on its way
+        self.bh_armed = False  # a _run_bh callback is scheduled
+        self.pwqs: list[Pwq] = []  # queue links served here
+
+    def __repr__(self) -> str:
+        return f"<Pool cpu={self.cpu} workers={self.nr_workers} waiting={len(self.worklist)}>"
+
+    def direct(self) -> bool:
+        """True when the caller runs in a task of this pool's loop (so the loop is awake)."""
+        return _get_ident() == self.tid and _current_task(self.loop) is not None
+
+    # -- waking workers -------------------------------------------------------------------
+
+    def wake(self, direct: bool | None = None) -> None:
+        """Make sure a worker will look at the worklist. Context: under LOCK, any thread."""
+        if self.nr_waking:
+            return
+        if direct is None:
+            direct = self.direct()
+        if direct:
+            self._wake_local()
+        elif not self.kick_armed:
+            self.kick_armed = True
+            self.loop.call_soon_threadsafe(self._kick)
+
+    def _wake_local(self) -> None:
+        # Context: under LOCK, on the loop thread, loop awake.
+        idle = self.idle
+        if idle:
+            worker = idle.pop()
+            self.nr_waking += 1
+            fut = worker.fut
+            worker.fut = None
+            fut.set_result(None)  # type: ignore[union-attr]
+        elif self.nr_workers < self.max_workers:
+            self.nr_waking += 1
+            self.nr_workers += 1
+            worker = _Worker()
+            self.workers.add(worker)
+            worker.task = self.loop.create_task(
+                self._worker_main(worker), name=f"aiowq/{self.cpu}:{len(self.workers)}"
+            )
+
+    def _kick(self) -> None:
+        with LOCK:
+            self.kick_armed = False
+            if (self.hi or self.worklist) and not self.nr_waking:
+                self._wake_local()
+        if INTR.pending:
+            replay()
+
+    def arm_bh(self, direct: bool | None = None) -> None:
+        """Schedule the BH runner. Context: under LOCK, any thread."""
+        if self.bh_armed:
+            return
+        self.bh_armed = True
+        if direct is None:
+            direct = self.direct()
+        if direct:
+            self.loop.call_soon(self._run_bh)
+        else:
+            self.loop.call_soon_threadsafe(self._run_bh)
+
+    # -- taking and finishing items (shared by workers and the BH runner) --------------------
+
+    def _start(self, work: Work) -> bool:
+        """Commit the start of a popped item; False if it must wait for its own run (R3).
+
+        Context: under LOCK.
+        """
+        st = work._state
+        if st & (RUNNING | REDO | WAITED):
+            if st & RUNNING:  # R3: the running worker runs it again when it ends
+                work._state = (st & ~QUEUED) | DEFERRED
+                return False
+            if st & WAITED:
+                _barrier.on_start(work)
+        work._state = (st & ~(PENDING | QUEUED | REDO)) | RUNNING  # R2: PENDING clears here
+        if st & REDO:
+            run_redo(work)
+        return True
+
+    def _finish(self, work: Work, pwq: Pwq, epoch: int, failed: bool) -> bool:
+        """An instance of ``work`` ended. True if its deferred next instance starts now.
+
+        Context: under LOCK.
+        """
+        if work._state & WAITED:
+            _barrier.on_end(work)
+        pwq.finish(epoch, failed)
+        st = work._state
+        if st & DEFERRED:
+            if st & WAITED:
+                _barrier.on_start(work)
+            work._state = st & ~(PENDING | DEFERRED | REDO)
+            if st & REDO:
+                run_redo(work)
+            return True
+        work._state = st & ~RUNNING
+        return False
+
+    def _report(self, work: Work, pwq: Pwq, exc: BaseException) -> None:
+        try:
+            pwq.wq._handle_exception(work, exc)
+        except Exception:
+            _log.exception("aioworkqueue: exception handler of %r failed on %r", pwq.wq, work)
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    async def _worker_main(self, worker: _Worker) -> None:
+        _WORKER.set(worker)
+        lock = LOCK
+        intr = INTR
+        hi = self.hi
+        worklist = self.worklist
+        loop = self.loop
+        waking = True
+        batch = 0
+        work: Work | None = None
+        try:
+            while True:
+                with lock:
+                    if waking:
+                        self.nr_waking -= 1
+                        waking = False
+                    while True:
+                        if hi:
+                            work = hi.popleft()
+                        elif worklist:
+                            work = worklist.popleft()
+                        else:
+                            work = None
+                            fut = worker.fut = loop.create_future()
+                            self.idle.append(worker)
+                            break
+                        if self._start(work):
+                            break
+                    if work is not None and (hi or worklist) and not self.nr_waking:
+                        self._wake_local()  # need_more_worker: a successor for when we sleep
+                if intr.pending:
+                    replay()
+                if work is None:
+                    batch = 0
+                    await fut
+                    waking = True
+                    continue
+                while True:
+                    pwq: Pwq = work._pwq  # type: ignore[assignment]
+                    epoch = work._epoch
+                    worker.current = work
+                    worker.pwq = pwq
+                    failed = False
+                    try:
+                        st = work._state
+                        if st & ASYNC_FN and not st & CALL:
+                            await work.func(work)  # type: ignore[misc]
+                        else:
+                            if pwq.cpu_thread and not st & ASYNC_FN:
+                                r = await loop.run_in_executor(
+                                    pwq.wq._cpu_executor(), _call_in_thread, work
+                                )
+                            else:
+                                r = _call(work)
+                            if r is not None and (type(r) is CoroutineType or _isawaitable(r)):
+                                await r
+                    except asyncio.CancelledError as exc:
+                        failed = True
+                        self._report(work, pwq, exc)
+                        task = worker.task
+                        if task is not None and task.cancelling():
+                            raise  # the worker itself is cancelled (loop shutdown): stop
+                    except Exception as exc:
+                        failed = True
+                        self._report(work, pwq, exc)
+                    finally:
+                        worker.current = None
+                        with lock:
+                            again = self._finish(work, pwq, epoch, failed)
+                        if intr.pending:
+                            replay()
+                    if not again:
+                        break
+                batch += 1
+                if batch >= _BATCH:  # let the rest of the loop run (the kernel's cond_resched)
+                    batch = 0
+                    await asyncio.sleep(0)
+        finally:
+            with lock:
+                if worker in self.idle:
+                    self.idle.remove(worker)
+                if waking or (worker.fut is not None and worker.fut.done()):
+                    self.nr_waking -= 1
+                worker.fut = None
+                self.nr_workers -= 1
+                self.workers.discard(worker)
+                if (hi or worklist) and not self.nr_waking and not loop.is_closed():
+                    try:
+                        self.wake(direct=False)
+                    except RuntimeError:
+                        pass
+
+    # -- WQ.BH: straight from a loop callback -----------------------------------------------
+
+    def _run_bh(self) -> None:
+        lock = LOCK
+        bh = self.bh
+        while True:
+            with lock:
+                self.bh_armed = False
+                work = None
+                while bh:
+                    work = bh.popleft()
+                    if self._start(work):
+                        break
+                    work = None
+                if work is None:
+                    break
+            again = True
+            while again:
+                pwq: Pwq = work._pwq  # type: ignore[assignment]
+                epoch = work._epoch
+                failed = False
+                _TLS.work = work
+                try:
+                    _call(work)
+                except Exception as exc:
+                    failed = True
+                    self._report(work, pwq, exc)
+                finally:
+                    _TLS.work = None
+                    with lock:
+                        again = self._finish(work, pwq, epoch, failed)
+        if INTR.pending:
+            replay()

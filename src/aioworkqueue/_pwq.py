@@ -1,0 +1,123 @@
+"""The link between a workqueue and a pool (the kernel's ``pool_workqueue``).
+
+It enforces ``max_active`` (R7): an item queued while the queue already has ``max_active`` items
+active in this pool waits on ``inactive`` (FIFO) and is activated when a slot frees. Ordered
+queues are ``max_active == 1`` over a single link, so they are strict FIFO (R6).
+
+Owner: every attribute is changed under ``_lock.LOCK``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ._pool import _remove
+from ._work import DEFERRED, INACTIVE, PENDING, QUEUED, WHERE, Work
+
+if TYPE_CHECKING:
+    from ._barrier import Epochs
+    from ._pool import Pool
+    from ._workqueue import Workqueue
+
+__all__ = ("Pwq",)
+
+
+class Pwq:
+    """One workqueue's share of one pool."""
+
+    __slots__ = (
+        "bh",
+        "cpu_thread",
+        "epochs",
+        "inactive",
+        "max_active",
+        "nr_active",
+        "nr_cancelled",
+        "nr_completed",
+        "nr_failed",
+        "nr_queued",
+        "pool",
+        "target",
+        "wq",
+    )
+
+    def __init__(self, wq: Workqueue, pool: Pool, max_active: int, epochs: Epochs) -> None:
+        from ._flags import WQ
+
+        self.wq = wq  # set once
+        self.pool = pool  # set once
+        self.epochs = epochs  # the workqueue's flush epochs; set once
+        self.bh = bool(wq.flags & WQ.BH)  # set once
+        self.cpu_thread = bool(wq.flags & WQ.CPU_INTENSIVE)  # set once
+        # Where active items wait: set once.
+        self.target = pool.bh if self.bh else pool.hi if wq.flags & WQ.HIGHPRI else pool.worklist
+        self.max_active = max_active
+        self.nr_active = 0  # items holding a slot: on the worklist, deferred, or running
+        self.inactive: deque[Work] = deque()  # items waiting for a slot
+        self.nr_queued = 0  # successful queue_* calls that landed here
+        self.nr_completed = 0
+        self.nr_failed = 0
+        self.nr_cancelled = 0
+
+    def __repr__(self) -> str:
+        return f"<Pwq {self.wq.name!r} cpu={self.pool.cpu} active={self.nr_active}>"
+
+    def insert(self, work: Work, direct: bool | None = None) -> None:
+        """Queue a pending instance: active if a slot is free, else inactive.
+
+        Context: under LOCK; ``work`` has PENDING set and sits nowhere yet.
+        """
+        work._pwq = self
+        ep = self.epochs
+        work._epoch = ep.cur
+        ep.nr_cur += 1
+        ep.total += 1
+        if self.nr_active < self.max_active:
+            self.nr_active += 1
+            work._state |= QUEUED
+            self.target.append(work)
+            if self.bh:
+                self.pool.arm_bh(direct)
+            else:
+                self.pool.wake(direct)
+        else:
+            work._state |= INACTIVE
+            self.inactive.append(work)
+
+    def _release_slot(self) -> None:
+        inactive = self.inactive
+        if inactive and self.nr_active <= self.max_active:
+            work = inactive.popleft()
+            work._state = (work._state & ~INACTIVE) | QUEUED
+            self.target.append(work)
+            if self.bh:
+                self.pool.arm_bh()
+            else:
+                self.pool.wake()
+        else:
+            self.nr_active -= 1
+
+    def finish(self, epoch: int, failed: bool) -> None:
+        """An instance that held a slot ended. Context: under LOCK."""
+        if failed:
+            self.nr_failed += 1
+        else:
+            self.nr_completed += 1
+        self._release_slot()
+        self.epochs.done(epoch)
+
+    def unqueue(self, work: Work) -> None:
+        """Take a queued (not armed) pending instance back. Context: under LOCK."""
+        st = work._state
+        if st & QUEUED:
+            _remove(self.target, work)
+            self._release_slot()
+        elif st & INACTIVE:
+            _remove(self.inactive, work)
+        elif st & DEFERRED:
+            self._release_slot()
+        else:
+            raise AssertionError(f"unqueue: {work!r} is not queued (state {st:#x})")
+        work._state = st & ~(PENDING | WHERE)
+        self.epochs.done(work._epoch)

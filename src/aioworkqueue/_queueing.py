@@ -1,0 +1,318 @@
+"""Queueing: ``queue_work*``, ``queue_delayed_work*``, ``mod_delayed_work*`` and ``submit``.
+
+All of them are synchronous, O(1) and callable from any thread and any synchronous callback.
+Each is one short section under ``_lock.LOCK``: test the pending bit (R1), set it, and either put
+the item on its queue or arm its timer.
+
+From interrupt context that interrupted our own section (see ``_lock.py``) a queue call cannot
+touch state. It answers from what it sees — False if the item is pending or disabled, or was
+queued by an earlier interrupt-context call — and records a replay that runs when the section
+releases the lock. The replay is a normal queue, except in one race::
+
+    interrupted section                       signal handler
+    ───────────────────                       ──────────────
+    queue_work(wq, w): sees w idle
+                       ◀── signal ──▶         queue_work(wq, w): sees w idle → True, recorded
+    sets PENDING, queues w → True
+    releases; replay finds w PENDING
+
+Both calls returned True, so both must lead to a run (R4): the replay attaches itself to the
+pending instance (bit REDO) and queues w again the moment that instance starts (or is cancelled),
+so w runs twice, never concurrently (R2, R3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import _lock
+from ._errors import WorkqueueError
+from ._flags import WQ
+from ._lock import INTR, LOCK, replay
+from ._pool import CALL
+from ._timer import arm, disarm
+from ._work import (
+    ARMED,
+    ASYNC_FN,
+    DISABLE_MASK,
+    PENDING,
+    DelayedWork,
+    Work,
+    check_delay,
+    check_delayed,
+    check_work,
+    is_async_callable,
+)
+from ._workqueue import Workqueue
+
+__all__ = (
+    "mod_delayed_work",
+    "mod_delayed_work_on",
+    "queue_delayed_work",
+    "queue_delayed_work_on",
+    "queue_work",
+    "queue_work_on",
+    "submit",
+)
+
+
+def _check_wq(call: str, wq: object) -> Workqueue:
+    if not isinstance(wq, Workqueue):
+        raise TypeError(f"{call}: expected a Workqueue, got {type(wq).__name__} {wq!r}")
+    return wq
+
+
+def _check_cpu(call: str, cpu: object) -> int:
+    if isinstance(cpu, bool) or not isinstance(cpu, int):
+        raise TypeError(f"{call}: cpu must be an int, got {cpu!r}")
+    if cpu < 0:
+        raise ValueError(f"{call}: cpu must be >= 0, got {cpu}")
+    return cpu
+
+
+def _check_bh(call: str, wq: Workqueue, work: Work) -> None:
+    if work._state & ASYNC_FN and wq.flags & WQ.BH:
+        raise TypeError(
+            f"{call}: workqueue {wq.name!r} is WQ.BH and runs plain functions only; {work!r} "
+            f"has a coroutine function"
+        )
+
+
+def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
+    """Queue ``work`` now. Context: any; not nested."""
+    with LOCK:
+        if wq._status:
+            wq._check_queueable(call, work)
+        st = work._state
+        if st & (PENDING | DISABLE_MASK):
+            ok = False
+        else:
+            if st & ASYNC_FN:
+                _check_bh(call, wq, work)
+            pwq = wq._link(call, work, cpu)
+            work._state = st | PENDING
+            pwq.insert(work)
+            pwq.nr_queued += 1
+            ok = True
+    if INTR.pending:
+        replay()
+    return ok
+
+
+def _queue_delayed(
+    call: str, wq: Workqueue, dwork: DelayedWork, delay: float, cpu: int | None
+) -> bool:
+    """Arm ``dwork`` (or queue it now when ``delay`` is 0). Context: any; not nested."""
+    with LOCK:
+        if wq._status:
+            wq._check_queueable(call, dwork)
+        st = dwork._state
+        if st & (PENDING | DISABLE_MASK):
+            ok = False
+        else:
+            _check_bh(call, wq, dwork)
+            pwq = wq._link(call, dwork, cpu)
+            dwork._state = st | PENDING
+            if delay:
+                arm(dwork, pwq, delay)
+            else:
+                pwq.insert(dwork)
+            pwq.nr_queued += 1
+            ok = True
+    if INTR.pending:
+        replay()
+    return ok
+
+
+def _queue_nested(
+    call: str, wq: Workqueue, work: Work, cpu: int | None, delay: float | None
+) -> bool:
+    """Queue from interrupt context that interrupted our own section (see module docstring)."""
+    if wq._status & 1:
+        raise WorkqueueError(f"{call}: workqueue {wq.name!r} was destroyed; {work!r}")
+    _check_bh(call, wq, work)
+    shadow = INTR.shadow
+    key = id(work)
+    if work._state & (PENDING | DISABLE_MASK) or key in shadow:
+        return False
+    shadow[key] = 1
+
+    def again() -> None:
+        if work._state & DISABLE_MASK:
+            # Disabled by the very section we interrupted, after we looked: report, never drop.
+            with LOCK:
+                pwq = wq._pwq
+                if pwq is not None:
+                    pwq.nr_cancelled += 1
+            _lock._log.error("%s: %r was disabled before it could be queued; cancelled", call, work)
+        elif work._state & PENDING:
+            _lock.add_redo(work, again)
+        elif delay is None:
+            _queue(call, wq, work, cpu)
+        else:
+            _queue_delayed(call, wq, work, delay, cpu)  # type: ignore[arg-type]
+
+    _lock.record(again)
+    return True
+
+
+def queue_work(wq: Workqueue, work: Work) -> bool:
+    """Queue ``work`` on ``wq``.
+
+    Context: any — a coroutine, a loop callback, a signal handler or another thread; never blocks.
+    Returns: True if it was queued; False if it was already pending (R1) or is disabled.
+    Raises: TypeError for wrong types; WorkqueueError if ``wq`` was destroyed, is draining (and
+    the caller is not its own work) or has no event loop to run on.
+    """
+    if type(wq) is not Workqueue:
+        _check_wq("queue_work", wq)
+    if not isinstance(work, Work):
+        check_work("queue_work", work)
+    if LOCK._is_owned():  # type: ignore[attr-defined]
+        return _queue_nested("queue_work", wq, work, None, None)
+    return _queue("queue_work", wq, work, None)
+
+
+def queue_work_on(cpu: int, wq: Workqueue, work: Work) -> bool:
+    """Queue ``work`` on ``wq`` to run on the pool of ``cpu``.
+
+    Context: any, as :func:`queue_work`. Returns: as :func:`queue_work`.
+    Raises: as :func:`queue_work`; ValueError for a cpu with no pool.
+    """
+    call = "queue_work_on"
+    cpu = _check_cpu(call, cpu)
+    _check_wq(call, wq)
+    check_work(call, work)
+    if LOCK._is_owned():  # type: ignore[attr-defined]
+        return _queue_nested(call, wq, work, cpu, None)
+    return _queue(call, wq, work, cpu)
+
+
+def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
+    """Queue ``dwork`` on ``wq`` after ``delay`` seconds (at once if 0).
+
+    The item never starts earlier than ``delay`` after the call (R8).
+    Context: any, as :func:`queue_work`.
+    Returns: True if armed (or queued); False if it was already pending or is disabled.
+    Raises: as :func:`queue_work`; TypeError / ValueError for a bad delay.
+    """
+    call = "queue_delayed_work"
+    _check_wq(call, wq)
+    check_delayed(call, dwork)
+    d = check_delay(call, delay, dwork)
+    if LOCK._is_owned():  # type: ignore[attr-defined]
+        return _queue_nested(call, wq, dwork, None, d)
+    return _queue_delayed(call, wq, dwork, d, None)
+
+
+def queue_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
+    """:func:`queue_delayed_work` aimed at the pool of ``cpu``. Context, Returns, Raises: same."""
+    call = "queue_delayed_work_on"
+    cpu = _check_cpu(call, cpu)
+    _check_wq(call, wq)
+    check_delayed(call, dwork)
+    d = check_delay(call, delay, dwork)
+    if LOCK._is_owned():  # type: ignore[attr-defined]
+        return _queue_nested(call, wq, dwork, cpu, d)
+    return _queue_delayed(call, wq, dwork, d, cpu)
+
+
+def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int | None) -> bool:
+    _check_wq(call, wq)
+    check_delayed(call, dwork)
+    d = check_delay(call, delay, dwork)
+    if LOCK._is_owned():  # type: ignore[attr-defined]
+        raise WorkqueueError(
+            f"{call}: called from a signal handler that interrupted aioworkqueue on the same "
+            f"thread; only queue_* may be called there; {dwork!r}"
+        )
+    with LOCK:
+        if wq._status:
+            wq._check_queueable(call, dwork)
+        st = dwork._state
+        if st & DISABLE_MASK:
+            was = False
+        else:
+            _check_bh(call, wq, dwork)
+            pwq = wq._link(call, dwork, cpu)
+            was = bool(st & PENDING)
+            if was:
+                steal(dwork)
+            else:
+                pwq.nr_queued += 1
+            dwork._state |= PENDING
+            if d:
+                arm(dwork, pwq, d)
+            else:
+                pwq.insert(dwork)
+    if INTR.pending:
+        replay()
+    return was
+
+
+def steal(work: Work) -> None:
+    """Take a pending instance back from its timer or queue; it stays PENDING and sits nowhere.
+
+    Flushers of that instance are released (the kernel's barrier stays in place and is reached).
+    Context: under LOCK; ``work`` is pending.
+    """
+    from ._barrier import on_unqueue
+
+    if work._state & ARMED:
+        disarm(work)  # type: ignore[arg-type]
+    else:
+        pwq = work._pwq
+        assert pwq is not None
+        pwq.unqueue(work)
+        work._state |= PENDING
+    on_unqueue(work)
+
+
+def mod_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
+    """Re-arm ``dwork`` to ``now + delay`` whether or not it is pending (R9).
+
+    Context: any thread or callback, as :func:`queue_work`, except a signal handler that
+    interrupted aioworkqueue itself on the same thread (WorkqueueError; queue_* work there).
+    Returns: True if it was pending (armed, or queued and not started) and was re-armed;
+    False if it was idle (or only running) and is now armed; False if disabled (nothing armed).
+    Raises: as :func:`queue_delayed_work`.
+    """
+    return _mod("mod_delayed_work", wq, dwork, delay, None)
+
+
+def mod_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
+    """:func:`mod_delayed_work` aimed at the pool of ``cpu``. Context, Returns, Raises: same."""
+    call = "mod_delayed_work_on"
+    return _mod(call, wq, dwork, delay, _check_cpu(call, cpu))
+
+
+class _CallWork(Work):
+    """A work made by ``submit``: runs ``func(*args, **kwargs)``."""
+
+    __slots__ = ("_args", "_kwargs")
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, st: int
+    ) -> None:
+        self.func = fn
+        self._state = st
+        self._pwq = None
+        self._epoch = 0
+        self._args = args
+        self._kwargs = kwargs
+
+
+def submit(
+    wq: Workqueue, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Work:
+    """Implementation of ``Workqueue.submit``. Context: any, as :func:`queue_work`."""
+    if not callable(fn):
+        raise TypeError(f"submit: fn must be callable, got {fn!r} (workqueue {wq.name!r})")
+    st = CALL
+    if wq.flags & (WQ.BH | WQ.CPU_INTENSIVE) and is_async_callable(fn):
+        st |= ASYNC_FN  # these queues must know before calling; others look at the result
+    work = _CallWork(fn, args, kwargs or None, st)
+    if not queue_work(wq, work):  # pragma: no cover - a fresh work is never pending
+        raise AssertionError("submit: a fresh work was pending")
+    return work

@@ -1,0 +1,187 @@
+"""Work items: :class:`Work` and :class:`DelayedWork`, and the state machine they follow.
+
+A work item's whole life is one integer, ``_state``, changed only under the state lock
+(``_lock.py``). Its states and the transitions between them (the rule that governs each)::
+
+    IDLE              --queue_* (R1)-------------------------> PENDING|QUEUED or |INACTIVE
+    IDLE              --queue_delayed_work (R8)--------------> PENDING|ARMED
+    PENDING|ARMED     --timer fires, deadline passed (R8)----> PENDING|QUEUED or |INACTIVE
+    PENDING|INACTIVE  --a max_active slot frees (R7)---------> PENDING|QUEUED
+    PENDING|QUEUED    --a worker takes it; PENDING clears (R2)-> RUNNING
+    PENDING|*         --cancel_* (R10)-----------------------> IDLE (or RUNNING if it was running)
+    RUNNING           --queue_* again (R2)-------------------> RUNNING|PENDING|QUEUED ...
+    RUNNING|PENDING|QUEUED --another worker takes it (R3)----> RUNNING|PENDING|DEFERRED
+    RUNNING|PENDING|DEFERRED --the run ends------------------> RUNNING (next instance, same worker)
+    RUNNING           --the run ends-------------------------> IDLE
+
+``CANCELING`` is not a separate bit: ``cancel_*_sync`` raises the disable count (``DISABLE_UNIT``
+multiples in the high bits), under which every ``queue_*`` returns False (R11), waits for the
+running instance, and lowers it again, as the kernel's ``__cancel_work_sync`` does since 6.10.
+
+Owner: every field below is touched only while holding ``_lock.LOCK``, except ``func``, which is
+set once, and ``ASYNC_FN``, which is computed once at construction.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import types
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ._flags import WorkBusy
+
+if TYPE_CHECKING:
+    from ._pwq import Pwq as _Pwq
+
+__all__ = ("DelayedWork", "Work", "WorkFunc")
+
+#: A work function: receives the work item itself; plain or ``async def``.
+WorkFunc: TypeAlias = Callable[[Any], "Awaitable[None] | None"]
+
+# State bits of ``Work._state``.
+PENDING = 1 << 0  # a successful queue_* has not started running yet (or was not cancelled)
+ARMED = 1 << 1  # DelayedWork whose timer is armed
+QUEUED = 1 << 2  # on a pool worklist, holding one of its queue's active slots (R7)
+INACTIVE = 1 << 3  # on a queue's inactive list, waiting for an active slot (R7)
+DEFERRED = 1 << 4  # taken by a worker while still running elsewhere: runs when that run ends (R3)
+RUNNING = 1 << 5
+WAITED = 1 << 6  # someone waits in flush_work / cancel_*_sync / disable_work_sync
+REDO = 1 << 7  # a queue_* made from an interrupted context replays when this instance starts
+ASYNC_FN = 1 << 8  # func is a coroutine function (set once)
+DISABLE_UNIT = 1 << 12  # the disable count lives above this bit
+DISABLE_MASK = ~(DISABLE_UNIT - 1)
+WHERE = ARMED | QUEUED | INACTIVE | DEFERRED  # where a pending instance sits
+
+
+def is_async_callable(func: object) -> bool:
+    """Return True when calling ``func`` gives a coroutine, as SPEC §5 defines it.
+
+    ``functools.partial`` is unwrapped, and for callable objects ``__call__`` is looked at.
+    """
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    if isinstance(func, types.FunctionType | types.MethodType | types.BuiltinFunctionType | type):
+        return False
+    return inspect.iscoroutinefunction(inspect.getattr_static(type(func), "__call__", None))
+
+
+def func_name(func: object) -> str:
+    """Return a readable name of a callable for messages and traces."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    return name if isinstance(name, str) else type(func).__name__
+
+
+class Work:
+    """A unit of deferred work: ``Work(func)``; ``func(work)`` runs on a worker.
+
+    Subclass it to carry data (the kernel's ``container_of`` pattern): the function always receives
+    the work object it was queued with. A work item can be pending at most once at a time (R1)
+    and never runs concurrently with itself (R3).
+
+    Context: construct anywhere.
+    """
+
+    __slots__ = ("_epoch", "_pwq", "_state", "func")
+
+    func: WorkFunc
+    _state: int
+    _pwq: _Pwq | None  # the queue link of the pending (or last) instance
+    _epoch: int  # flush epoch of the queued instance (``_flush.py``)
+
+    def __init__(self, func: WorkFunc) -> None:
+        if not callable(func):
+            raise TypeError(f"{type(self).__name__}: func must be callable, got {func!r}")
+        self.func = func
+        self._state = ASYNC_FN if is_async_callable(func) else 0
+        self._pwq = None
+        self._epoch = 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} fn={func_name(self.func)}>"
+
+    @property
+    def pending(self) -> bool:
+        """True while a successful ``queue_*`` of this item has not started or been cancelled."""
+        return bool(self._state & PENDING)
+
+    @property
+    def busy(self) -> WorkBusy:
+        """The :class:`WorkBusy` flags of this item right now (see :func:`work_busy`)."""
+        st = self._state
+        return WorkBusy((st & PENDING and WorkBusy.PENDING) | (st & RUNNING and WorkBusy.RUNNING))
+
+    def cancel(self) -> bool:
+        """Same as :func:`cancel_work` (or :func:`cancel_delayed_work` for a DelayedWork)."""
+        from ._cancel import cancel_work
+
+        return cancel_work(self)
+
+    async def cancel_sync(self) -> bool:
+        """Same as :func:`cancel_work_sync`."""
+        from ._cancel import cancel_work_sync
+
+        return await cancel_work_sync(self)
+
+    async def flush(self) -> bool:
+        """Same as :func:`flush_work` (:func:`flush_delayed_work` for a DelayedWork)."""
+        from ._flush import flush_work
+
+        return await flush_work(self)
+
+
+class DelayedWork(Work):
+    """A work item that can also be queued after a delay (``struct delayed_work``).
+
+    A DelayedWork is a Work: every plain-work call accepts it (SPEC §5).
+
+    Context: construct anywhere.
+    """
+
+    __slots__ = ("_deadline", "_tgen", "_timer")
+
+    _deadline: float  # loop time before which the armed instance must not be queued (R8)
+    _tgen: int  # arm generation: a timer callback with an older one is stale
+    _timer: Any  # asyncio.TimerHandle of the armed instance, when armed on its own loop
+
+    def __init__(self, func: WorkFunc) -> None:
+        super().__init__(func)
+        self._deadline = 0.0
+        self._tgen = 0
+        self._timer = None
+
+    async def flush(self) -> bool:
+        """Same as :func:`flush_delayed_work`."""
+        from ._flush import flush_delayed_work
+
+        return await flush_delayed_work(self)
+
+
+def check_work(call: str, work: object) -> Work:
+    """Return ``work`` if it is a :class:`Work`, else raise a TypeError that names ``call``."""
+    if not isinstance(work, Work):
+        raise TypeError(f"{call}: expected a Work, got {type(work).__name__} {work!r}")
+    return work
+
+
+def check_delayed(call: str, work: object) -> DelayedWork:
+    """Return ``work`` if it is a :class:`DelayedWork`, else raise a TypeError naming ``call``."""
+    if not isinstance(work, DelayedWork):
+        raise TypeError(f"{call}: expected a DelayedWork, got {type(work).__name__} {work!r}")
+    return work
+
+
+def check_delay(call: str, delay: object, work: object) -> float:
+    """Return ``delay`` as seconds, or raise as SPEC §5 says (bool: TypeError; <0, NaN, inf)."""
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise TypeError(f"{call}: delay must be int or float seconds, got {delay!r} for {work!r}")
+    d = float(delay)
+    if math.isnan(d) or math.isinf(d) or d < 0:
+        raise ValueError(f"{call}: delay must be finite and >= 0, got {delay!r} for {work!r}")
+    return d + 0.0  # -0.0 becomes 0.0

@@ -1,0 +1,435 @@
+"""Workqueues: allocation, their state, and binding to the pool of an event loop.
+
+In the embedded mode (no Runtime) there is one pool per event loop, cpu 0. A workqueue binds to the
+loop that is running when it is first used and queues there from any thread afterwards. When that
+loop has closed, the next use from a running loop rebinds it (SPEC §5); whatever was still pending
+on the dead loop is reported as cancelled, never silently dropped.
+
+Owner: ``_pwq``, ``_status``, ``_armed``, ``_epochs`` and the counters change under ``_lock.LOCK``;
+``name``, ``flags``, ``max_active``, ``ordered`` are set once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from ._barrier import Epochs, on_end, on_unqueue
+from ._config import CONFIG
+from ._errors import WorkqueueDestroyedError, WorkqueueDrainingError, WorkqueueLoopError
+from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
+from ._lock import LOCK
+from ._pool import Pool, current_worker_work
+from ._pwq import Pwq
+from ._work import ARMED, PENDING, RUNNING, WHERE, DelayedWork, Work
+
+__all__ = (
+    "ExceptionHandler",
+    "Workqueue",
+    "WorkqueueStats",
+    "alloc_ordered_workqueue",
+    "alloc_workqueue",
+    "create_singlethread_workqueue",
+    "create_workqueue",
+)
+
+_log = logging.getLogger("aioworkqueue")
+_NO_FLAGS = WQ(0)
+_get_running_loop = asyncio._get_running_loop
+
+#: ``handler(wq, work, exc)``: called on the pool's loop when a work function raises (R16).
+ExceptionHandler = Callable[["Workqueue", Work, BaseException], None]
+
+# Workqueue._status bits
+_DESTROYED = 1 << 0
+_DESTROYING = 1 << 1
+_DRAIN_UNIT = 1 << 4  # drain_workqueue nests: a count above this bit
+
+
+@dataclass(frozen=True, slots=True)
+class WorkqueueStats:
+    """A snapshot of one workqueue's counters (``wq.stats()``)."""
+
+    #: The workqueue's name.
+    name: str
+    #: Successful ``queue_*`` calls (a ``mod_delayed_work`` on an idle item counts as one).
+    queued: int
+    #: Runs that returned normally.
+    completed: int
+    #: Runs that raised (each went to the exception handler, R16).
+    failed: int
+    #: Pending instances taken back by cancel_* / disable_* or abandoned with a dead loop.
+    cancelled: int
+    #: Instances queued or running (what a flush or drain waits for).
+    in_flight: int
+    #: Instances waiting to start: on a worklist or waiting for a max_active slot.
+    pending: int
+    #: Delayed items whose timer is armed.
+    armed: int
+    #: Items running right now (``in_flight - pending``).
+    running: int
+
+
+def _check_name(call: str, name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{call}: name must be a str, got {type(name).__name__} {name!r}")
+    return name
+
+
+def _check_flags(call: str, name: str, flags: object) -> WQ:
+    if isinstance(flags, bool) or not isinstance(flags, int):
+        raise TypeError(f"{call}: flags of workqueue {name!r} must be WQ flags, got {flags!r}")
+    if flags & ~sum(WQ):
+        raise ValueError(f"{call}: unknown flags {flags:#x} for workqueue {name!r}")
+    fl = WQ(flags)
+    if fl & WQ.BH and fl & (WQ.UNBOUND | WQ.CPU_INTENSIVE | WQ.FREEZABLE):
+        raise ValueError(f"{call}: WQ.BH does not combine with {fl!r} (workqueue {name!r})")
+    return fl
+
+
+def _check_max_active(call: str, name: str, max_active: object) -> int:
+    if isinstance(max_active, bool) or not isinstance(max_active, int):
+        raise TypeError(
+            f"{call}: max_active of workqueue {name!r} must be an int, got {max_active!r}"
+        )
+    if not 0 <= max_active <= WQ_MAX_ACTIVE:
+        raise ValueError(
+            f"{call}: max_active of workqueue {name!r} must be 0..{WQ_MAX_ACTIVE}, got {max_active}"
+        )
+    return max_active or WQ_DFL_ACTIVE
+
+
+def _default_handler(wq: Workqueue, work: Work, exc: BaseException) -> None:
+    if isinstance(exc, asyncio.CancelledError):
+        _log.error("workqueue %r: %r was cancelled while running", wq.name, work, exc_info=exc)
+    else:
+        _log.error("workqueue %r: %r raised", wq.name, work, exc_info=exc)
+
+
+class Workqueue:
+    """A named workqueue. Create it with :func:`alloc_workqueue` and friends.
+
+    ``async with alloc_workqueue(...) as wq:`` destroys it on exit. The method forms mirror the
+    functions: ``wq.queue(work)`` is ``queue_work(wq, work)``, and so on.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_armed",
+        "_epochs",
+        "_executor",
+        "_handler",
+        "_pwq",
+        "_status",
+        "_system",
+        "flags",
+        "max_active",
+        "name",
+        "ordered",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        flags: WQ,
+        max_active: int,
+        *,
+        ordered: bool = False,
+        exception_handler: ExceptionHandler | None = None,
+    ) -> None:
+        self.name = name
+        self.flags = flags
+        self.max_active = max_active
+        self.ordered = ordered
+        self._handler = exception_handler or _default_handler
+        self._pwq: Pwq | None = None  # the link to the pool of the loop it is bound to
+        self._status = 0
+        self._epochs = Epochs()
+        self._armed: dict[int, DelayedWork] = {}  # id → armed delayed items aimed at this queue
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._system = False
+
+    def __repr__(self) -> str:
+        return f"<Workqueue {self.name!r} flags={self.flags!r} max_active={self.max_active}>"
+
+    # -- state checks and binding (under LOCK) ------------------------------------------------
+
+    @property
+    def destroyed(self) -> bool:
+        """True once :func:`destroy_workqueue` has finished."""
+        return bool(self._status & _DESTROYED)
+
+    def _check_queueable(self, call: str, work: Work) -> None:
+        """Raise if nobody may queue on this queue now (R14). Context: under LOCK."""
+        status = self._status
+        if status & _DESTROYED:
+            raise WorkqueueDestroyedError(
+                f"{call}: workqueue {self.name!r} was destroyed; {work!r}"
+            )
+        if status >= _DRAIN_UNIT:
+            cur = current_worker_work()
+            if cur is None or cur[1].wq is not self:
+                raise WorkqueueDrainingError(
+                    f"{call}: workqueue {self.name!r} is draining; only its own work may queue "
+                    f"onto it; {work!r}"
+                )
+
+    def _link(self, call: str, work: Work, cpu: int | None) -> Pwq:
+        """Return the queue link to queue on, binding to the running loop if needed.
+
+        Context: under LOCK, any thread.
+        """
+        pwq = self._pwq
+        running = _get_running_loop()
+        if pwq is not None:
+            loop = pwq.pool.loop
+            if running is loop or (running is None and not loop.is_closed()):
+                link = pwq
+            elif running is None:
+                raise WorkqueueLoopError(
+                    f"{call}: the event loop of workqueue {self.name!r} is closed and no loop is "
+                    f"running here to rebind it to; {work!r}"
+                )
+            elif loop.is_closed():
+                link = self._rebind(running)
+            elif loop.is_running():
+                link = pwq  # another thread's loop: hand off to the loop we are bound to
+            elif self._epochs.total or self._armed:
+                raise WorkqueueLoopError(
+                    f"{call}: workqueue {self.name!r} has pending work on an event loop that is "
+                    f"not running; cannot bind it to another loop; {work!r}"
+                )
+            else:
+                link = self._rebind(running)
+        elif running is None:
+            raise WorkqueueLoopError(
+                f"{call}: workqueue {self.name!r} is first used outside a running event loop; "
+                f"use it once from the loop that should run it; {work!r}"
+            )
+        else:
+            link = self._rebind(running)
+        if cpu is not None and cpu != link.pool.cpu:
+            raise ValueError(
+                f"{call}: no cpu {cpu} in embedded mode (only cpu 0); workqueue {self.name!r}; "
+                f"{work!r}"
+            )
+        return link
+
+    def _rebind(self, loop: asyncio.AbstractEventLoop) -> Pwq:
+        old = self._pwq
+        if old is not None:
+            self._abandon(old)
+        pool = _pool_of(loop)
+        self._epochs = Epochs()
+        self._pwq = pwq = Pwq(self, pool, self.max_active, self._epochs)
+        pool.pwqs.append(pwq)
+        return pwq
+
+    def _abandon(self, pwq: Pwq) -> None:
+        """Report and reset what this queue still had on a dead loop (never silently lost).
+
+        Context: under LOCK, after the loop of ``pwq`` has closed (its tasks are gone).
+        """
+        pool = pwq.pool
+        lost: list[Work] = []
+        for dq in (pool.worklist, pool.hi, pool.bh):
+            mine = [w for w in dq if w._pwq is pwq]
+            if mine:
+                keep = [w for w in dq if w._pwq is not pwq]
+                dq.clear()
+                dq.extend(keep)
+                lost += mine
+        lost += pwq.inactive
+        pwq.inactive.clear()
+        lost += self._armed.values()
+        self._armed.clear()
+        for worker in pool.workers:
+            if worker.current is not None and worker.pwq is pwq:
+                lost.append(worker.current)
+        for work in lost:
+            _log.error(
+                "workqueue %r: %r was still pending or running when its event loop closed; "
+                "reported as cancelled",
+                self.name,
+                work,
+            )
+            work._state &= ~(PENDING | WHERE | ARMED | RUNNING)
+            on_unqueue(work)
+            on_end(work)
+            pwq.nr_cancelled += 1
+        if pwq in pool.pwqs:
+            pool.pwqs.remove(pwq)
+
+    # -- execution helpers ----------------------------------------------------------------------
+
+    def _handle_exception(self, work: Work, exc: BaseException) -> None:
+        self._handler(self, work, exc)
+
+    def _cpu_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        ex = self._executor
+        if ex is None:
+            with LOCK:
+                ex = self._executor
+                if ex is None:
+                    ex = self._executor = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=self.max_active, thread_name_prefix=f"aiowq-cpu/{self.name}"
+                    )
+        return ex
+
+    # -- statistics -----------------------------------------------------------------------------
+
+    def stats(self) -> WorkqueueStats:
+        """Return a snapshot of this queue's counters. Context: any."""
+        with LOCK:
+            pwqs = [self._pwq] if self._pwq is not None else []
+            total = self._epochs.total
+            waiting = 0
+            for p in pwqs:
+                waiting += len(p.inactive) + sum(1 for w in p.target if w._pwq is p)
+            return WorkqueueStats(
+                name=self.name,
+                queued=sum(p.nr_queued for p in pwqs),
+                completed=sum(p.nr_completed for p in pwqs),
+                failed=sum(p.nr_failed for p in pwqs),
+                cancelled=sum(p.nr_cancelled for p in pwqs),
+                in_flight=total,
+                pending=waiting,
+                armed=len(self._armed),
+                running=total - waiting,
+            )
+
+    # -- method forms ----------------------------------------------------------------------------
+
+    def queue(self, work: Work) -> bool:
+        """Same as :func:`queue_work` ``(self, work)``."""
+        from ._queueing import queue_work
+
+        return queue_work(self, work)
+
+    def queue_on(self, cpu: int, work: Work) -> bool:
+        """Same as :func:`queue_work_on` ``(cpu, self, work)``."""
+        from ._queueing import queue_work_on
+
+        return queue_work_on(cpu, self, work)
+
+    def queue_delayed(self, dwork: DelayedWork, delay: float) -> bool:
+        """Same as :func:`queue_delayed_work` ``(self, dwork, delay)``."""
+        from ._queueing import queue_delayed_work
+
+        return queue_delayed_work(self, dwork, delay)
+
+    def mod_delayed(self, dwork: DelayedWork, delay: float) -> bool:
+        """Same as :func:`mod_delayed_work` ``(self, dwork, delay)``."""
+        from ._queueing import mod_delayed_work
+
+        return mod_delayed_work(self, dwork, delay)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Work:
+        """Queue ``fn(*args, **kwargs)`` (plain or async) as a fresh Work and return it.
+
+        No de-duplication: every call makes and queues a new item.
+        Context: any, as :func:`queue_work`.
+        Raises: as :func:`queue_work`; TypeError if ``fn`` is not callable.
+        """
+        from ._queueing import submit
+
+        return submit(self, fn, args, kwargs)
+
+    async def flush(self) -> None:
+        """Same as :func:`flush_workqueue` ``(self)``."""
+        from ._flush import flush_workqueue
+
+        await flush_workqueue(self)
+
+    async def drain(self) -> None:
+        """Same as :func:`drain_workqueue` ``(self)``."""
+        from ._flush import drain_workqueue
+
+        await drain_workqueue(self)
+
+    async def destroy(self) -> None:
+        """Same as :func:`destroy_workqueue` ``(self)``."""
+        from ._flush import destroy_workqueue
+
+        await destroy_workqueue(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.destroy()
+
+
+# One pool per event loop in the embedded mode; closed loops are dropped when the next binds.
+_POOLS: dict[asyncio.AbstractEventLoop, Pool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool_of(loop: asyncio.AbstractEventLoop) -> Pool:
+    """Return the embedded pool of ``loop`` (created on first use). Context: under LOCK."""
+    pool = _POOLS.get(loop)
+    if pool is None:
+        for dead in [lp for lp in _POOLS if lp.is_closed()]:
+            del _POOLS[dead]
+        pool = _POOLS[loop] = Pool(loop, 0, CONFIG.max_workers)
+    return pool
+
+
+def alloc_workqueue(
+    name: str,
+    flags: WQ | int = _NO_FLAGS,
+    max_active: int = 0,
+    *,
+    exception_handler: ExceptionHandler | None = None,
+) -> Workqueue:
+    """Allocate a workqueue.
+
+    ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``).
+    Context: any; the queue binds to an event loop when first used.
+    Returns: the new workqueue.
+    Raises: TypeError for a wrong type, ValueError for unknown or conflicting flags or a
+    ``max_active`` outside 0..WQ_MAX_ACTIVE.
+    """
+    call = "alloc_workqueue"
+    name = _check_name(call, name)
+    fl = _check_flags(call, name, flags)
+    ma = _check_max_active(call, name, max_active)
+    if exception_handler is not None and not callable(exception_handler):
+        raise TypeError(f"{call}: exception_handler of {name!r} must be callable")
+    return Workqueue(name, fl, ma, exception_handler=exception_handler)
+
+
+def alloc_ordered_workqueue(
+    name: str, flags: WQ | int = _NO_FLAGS, *, exception_handler: ExceptionHandler | None = None
+) -> Workqueue:
+    """Allocate an ordered workqueue: one item at a time, strictly in queue order (R6).
+
+    Context: any. Returns: the new workqueue. Raises: as :func:`alloc_workqueue`.
+    """
+    call = "alloc_ordered_workqueue"
+    name = _check_name(call, name)
+    fl = _check_flags(call, name, flags)
+    if fl & WQ.BH:
+        raise ValueError(f"{call}: WQ.BH queues cannot be ordered (workqueue {name!r})")
+    return Workqueue(name, fl | WQ.UNBOUND, 1, ordered=True, exception_handler=exception_handler)
+
+
+def create_workqueue(name: str) -> Workqueue:
+    """The kernel's old name: a per-CPU queue with max_active 1 and ``WQ.MEM_RECLAIM``."""
+    return alloc_workqueue(name, WQ.MEM_RECLAIM, 1)
+
+
+def create_singlethread_workqueue(name: str) -> Workqueue:
+    """The kernel's old name: an ordered queue with ``WQ.MEM_RECLAIM``."""
+    return alloc_ordered_workqueue(name, WQ.MEM_RECLAIM)
