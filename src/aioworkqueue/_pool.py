@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import logging
 import threading
@@ -38,7 +39,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from . import _barrier
-from ._lock import INTR, LOCK, replay, run_redo
+from ._lock import INTR, LOCK, record, replay, run_redo
 from ._work import (
     ASYNC_FN,
     DEFERRED,
@@ -241,7 +242,8 @@ class Pool:
                 _barrier.on_start(work)
         work._state = (st & ~(PENDING | QUEUED | REDO)) | RUNNING  # R2: PENDING clears here
         if st & REDO:
-            run_redo(work)
+            # After the section: the caller must read this instance's _pwq/_epoch first.
+            record(functools.partial(run_redo, work))
         return True
 
     def _finish(self, work: Work, pwq: Pwq, epoch: int, failed: bool) -> bool:
@@ -258,7 +260,7 @@ class Pool:
                 _barrier.on_start(work)
             work._state = st & ~(PENDING | DEFERRED | REDO)
             if st & REDO:
-                run_redo(work)
+                record(functools.partial(run_redo, work))
             return True
         work._state = st & ~RUNNING
         return False
@@ -281,6 +283,8 @@ class Pool:
         waking = True
         batch = 0
         work: Work | None = None
+        pwq: Pwq
+        epoch = 0
         try:
             while True:
                 with lock:
@@ -299,8 +303,11 @@ class Pool:
                             break
                         if self._start(work):
                             break
-                    if work is not None and (hi or worklist) and not self.nr_waking:
-                        self._wake_local()  # need_more_worker: a successor for when we sleep
+                    if work is not None:
+                        pwq = work._pwq  # type: ignore[assignment]
+                        epoch = work._epoch
+                        if (hi or worklist) and not self.nr_waking:
+                            self._wake_local()  # need_more_worker: a successor for when we sleep
                 if intr.pending:
                     replay()
                 if work is None:
@@ -309,8 +316,6 @@ class Pool:
                     waking = True
                     continue
                 while True:
-                    pwq: Pwq = work._pwq  # type: ignore[assignment]
-                    epoch = work._epoch
                     worker.current = work
                     worker.pwq = pwq
                     failed = False
@@ -340,6 +345,9 @@ class Pool:
                         worker.current = None
                         with lock:
                             again = self._finish(work, pwq, epoch, failed)
+                            if again:
+                                pwq = work._pwq  # type: ignore[assignment]
+                                epoch = work._epoch
                         if intr.pending:
                             replay()
                     if not again:
@@ -379,10 +387,12 @@ class Pool:
                     work = None
                 if work is None:
                     break
-            again = True
-            while again:
                 pwq: Pwq = work._pwq  # type: ignore[assignment]
                 epoch = work._epoch
+            if INTR.pending:
+                replay()
+            again = True
+            while again:
                 failed = False
                 _TLS.work = work
                 try:
@@ -394,5 +404,10 @@ class Pool:
                     _TLS.work = None
                     with lock:
                         again = self._finish(work, pwq, epoch, failed)
+                        if again:
+                            pwq = work._pwq  # type: ignore[assignment]
+                            epoch = work._epoch
+                    if INTR.pending:
+                        replay()
         if INTR.pending:
             replay()

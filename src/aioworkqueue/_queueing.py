@@ -84,13 +84,13 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
     with LOCK:
         if wq._status:
             wq._check_queueable(call, work)
+        pwq = wq._link(call, work, cpu)  # first: a rebind resets items stranded on a dead loop
         st = work._state
         if st & (PENDING | DISABLE_MASK):
             ok = False
         else:
             if st & ASYNC_FN:
                 _check_bh(call, wq, work)
-            pwq = wq._link(call, work, cpu)
             work._state = st | PENDING
             pwq.insert(work)
             pwq.nr_queued += 1
@@ -107,12 +107,12 @@ def _queue_delayed(
     with LOCK:
         if wq._status:
             wq._check_queueable(call, dwork)
+        pwq = wq._link(call, dwork, cpu)
         st = dwork._state
         if st & (PENDING | DISABLE_MASK):
             ok = False
         else:
             _check_bh(call, wq, dwork)
-            pwq = wq._link(call, dwork, cpu)
             dwork._state = st | PENDING
             if delay:
                 arm(dwork, pwq, delay)
@@ -230,12 +230,12 @@ def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int |
     with LOCK:
         if wq._status:
             wq._check_queueable(call, dwork)
+        pwq = wq._link(call, dwork, cpu)
         st = dwork._state
         if st & DISABLE_MASK:
             was = False
         else:
             _check_bh(call, wq, dwork)
-            pwq = wq._link(call, dwork, cpu)
             was = bool(st & PENDING)
             if was:
                 steal(dwork)

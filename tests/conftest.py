@@ -1,0 +1,58 @@
+"""Suite-wide guards.
+
+Every test fails if anything logged an ERROR on the ``asyncio`` or ``aioworkqueue`` loggers that
+the test did not claim: an exception in a work item (R16) or in a loop callback is never silent,
+and never unnoticed by the suite either. A test that expects such reports takes the
+``expect_errors`` fixture and asserts on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+_WATCHED = ("asyncio", "aioworkqueue")
+
+
+class ExpectedErrors:
+    """The ERROR records a test claims; ``records`` fills in as the test runs."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self._caplog = caplog
+
+    @property
+    def records(self) -> list[logging.LogRecord]:
+        return [
+            r
+            for r in self._caplog.records
+            if r.levelno >= logging.ERROR and r.name.split(".")[0] in _WATCHED
+        ]
+
+    @property
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+
+@pytest.fixture
+def expect_errors(caplog: pytest.LogCaptureFixture) -> ExpectedErrors:
+    """Claim the ERROR log records of this test (they are then not a failure)."""
+    return ExpectedErrors(caplog)
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_errors(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    caplog.set_level(logging.WARNING)
+    yield
+    if "expect_errors" in request.fixturenames:
+        return
+    bad = [
+        f"{r.name}: {r.getMessage()}"
+        for when in ("setup", "call", "teardown")
+        for r in caplog.get_records(when)  # type: ignore[arg-type]
+        if r.levelno >= logging.ERROR and r.name.split(".")[0] in _WATCHED
+    ]
+    assert not bad, "unexpected error reports:\n" + "\n".join(bad)
