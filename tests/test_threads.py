@@ -1,0 +1,249 @@
+"""Queueing from other threads and from signal handlers (interrupt context), with exact counts.
+
+Each thread test is bounded (fixed operation counts, seeded), and checks R4 exactly: per item,
+runs == successful queues - successful cancels; and R3: no item ever overlaps itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import threading
+
+import pytest
+
+import aioworkqueue as aw
+from aioworkqueue import _lock
+
+
+class Counted(aw.Work):
+    __slots__ = ("active", "overlaps", "runs")
+
+    def __init__(self) -> None:
+        super().__init__(Counted.run)
+        self.runs = 0
+        self.active = 0
+        self.overlaps = 0
+
+    @staticmethod
+    async def run(w: Counted) -> None:
+        w.active += 1
+        w.overlaps += w.active > 1
+        w.runs += 1
+        if w.runs % 3 == 0:
+            await asyncio.sleep(0)
+        w.active -= 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("nthreads", [1, 4, 8])
+async def test_threads_queue_and_cancel_shared_items_exactly_once(nthreads: int) -> None:
+    items = [Counted() for _ in range(16)]
+    queued = [[0] * len(items) for _ in range(nthreads)]
+    cancelled = [[0] * len(items) for _ in range(nthreads)]
+    ops = 6000 // nthreads
+
+    def producer(t: int) -> None:
+        rng = random.Random(t)
+        for _ in range(ops):
+            i = rng.randrange(len(items))
+            if rng.random() < 0.7:
+                queued[t][i] += aw.queue_work(wq, items[i])
+            else:
+                cancelled[t][i] += aw.cancel_work(items[i])
+
+    async with aw.alloc_workqueue("threads", 0, 4) as wq:
+        aw.queue_work(wq, aw.Work(lambda w: None))  # bind to this loop first
+        threads = [threading.Thread(target=producer, args=(t,)) for t in range(nthreads)]
+        for th in threads:
+            th.start()
+        while any(th.is_alive() for th in threads):
+            await asyncio.sleep(0.001)
+        for th in threads:
+            th.join()
+        await wq.flush()
+    for i, it in enumerate(items):
+        q = sum(queued[t][i] for t in range(nthreads))
+        c = sum(cancelled[t][i] for t in range(nthreads))
+        assert it.runs == q - c, (i, it.runs, q, c)
+        assert it.overlaps == 0
+    assert sum(it.runs for it in items) > 0
+
+
+@pytest.mark.asyncio
+async def test_delayed_work_from_threads_is_armed_on_the_loop() -> None:
+    loop = asyncio.get_running_loop()
+    ran: list[float] = []
+    items = [aw.DelayedWork(lambda w: ran.append(loop.time())) for _ in range(50)]
+    ok = []
+
+    def arm() -> None:
+        for i, d in enumerate(items):
+            ok.append(aw.queue_delayed_work(wq, d, 0.001 * (i % 5)))
+            if i % 7 == 0:
+                aw.mod_delayed_work(wq, d, 0.002)
+
+    async with aw.alloc_workqueue("tdelay") as wq:
+        aw.queue_work(wq, aw.Work(lambda w: None))
+        t0 = loop.time()
+        th = threading.Thread(target=arm)
+        th.start()
+        while th.is_alive():
+            await asyncio.sleep(0.001)
+        th.join()
+        while wq.stats().armed:
+            await asyncio.sleep(0.001)
+        await wq.flush()
+    assert all(ok) and len(ran) == 50 and min(ran) >= t0
+
+
+@pytest.mark.asyncio
+async def test_queue_from_signal_signal_handler() -> None:
+    """A raw signal.signal handler interrupts whatever the main thread runs, even select()."""
+    runs = 0
+    got = asyncio.Event()
+
+    def fn(w: aw.Work) -> None:
+        nonlocal runs
+        runs += 1
+        got.set()
+
+    w = aw.Work(fn)
+    results: list[bool] = []
+
+    async with aw.alloc_workqueue("sig") as wq:
+        aw.queue_work(wq, aw.Work(lambda w: None))
+        await wq.flush()
+        old = signal.signal(signal.SIGUSR1, lambda s, f: results.append(aw.queue_work(wq, w)))
+        try:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            # the loop is (or soon is) asleep in select(): the handler must wake it itself
+            await asyncio.wait_for(got.wait(), 10)
+        finally:
+            signal.signal(signal.SIGUSR1, old)
+        await wq.flush()
+    assert results == [True] and runs == 1
+
+
+@pytest.mark.asyncio
+async def test_queue_from_signal_handler_at_random_moments_of_a_busy_loop() -> None:
+    """Signals land at random points of queueing and running: nothing is lost or doubled."""
+    ran = 0
+
+    def fn(w: aw.Work) -> None:
+        nonlocal ran
+        ran += 1
+
+    sig_items = [aw.Work(fn) for _ in range(8)]
+    queued_by_handler = 0
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal queued_by_handler
+        for it in sig_items:
+            queued_by_handler += aw.queue_work(wq, it)
+
+    busy = [aw.Work(fn) for _ in range(64)]
+    queued_busy = 0
+    async with aw.alloc_workqueue("sigbusy", 0, 8) as wq:
+        old = signal.signal(signal.SIGUSR2, handler)
+        stop = threading.Event()
+
+        def shooter() -> None:
+            while not stop.is_set():
+                os.kill(os.getpid(), signal.SIGUSR2)
+                stop.wait(0.0005)
+
+        th = threading.Thread(target=shooter)
+        th.start()
+        try:
+            for _ in range(300):
+                for it in busy:
+                    queued_busy += aw.queue_work(wq, it)
+                await asyncio.sleep(0)
+        finally:
+            stop.set()
+            th.join()
+            signal.signal(signal.SIGUSR2, old)
+        await wq.flush()
+        await wq.flush()
+    assert queued_by_handler > 0
+    assert ran == queued_busy + queued_by_handler
+
+
+@pytest.mark.asyncio
+async def test_queue_from_loop_add_signal_handler() -> None:
+    loop = asyncio.get_running_loop()
+    got = asyncio.Event()
+    w = aw.Work(lambda w: got.set())
+    results: list[bool] = []
+    async with aw.alloc_workqueue("asig") as wq:
+        loop.add_signal_handler(signal.SIGUSR1, lambda: results.append(aw.queue_work(wq, w)))
+        try:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await asyncio.wait_for(got.wait(), 10)
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+    assert results == [True]
+
+
+def test_flush_from_another_threads_loop() -> None:
+    """flush_* and cancel_sync are awaitable from a loop in another thread."""
+    result: dict[str, object] = {}
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        async def slow(w: aw.Work) -> None:
+            await gate.wait()
+
+        w = aw.Work(slow)
+        async with aw.alloc_workqueue("xloop") as wq:
+            aw.queue_work(wq, w)
+
+            async def other() -> None:
+                result["flush_work"] = await aw.flush_work(w)
+                await aw.flush_workqueue(wq)
+                result["cancel"] = await aw.cancel_work_sync(w)
+
+            th = threading.Thread(target=lambda: asyncio.run(other()))
+            th.start()
+            await asyncio.sleep(0.01)
+            loop.call_later(0.01, gate.set)
+            while th.is_alive():
+                await asyncio.sleep(0.001)
+            th.join()
+
+    asyncio.run(main())
+    assert result == {"flush_work": True, "cancel": False}
+
+
+@pytest.mark.asyncio
+async def test_signal_handler_that_interrupts_our_own_section_is_deferred_not_deadlocked() -> None:
+    """A real signal delivered while this thread holds the state lock (deterministically).
+
+    The handler must neither block on the lock (deadlock) nor touch state; its queue is
+    answered from a snapshot and replayed when the section ends.
+    """
+    ran: list[str] = []
+    a = aw.Work(lambda w: ran.append("a"))
+    results: list[bool] = []
+    async with aw.alloc_workqueue("signest") as wq:
+        aw.queue_work(wq, aw.Work(lambda w: ran.append("bind")))
+        old = signal.signal(
+            signal.SIGUSR1,
+            lambda s, f: results.extend([aw.queue_work(wq, a), aw.queue_work(wq, a)]),
+        )
+        try:
+            with _lock.LOCK:  # the section the signal interrupts
+                signal.raise_signal(signal.SIGUSR1)  # the handler runs before this returns
+                assert results == [True, False]
+                assert not a.pending  # recorded, not applied: the section owns the state
+            _lock.replay()
+            assert a.pending
+        finally:
+            signal.signal(signal.SIGUSR1, old)
+        await wq.flush()
+    assert sorted(ran) == ["a", "bind"]
