@@ -1,4 +1,4 @@
-"""Suite-wide guards.
+"""Suite-wide guards, and the event loops every async test runs on.
 
 Every test fails if anything logged an ERROR on the ``asyncio`` or ``aioworkqueue`` loggers that
 the test did not claim: an exception in a work item (R16) or in a loop callback is never silent,
@@ -8,12 +8,29 @@ and never unnoticed by the suite either. A test that expects such reports takes 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - platforms without uvloop
+    uvloop = None  # type: ignore[assignment]
+
 _WATCHED = ("asyncio", "aioworkqueue")
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+if uvloop is not None:
+    LOOPS["uvloop"] = uvloop.new_event_loop
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Run every async test on the stdlib loop and on uvloop (where it is installed)."""
+    return LOOPS
 
 
 class ExpectedErrors:
