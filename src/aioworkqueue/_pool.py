@@ -141,17 +141,27 @@ class Pool:
         "hi",
         "idle",
         "kick_armed",
+        "left",
         "loop",
         "max_workers",
         "nr_waking",
         "nr_workers",
         "pwqs",
+        "stopping",
         "tid",
+        "ub",
+        "ub_hi",
         "workers",
         "worklist",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, cpu: int, max_workers: int) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        cpu: int,
+        max_workers: int,
+        unbound: tuple[deque[Work], deque[Work]] | None = None,
+    ) -> None:
         self.loop = loop  # set once
         self.cpu = cpu  # set once
         self.tid = _get_ident()  # the loop's thread; set once, by a caller running on the loop
@@ -166,6 +176,11 @@ class Pool:
         self.kick_armed = False  # a call_soon_threadsafe(_kick) is on its way
         self.bh_armed = False  # a _run_bh callback is scheduled
         self.pwqs: list[Pwq] = []  # queue links served here
+        # A runtime's shared unbound lists (WQ.HIGHPRI first), served after this pool's own
+        # lists by every pool of the runtime; private empty lists in the embedded mode. Set once.
+        self.ub_hi, self.ub = unbound if unbound is not None else (deque(), deque())
+        self.stopping = False  # the runtime is shutting down: cancelled runs are not restarted
+        self.left: list[tuple[Work, Pwq, str]] = []  # what stopping workers left unfinished
 
     def __repr__(self) -> str:
         return f"<Pool cpu={self.cpu} workers={self.nr_workers} waiting={len(self.worklist)}>"
@@ -173,6 +188,14 @@ class Pool:
     def direct(self) -> bool:
         """True when the caller runs in a task of this pool's loop (so the loop is awake)."""
         return _get_ident() == self.tid and _current_task(self.loop) is not None
+
+    def timer_pool(self) -> Pool:
+        """The pool whose loop arms timers for items aimed at this pool: itself."""
+        return self
+
+    def has_work(self) -> bool:
+        """True if anything waits for this pool's workers. Context: under LOCK."""
+        return bool(self.hi or self.worklist or self.ub_hi or self.ub)
 
     # -- waking workers -------------------------------------------------------------------
 
@@ -209,7 +232,7 @@ class Pool:
     def _kick(self) -> None:
         with LOCK:
             self.kick_armed = False
-            if (self.hi or self.worklist) and not self.nr_waking:
+            if not self.nr_waking and self.has_work():
                 self._wake_local()
         if INTR.pending:
             replay()
@@ -255,6 +278,11 @@ class Pool:
             _barrier.on_end(work)
         pwq.finish(epoch, failed)
         st = work._state
+        if st & DEFERRED and self.stopping:
+            # Shutting down: the next instance is not started; it is reported as unfinished.
+            work._state = st & ~RUNNING
+            self.left.append((work, work._pwq, "queued"))  # type: ignore[arg-type]
+            return False
         if st & DEFERRED:
             if st & WAITED:
                 _barrier.on_start(work)
@@ -279,8 +307,11 @@ class Pool:
         intr = INTR
         hi = self.hi
         worklist = self.worklist
+        ub_hi = self.ub_hi
+        ub = self.ub
         loop = self.loop
-        waking = True
+        waking = True  # spawned or woken, and not yet counted off nr_waking
+        parked = False
         batch = 0
         work: Work | None = None
         pwq: Pwq
@@ -294,8 +325,12 @@ class Pool:
                     while True:
                         if hi:
                             work = hi.popleft()
+                        elif ub_hi:
+                            work = ub_hi.popleft()
                         elif worklist:
                             work = worklist.popleft()
+                        elif ub:
+                            work = ub.popleft()
                         else:
                             work = None
                             fut = worker.fut = loop.create_future()
@@ -306,13 +341,15 @@ class Pool:
                     if work is not None:
                         pwq = work._pwq  # type: ignore[assignment]
                         epoch = work._epoch
-                        if (hi or worklist) and not self.nr_waking:
+                        if (hi or worklist or ub_hi or ub) and not self.nr_waking:
                             self._wake_local()  # need_more_worker: a successor for when we sleep
                 if intr.pending:
                     replay()
                 if work is None:
                     batch = 0
+                    parked = True
                     await fut
+                    parked = False
                     waking = True
                     continue
                 while True:
@@ -334,10 +371,16 @@ class Pool:
                                 await r
                     except asyncio.CancelledError as exc:
                         failed = True
-                        self._report(work, pwq, exc)
                         task = worker.task
                         if task is not None and task.cancelling():
-                            raise  # the worker itself is cancelled (loop shutdown): stop
+                            # The worker itself is cancelled: a runtime shutdown reports the
+                            # run as unfinished; any other loop shutdown goes to the handler.
+                            if self.stopping:
+                                self.left.append((work, pwq, "running"))
+                            else:
+                                self._report(work, pwq, exc)
+                            raise
+                        self._report(work, pwq, exc)
                     except Exception as exc:
                         failed = True
                         self._report(work, pwq, exc)
@@ -359,13 +402,13 @@ class Pool:
         finally:
             with lock:
                 if worker in self.idle:
-                    self.idle.remove(worker)
-                if waking or (worker.fut is not None and worker.fut.done()):
-                    self.nr_waking -= 1
+                    self.idle.remove(worker)  # cancelled while parked
+                elif parked:
+                    self.nr_waking -= 1  # cancelled after a waker counted it as on its way
                 worker.fut = None
                 self.nr_workers -= 1
                 self.workers.discard(worker)
-                if (hi or worklist) and not self.nr_waking and not loop.is_closed():
+                if self.has_work() and not self.nr_waking and not loop.is_closed():
                     try:
                         self.wake(direct=False)
                     except RuntimeError:
