@@ -48,6 +48,7 @@ from ._queueing import (
     queue_work,
     queue_work_on,
 )
+from ._runtime import Runtime, Unfinished
 from ._system import (
     schedule_delayed_work,
     schedule_work,
@@ -83,6 +84,8 @@ __all__ = (
     "WQ_UNBOUND",
     "DelayedWork",
     "ExceptionHandler",
+    "Runtime",
+    "Unfinished",
     "Work",
     "WorkBusy",
     "WorkFunc",

@@ -163,9 +163,9 @@ async def destroy_workqueue(wq: Workqueue) -> None:
         raise
     with LOCK:
         wq._status = (wq._status & ~_DESTROYING) | _DESTROYED
-        pwq = wq._pwq
-        if pwq is not None and pwq in pwq.pool.pwqs:
-            pwq.pool.pwqs.remove(pwq)
+        for pwq in wq._links():
+            if pwq in pwq.pool.pwqs:
+                pwq.pool.pwqs.remove(pwq)
         executor = wq._executor
         wq._executor = None
     if executor is not None:

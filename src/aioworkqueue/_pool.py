@@ -54,7 +54,7 @@ from ._work import (
 if TYPE_CHECKING:
     from ._pwq import Pwq
 
-__all__ = ("CALL", "Pool", "current_worker_work")
+__all__ = ("CALL", "COMPLETED", "CUT", "FAILED", "Pool", "current_worker_work")
 
 _log = logging.getLogger("aioworkqueue")
 _get_ident = threading.get_ident
@@ -63,6 +63,9 @@ _isawaitable = inspect.isawaitable
 
 #: State bit of works made by ``wq.submit``: call ``func(*args, **kwargs)``, not ``func(work)``.
 CALL = 1 << 9
+
+# How a run ended (Pwq.finish counts them).
+COMPLETED, FAILED, CUT = 0, 1, 2  # CUT: cancelled by a runtime shutdown
 
 #: Items a worker runs back to back before it lets the rest of the loop run (cond_resched).
 _BATCH = 256
@@ -269,19 +272,24 @@ class Pool:
             record(functools.partial(run_redo, work))
         return True
 
-    def _finish(self, work: Work, pwq: Pwq, epoch: int, failed: bool) -> bool:
+    def _finish(self, work: Work, pwq: Pwq, epoch: int, outcome: int) -> bool:
         """An instance of ``work`` ended. True if its deferred next instance starts now.
 
         Context: under LOCK.
         """
         if work._state & WAITED:
             _barrier.on_end(work)
-        pwq.finish(epoch, failed)
+        pwq.finish(epoch, outcome)
         st = work._state
         if st & DEFERRED and self.stopping:
             # Shutting down: the next instance is not started; it is reported as unfinished.
             work._state = st & ~RUNNING
-            self.left.append((work, work._pwq, "queued"))  # type: ignore[arg-type]
+            nxt: Pwq = work._pwq  # type: ignore[assignment]
+            nxt.unqueue(work)
+            nxt.nr_cancelled += 1
+            if work._state & WAITED:
+                _barrier.on_unqueue(work)
+            self.left.append((work, nxt, "queued"))
             return False
         if st & DEFERRED:
             if st & WAITED:
@@ -333,6 +341,8 @@ class Pool:
                             work = ub.popleft()
                         else:
                             work = None
+                            if self.stopping:
+                                return  # a runtime shutdown cancelled us, and the run ignored it
                             fut = worker.fut = loop.create_future()
                             self.idle.append(worker)
                             break
@@ -355,7 +365,7 @@ class Pool:
                 while True:
                     worker.current = work
                     worker.pwq = pwq
-                    failed = False
+                    outcome = COMPLETED
                     try:
                         st = work._state
                         if st & ASYNC_FN and not st & CALL:
@@ -370,24 +380,25 @@ class Pool:
                             if r is not None and (type(r) is CoroutineType or _isawaitable(r)):
                                 await r
                     except asyncio.CancelledError as exc:
-                        failed = True
+                        outcome = FAILED
                         task = worker.task
                         if task is not None and task.cancelling():
                             # The worker itself is cancelled: a runtime shutdown reports the
                             # run as unfinished; any other loop shutdown goes to the handler.
                             if self.stopping:
+                                outcome = CUT
                                 self.left.append((work, pwq, "running"))
                             else:
                                 self._report(work, pwq, exc)
                             raise
                         self._report(work, pwq, exc)
                     except Exception as exc:
-                        failed = True
+                        outcome = FAILED
                         self._report(work, pwq, exc)
                     finally:
                         worker.current = None
                         with lock:
-                            again = self._finish(work, pwq, epoch, failed)
+                            again = self._finish(work, pwq, epoch, outcome)
                             if again:
                                 pwq = work._pwq  # type: ignore[assignment]
                                 epoch = work._epoch
@@ -436,17 +447,17 @@ class Pool:
                 replay()
             again = True
             while again:
-                failed = False
+                outcome = COMPLETED
                 _TLS.work = work
                 try:
                     _call(work)
                 except Exception as exc:
-                    failed = True
+                    outcome = FAILED
                     self._report(work, pwq, exc)
                 finally:
                     _TLS.work = None
                     with lock:
-                        again = self._finish(work, pwq, epoch, failed)
+                        again = self._finish(work, pwq, epoch, outcome)
                         if again:
                             pwq = work._pwq  # type: ignore[assignment]
                             epoch = work._epoch

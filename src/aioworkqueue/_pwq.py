@@ -98,12 +98,15 @@ class Pwq:
         else:
             self.nr_active -= 1
 
-    def finish(self, epoch: int, failed: bool) -> None:
-        """An instance that held a slot ended. Context: under LOCK."""
-        if failed:
+    def finish(self, epoch: int, outcome: int) -> None:
+        """An instance that held a slot ended: completed (0), failed (1) or cut by a runtime
+        shutdown (2). Context: under LOCK."""
+        if not outcome:
+            self.nr_completed += 1
+        elif outcome == 1:
             self.nr_failed += 1
         else:
-            self.nr_completed += 1
+            self.nr_cancelled += 1
         self._release_slot()
         self.epochs.done(epoch)
 

@@ -33,14 +33,15 @@ def arm(dwork: DelayedWork, pwq: Pwq, delay: float, direct: bool | None = None) 
 
     Context: under LOCK, any thread; ``dwork`` has PENDING set and sits nowhere yet.
     """
-    pool = pwq.pool
+    pool = pwq.pool.timer_pool()
     loop = pool.loop
+    dwork._tloop = loop
     dwork._pwq = pwq
     dwork._deadline = deadline = loop.time() + delay
     gen = dwork._tgen = dwork._tgen + 1
     dwork._state |= ARMED
     pwq.wq._armed[id(dwork)] = dwork
-    if direct is None:
+    if direct is None or pool is not pwq.pool:
         direct = pool.direct()
     if direct:
         dwork._timer = loop.call_at(deadline, _fire, dwork, gen)
@@ -52,7 +53,7 @@ def arm(dwork: DelayedWork, pwq: Pwq, delay: float, direct: bool | None = None) 
 def _arm_here(dwork: DelayedWork, gen: int) -> None:
     with LOCK:
         if dwork._tgen == gen and dwork._state & ARMED:
-            loop = dwork._pwq.pool.loop  # type: ignore[union-attr]
+            loop = dwork._tloop
             dwork._timer = loop.call_at(dwork._deadline, _fire, dwork, gen)
 
 
@@ -60,7 +61,7 @@ def _fire(dwork: DelayedWork, gen: int) -> None:
     with LOCK:
         if dwork._tgen != gen or not dwork._state & ARMED:
             return
-        loop = dwork._pwq.pool.loop  # type: ignore[union-attr]
+        loop = dwork._tloop
         if loop.time() < dwork._deadline:  # woken early: never queue before the deadline (R8)
             dwork._timer = loop.call_at(dwork._deadline, _fire, dwork, gen)
             return
@@ -78,11 +79,13 @@ def disarm(dwork: DelayedWork) -> None:
     pwq = dwork._pwq
     assert pwq is not None
     del pwq.wq._armed[id(dwork)]
-    if timer is not None and _get_running_loop() is pwq.pool.loop:
+    if timer is not None and _get_running_loop() is dwork._tloop:
         timer.cancel()
 
 
 def fire_now(dwork: DelayedWork, direct: bool | None = None) -> None:
     """Queue an armed ``dwork`` at once, taking its place now (R6). Context: under LOCK."""
     disarm(dwork)
-    dwork._pwq.insert(dwork, direct)  # type: ignore[union-attr]
+    pwq = dwork._pwq
+    assert pwq is not None
+    pwq.insert(dwork, direct if pwq.pool.timer_pool() is pwq.pool else None)

@@ -144,17 +144,19 @@ class DelayedWork(Work):
     Context: construct anywhere.
     """
 
-    __slots__ = ("_deadline", "_tgen", "_timer")
+    __slots__ = ("_deadline", "_tgen", "_timer", "_tloop")
 
     _deadline: float  # loop time before which the armed instance must not be queued (R8)
     _tgen: int  # arm generation: a timer callback with an older one is stale
     _timer: Any  # asyncio.TimerHandle of the armed instance, when armed on its own loop
+    _tloop: Any  # the loop the timer is armed on
 
     def __init__(self, func: WorkFunc) -> None:
         super().__init__(func)
         self._deadline = 0.0
         self._tgen = 0
         self._timer = None
+        self._tloop = None
 
     async def flush(self) -> bool:
         """Same as :func:`flush_delayed_work`."""

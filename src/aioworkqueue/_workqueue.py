@@ -27,6 +27,7 @@ from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
 from ._lock import LOCK
 from ._pool import Pool, current_worker_work
 from ._pwq import Pwq
+from ._runtime import ACTIVE, Runtime
 from ._work import ARMED, PENDING, RUNNING, WHERE, DelayedWork, Work
 
 __all__ = (
@@ -126,6 +127,9 @@ class Workqueue:
         "_executor",
         "_handler",
         "_pwq",
+        "_rt",
+        "_rt_pwqs",
+        "_runtime",
         "_status",
         "_system",
         "flags",
@@ -147,8 +151,11 @@ class Workqueue:
         self.flags = flags
         self.max_active = max_active
         self.ordered = ordered
-        self._handler = exception_handler or _default_handler
-        self._pwq: Pwq | None = None  # the link to the pool of the loop it is bound to
+        self._handler = exception_handler  # None: the runtime's, else the default
+        self._pwq: Pwq | None = None  # embedded mode: the link to the pool of its loop
+        self._runtime = ACTIVE.rt  # the runtime it was allocated in (set once), or None
+        self._rt: Runtime | None = None  # the runtime that ``_rt_pwqs`` belong to
+        self._rt_pwqs: list[Pwq] = []  # in a runtime: one link per cpu, or one if unbound
         self._status = 0
         self._epochs = Epochs()
         self._armed: dict[int, DelayedWork] = {}  # id → armed delayed items aimed at this queue
@@ -185,6 +192,11 @@ class Workqueue:
 
         Context: under LOCK, any thread.
         """
+        rt = self._runtime
+        if rt is None and self._system:
+            rt = ACTIVE.rt
+        if rt is not None:
+            return self._link_runtime(rt, call, work, cpu)
         pwq = self._pwq
         running = _get_running_loop()
         if pwq is not None:
@@ -220,6 +232,49 @@ class Workqueue:
                 f"{work!r}"
             )
         return link
+
+    def _link_runtime(self, rt: Runtime, call: str, work: Work, cpu: int | None) -> Pwq:
+        """Route to a pool of ``rt``: the given cpu, else the caller's own pool, else the next in
+        turn; unbound queues have one shared link. Context: under LOCK."""
+        if not rt.accepts():
+            raise WorkqueueLoopError(
+                f"{call}: {rt!r} of workqueue {self.name!r} is not running; {work!r}"
+            )
+        pwqs = self._rt_pwqs
+        if self._rt is not rt:
+            pwqs = self._bind_runtime(rt)
+        if cpu is not None and cpu >= rt.cpus:
+            raise ValueError(
+                f"{call}: no cpu {cpu} in {rt!r} (0..{rt.cpus - 1}); workqueue {self.name!r}; "
+                f"{work!r}"
+            )
+        if len(pwqs) == 1:
+            return pwqs[0]
+        if cpu is None:
+            cpu = rt.local_cpu()
+            if cpu is None:
+                cpu = rt.next_cpu()
+        return pwqs[cpu]
+
+    def _bind_runtime(self, rt: Runtime) -> list[Pwq]:
+        if self.flags & WQ.UNBOUND:
+            pwqs = [Pwq(self, rt.unbound, self.max_active, self._epochs)]  # type: ignore[arg-type]
+        else:
+            pwqs = [Pwq(self, pool, self.max_active, self._epochs) for pool in rt.pools]
+        for p in pwqs:
+            p.pool.pwqs.append(p)
+        self._rt = rt
+        self._rt_pwqs = pwqs
+        rt._wqs.add(self)
+        return pwqs
+
+    def _links(self) -> list[Pwq]:
+        """Every queue link this queue has. Context: under LOCK."""
+        return ([self._pwq] if self._pwq is not None else []) + self._rt_pwqs
+
+    def _links_in(self, rt: Runtime) -> list[Pwq]:
+        """The links of this queue into ``rt``'s pools. Context: under LOCK."""
+        return self._rt_pwqs if self._rt is rt else []
 
     def _rebind(self, loop: asyncio.AbstractEventLoop) -> Pwq:
         old = self._pwq
@@ -269,7 +324,13 @@ class Workqueue:
     # -- execution helpers ----------------------------------------------------------------------
 
     def _handle_exception(self, work: Work, exc: BaseException) -> None:
-        self._handler(self, work, exc)
+        handler = self._handler
+        if handler is None:
+            rt = self._rt
+            handler = rt.exception_handler if rt is not None else None
+            if handler is None:
+                handler = _default_handler
+        handler(self, work, exc)
 
     def _cpu_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         ex = self._executor
@@ -287,7 +348,7 @@ class Workqueue:
     def stats(self) -> WorkqueueStats:
         """Return a snapshot of this queue's counters. Context: any."""
         with LOCK:
-            pwqs = [self._pwq] if self._pwq is not None else []
+            pwqs = self._links()
             total = self._epochs.total
             waiting = 0
             for p in pwqs:

@@ -1,0 +1,372 @@
+"""The per-CPU runtime: one event loop per CPU, each in its own thread, each with a pool.
+
+``async with Runtime(cpus=N) as rt:`` starts N threads named ``aiowq/<cpu>``; each runs its own loop
+through ``asyncio.Runner(loop_factory=...)`` (uvloop with ``"auto"`` where it imports) and serves
+one :class:`~aioworkqueue._pool.Pool`. Workqueues allocated while the runtime runs, and the system
+queues, send their items to these pools (routing is in ``_workqueue.py``); ``WQ.UNBOUND`` queues
+share one list that every pool serves (``_unbound.py``).
+
+Leaving the block shuts down: no more queueing from outside; every workqueue is flushed until
+quiet or until the deadline; then each pool cancels what still runs, on its own loop; whatever did
+not finish — running, queued or armed — is reported (the log, at WARNING, and the return value of
+:meth:`Runtime.shutdown`), never silently dropped; finally the loops stop and the threads are
+joined, so no thread and no loop is left behind.
+
+Owner: ``_state``, ``pools``, ``_tids`` and ``_wqs`` change under ``_lock.LOCK``; ``_threads`` and
+``_stops`` are only used by the thread that runs start/shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from ._barrier import on_unqueue
+from ._errors import WorkqueueError
+from ._lock import LOCK
+from ._pool import Pool
+from ._timer import disarm
+from ._unbound import UnboundPool
+from ._work import ARMED, PENDING, WHERE, DelayedWork, Work
+
+if TYPE_CHECKING:
+    from ._workqueue import ExceptionHandler, Workqueue
+
+__all__ = ("ACTIVE", "Runtime", "Unfinished")
+
+_log = logging.getLogger("aioworkqueue")
+
+#: ``(work, workqueue, state)``: an item the shutdown could not finish; state is ``"running"``
+#: (its run was cancelled), ``"queued"`` (it never started) or ``"armed"`` (its timer never fired).
+Unfinished = tuple[Work, "Workqueue", str]
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+_NEW, _STARTING, _RUNNING, _STOPPING, _STOPPED = range(5)
+_MAX_CPUS = 1024
+
+
+class _Active:
+    """The running runtime, if any. Owner: LOCK."""
+
+    __slots__ = ("rt",)
+
+    def __init__(self) -> None:
+        self.rt: Runtime | None = None
+
+
+ACTIVE = _Active()
+
+
+def _resolve_loop_factory(loop_factory: object) -> tuple[str, LoopFactory]:
+    if loop_factory in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if loop_factory == "uvloop":
+                raise ValueError(
+                    "Runtime: loop_factory='uvloop' but uvloop is not installed"
+                ) from None
+            return "asyncio", asyncio.new_event_loop
+        return "uvloop", uvloop.new_event_loop
+    if loop_factory == "asyncio":
+        return "asyncio", asyncio.new_event_loop
+    if callable(loop_factory):
+        return getattr(loop_factory, "__qualname__", "custom"), loop_factory
+    raise ValueError(
+        f"Runtime: unknown loop_factory {loop_factory!r}; use 'auto', 'asyncio', 'uvloop' "
+        f"or a callable returning an event loop"
+    )
+
+
+def _allowed_cpus() -> list[int]:
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is not None:
+        return sorted(getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+class Runtime:
+    """Per-CPU event-loop pools, each in its own thread.
+
+    ``Runtime(cpus=N, loop_factory="auto", pin=False, max_workers=1024, exception_handler=None,
+    shutdown_timeout=10.0)``, used as ``async with Runtime(...) as rt:``. ``cpus`` defaults to the
+    CPUs this process may run on; ``pin=True`` pins pool thread *i* to the *i*-th of them.
+
+    Context: start and shut down from a coroutine on the host's loop; one runtime at a time.
+    Raises: TypeError / ValueError for bad arguments (a bad cpu count, an unknown loop factory).
+    """
+
+    def __init__(
+        self,
+        cpus: int | None = None,
+        loop_factory: str | LoopFactory = "auto",
+        pin: bool = False,
+        *,
+        max_workers: int = 1024,
+        exception_handler: ExceptionHandler | None = None,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        allowed = _allowed_cpus()
+        if cpus is None:
+            cpus = len(allowed)
+        if isinstance(cpus, bool) or not isinstance(cpus, int):
+            raise TypeError(f"Runtime: cpus must be an int, got {cpus!r}")
+        if not 1 <= cpus <= _MAX_CPUS:
+            raise ValueError(f"Runtime: cpus must be 1..{_MAX_CPUS}, got {cpus}")
+        if not isinstance(pin, bool):
+            raise TypeError(f"Runtime: pin must be a bool, got {pin!r}")
+        if pin and not hasattr(os, "sched_setaffinity"):
+            raise ValueError("Runtime: pin=True needs os.sched_setaffinity (Linux)")
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(f"Runtime: max_workers must be an int, got {max_workers!r}")
+        if max_workers < 1:
+            raise ValueError(f"Runtime: max_workers must be >= 1, got {max_workers}")
+        if exception_handler is not None and not callable(exception_handler):
+            raise TypeError("Runtime: exception_handler must be callable")
+        self.shutdown_timeout = _check_timeout("Runtime", shutdown_timeout)
+        self.cpus = cpus
+        self.pin = pin
+        self.pinned_to = [allowed[i % len(allowed)] for i in range(cpus)] if pin else []
+        self.loop_name, self._factory = _resolve_loop_factory(loop_factory)
+        self.max_workers = max_workers
+        self.exception_handler = exception_handler
+        self.pools: list[Pool] = []
+        self._tids: dict[int, int] = {}  # pool thread ident -> cpu
+        self.unbound = UnboundPool(self._tids)
+        self._wqs: weakref.WeakSet[Workqueue] = weakref.WeakSet()  # queues bound here
+        self._state = _NEW
+        self._threads: list[threading.Thread] = []
+        self._stops: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._rr = 0
+        #: What the last shutdown could not finish (also its return value).
+        self.unfinished: list[Unfinished] = []
+
+    def __repr__(self) -> str:
+        states = ("new", "starting", "running", "stopping", "stopped")
+        return f"<Runtime cpus={self.cpus} loop={self.loop_name} {states[self._state]}>"
+
+    @property
+    def running(self) -> bool:
+        """True between a successful start and the beginning of shutdown."""
+        return self._state == _RUNNING
+
+    # -- routing helpers, used by workqueues (under LOCK) ---------------------------------------
+
+    def local_cpu(self) -> int | None:
+        """The cpu of the pool thread the caller runs on, or None. Context: any."""
+        return self._tids.get(threading.get_ident())
+
+    def next_cpu(self) -> int:
+        """Round-robin choice for callers outside the pools. Context: under LOCK."""
+        self._rr = cpu = (self._rr + 1) % self.cpus
+        return cpu
+
+    def accepts(self) -> bool:
+        """May the caller queue now? Outside callers only while running; running work (chained)
+        also while the shutdown flushes. Context: under LOCK."""
+        return self._state == _RUNNING or (
+            self._state == _STOPPING and self.local_cpu() is not None
+        )
+
+    # -- start ----------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        """Start the pool threads and make this the active runtime.
+
+        Context: a coroutine. Raises: WorkqueueError if a runtime is already running or this one
+        was started before; whatever a pool thread raised while starting (pinning, loop factory).
+        """
+        with LOCK:
+            if ACTIVE.rt is not None:
+                raise WorkqueueError(f"Runtime.start: {ACTIVE.rt!r} is already running")
+            if self._state != _NEW:
+                raise WorkqueueError(f"Runtime.start: {self!r} cannot be started again")
+            self._state = _STARTING
+        self.pools = [None] * self.cpus  # type: ignore[list-item]
+        ready = [threading.Event() for _ in range(self.cpus)]
+        errors: list[BaseException] = []
+        self._stops = [None] * self.cpus  # type: ignore[list-item]
+        for cpu in range(self.cpus):
+            th = threading.Thread(
+                target=self._thread_main,
+                args=(cpu, ready[cpu], errors),
+                name=f"aiowq/{cpu}",
+                daemon=True,
+            )
+            self._threads.append(th)
+            th.start()
+        for ev in ready:
+            await asyncio.to_thread(ev.wait)
+        if errors:
+            await self._stop_threads()
+            with LOCK:
+                self._state = _STOPPED
+            raise errors[0]
+        with LOCK:
+            self.unbound.pools = list(self.pools)
+            self._state = _RUNNING
+            ACTIVE.rt = self
+
+    def _thread_main(self, cpu: int, ready: threading.Event, errors: list[BaseException]) -> None:
+        try:
+            if self.pin:
+                os.sched_setaffinity(threading.get_native_id(), {self.pinned_to[cpu]})
+            with asyncio.Runner(loop_factory=self._factory) as runner:
+                runner.run(self._serve(cpu, ready))
+        except BaseException as exc:  # reported to start(), which re-raises it
+            errors.append(exc)
+        finally:
+            ready.set()
+
+    async def _serve(self, cpu: int, ready: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[None] = loop.create_future()
+        with LOCK:
+            self.pools[cpu] = Pool(loop, cpu, self.max_workers, self.unbound.shared())
+            self._tids[threading.get_ident()] = cpu
+        self._stops[cpu] = (loop, stop)
+        ready.set()
+        await stop
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float | None = None) -> list[Unfinished]:  # noqa: ASYNC109 (SPEC names it)
+        """Flush every workqueue of this runtime within ``timeout`` seconds, cancel what still
+        runs, stop the pools and join their threads.
+
+        Context: a coroutine on any loop but the runtime's own; a second call returns at once.
+        Returns: the items that did not finish, as ``(work, workqueue, state)``; each is also
+        logged at WARNING.
+        """
+        deadline = self.shutdown_timeout if timeout is None else _check_timeout("shutdown", timeout)
+        with LOCK:
+            if self._state != _RUNNING:
+                return []
+            self._state = _STOPPING
+        try:
+            async with asyncio.timeout(deadline):
+                await self._flush_until_quiet()
+        except TimeoutError:
+            pass
+        for pool in self.pools:
+            cf = asyncio.run_coroutine_threadsafe(_stop_pool(pool), pool.loop)
+            await asyncio.wrap_future(cf)
+        with LOCK:
+            unfinished = self._collect()
+        await self._stop_threads()
+        with LOCK:
+            self._state = _STOPPED
+            if ACTIVE.rt is self:
+                ACTIVE.rt = None
+        for work, wq, state in unfinished:
+            _log.warning(
+                "runtime shutdown: %r on workqueue %r did not finish (%s)", work, wq.name, state
+            )
+        self.unfinished = unfinished
+        return unfinished
+
+    async def _flush_until_quiet(self) -> None:
+        while True:
+            with LOCK:
+                futs = [f for wq in list(self._wqs) if (f := wq._epochs.start_flush()) is not None]
+            if not futs:
+                return
+            await asyncio.gather(*futs)
+
+    def _collect(self) -> list[Unfinished]:
+        # Context: under LOCK, every worker of every pool has ended.
+        unfinished: list[Unfinished] = []
+        for pool in self.pools:
+            unfinished += [(w, p.wq, state) for w, p, state in pool.left]
+            pool.left.clear()
+        lists: list[deque[Work]] = [self.unbound.hi, self.unbound.worklist]
+        for pool in self.pools:
+            lists += [pool.hi, pool.worklist, pool.bh]
+        mine = {id(p) for wq in self._wqs for p in wq._links_in(self)}
+        for dq in lists:
+            stranded = [w for w in dq if id(w._pwq) in mine]
+            if stranded:
+                keep = [w for w in dq if id(w._pwq) not in mine]
+                dq.clear()
+                dq.extend(keep)
+                for w in stranded:
+                    unfinished.append(_take_back(w, "queued"))
+        for wq in list(self._wqs):
+            for p in wq._links_in(self):
+                while p.inactive:
+                    unfinished.append(_take_back(p.inactive.popleft(), "queued"))
+            for dwork in list(wq._armed.values()):
+                if dwork._pwq is not None and id(dwork._pwq) in mine:
+                    unfinished.append(_take_back(dwork, "armed"))
+        return unfinished
+
+    async def _stop_threads(self) -> None:
+        for item in self._stops:
+            if item is not None:
+                loop, stop = item
+                try:
+                    loop.call_soon_threadsafe(_set_result, stop)
+                except RuntimeError:  # its loop already ended
+                    pass
+        for th in self._threads:
+            await asyncio.to_thread(th.join)
+        self._threads.clear()
+
+
+def _set_result(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _take_back(work: Work, state: str) -> Unfinished:
+    """Reset a stranded pending instance and account it as cancelled. Context: under LOCK."""
+    pwq = work._pwq
+    assert pwq is not None
+    if state == "armed":
+        assert isinstance(work, DelayedWork)
+        disarm(work)
+    else:
+        pwq.epochs.done(work._epoch)
+    work._state &= ~(PENDING | WHERE | ARMED)
+    pwq.nr_cancelled += 1
+    on_unqueue(work)
+    return work, pwq.wq, state
+
+
+async def _stop_pool(pool: Pool) -> None:
+    """Cancel every worker of ``pool``, on its own loop, and wait for them to end."""
+    with LOCK:
+        pool.stopping = True
+        tasks = [w.task for w in list(pool.workers) if w.task is not None]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _check_timeout(call: str, timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{call}: timeout must be int or float seconds, got {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"{call}: timeout must be >= 0, got {timeout!r}")
+    return float(timeout)

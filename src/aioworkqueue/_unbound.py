@@ -1,0 +1,77 @@
+"""The shared queue of ``WQ.UNBOUND`` workqueues in a Runtime.
+
+An unbound workqueue has one queue link for the whole runtime, so ``max_active`` counts in total
+(R7) and an ordered queue is strictly FIFO across pools (R6). Its active items wait on two deques
+shared by every pool (``hi`` first); each pool's workers serve them after their own lists, so any
+idle pool picks them up. Nobody polls: queueing wakes one pool that has an idle worker and no
+wake-up already on its way, going round the pools.
+
+Owner: the deques and ``rr`` change under ``_lock.LOCK``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+    from ._pwq import Pwq
+    from ._work import Work
+
+__all__ = ("UnboundPool",)
+
+_get_ident = threading.get_ident
+
+
+class UnboundPool:
+    """What an unbound queue link sees as its pool: the shared lists of a runtime's pools."""
+
+    __slots__ = ("bh", "cpu", "hi", "pools", "pwqs", "rr", "tids", "worklist")
+
+    def __init__(self, tids: dict[int, int]) -> None:
+        self.worklist: deque[Work] = deque()
+        self.hi: deque[Work] = deque()
+        self.bh: deque[Work] = deque()  # never used: WQ.BH queues cannot be unbound
+        self.pools: list[Pool] = []  # set once, when the runtime has started them all
+        self.pwqs: list[Pwq] = []
+        self.cpu = -1
+        self.rr = 0
+        self.tids = tids  # the runtime's thread ident -> cpu map (shared)
+
+    def __repr__(self) -> str:
+        return f"<UnboundPool pools={len(self.pools)} waiting={len(self.worklist)}>"
+
+    def shared(self) -> tuple[deque[Work], deque[Work]]:
+        """The (hi, worklist) pair that every pool serves."""
+        return self.hi, self.worklist
+
+    def timer_pool(self) -> Pool:
+        """The pool whose loop arms a timer: the caller's own pool, else the next in turn."""
+        cpu = self.tids.get(_get_ident())
+        if cpu is None:
+            cpu = self.rr = (self.rr + 1) % len(self.pools)
+        return self.pools[cpu]
+
+    def wake(self, direct: bool | None = None) -> None:
+        """Make sure some pool will look at the shared lists. Context: under LOCK, any thread."""
+        pools = self.pools
+        n = len(pools)
+        start = self.rr
+        fallback = None
+        for i in range(n):
+            pool = pools[(start + i) % n]
+            if pool.nr_waking:
+                continue
+            if pool.idle:
+                self.rr = (start + i + 1) % n
+                pool.wake(direct if pool.tid == _get_ident() else False)
+                return
+            if fallback is None:
+                fallback = pool
+        if fallback is not None:
+            fallback.wake(direct if fallback.tid == _get_ident() else False)
+
+    def arm_bh(self, direct: bool | None = None) -> None:  # pragma: no cover - never BH
+        raise AssertionError("WQ.BH queues cannot be unbound")
