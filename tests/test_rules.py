@@ -812,3 +812,38 @@ async def test_current_work_in_async_and_plain_functions() -> None:
         aw.queue_work(wq, aw.Work(p))
         await wq.flush()
     assert seen == [True, True, True]
+
+
+@pytest.mark.asyncio
+async def test_r8_never_early_on_the_real_clock_of_this_loop() -> None:
+    """On the test's real loop (stdlib and uvloop): uvloop's loop.time() is truncated to whole
+    milliseconds, so a deadline computed from it alone could come up to 1 ms short."""
+    import time
+
+    short: list[float] = []
+    ran = 0
+
+    class Timed(aw.DelayedWork):
+        __slots__ = ("delay", "queued_at")
+
+    def fn(w: Timed) -> None:
+        nonlocal ran
+        ran += 1
+        waited = time.monotonic() - w.queued_at
+        if waited < w.delay:
+            short.append(w.delay - waited)
+
+    async with aw.alloc_workqueue("r8real") as wq:
+        for round_ in range(20):
+            items = []
+            for i in range(10):
+                d = Timed(fn)
+                d.delay = 0.0005 * (1 + (i + round_) % 5)
+                d.queued_at = time.monotonic()
+                aw.queue_delayed_work(wq, d, d.delay)
+                items.append(d)
+            while wq.stats().armed:
+                await asyncio.sleep(0.0005)
+            await wq.flush()
+    assert ran == 200
+    assert short == []

@@ -39,6 +39,7 @@ from ._flush import (
     flush_work,
     flush_workqueue,
 )
+from ._freeze import freeze_workqueues, thaw_workqueues
 from ._query import current_work, delayed_work_pending, work_busy, work_pending
 from ._queueing import (
     mod_delayed_work,
@@ -115,6 +116,7 @@ __all__ = (
     "flush_delayed_work",
     "flush_work",
     "flush_workqueue",
+    "freeze_workqueues",
     "mod_delayed_work",
     "mod_delayed_work_on",
     "queue_delayed_work",
@@ -129,6 +131,7 @@ __all__ = (
     "system_long_wq",
     "system_unbound_wq",
     "system_wq",
+    "thaw_workqueues",
     "work_busy",
     "work_pending",
 )

@@ -99,9 +99,11 @@ def current_worker_work() -> tuple[Work, Pwq] | None:
 class _Worker:
     """One worker task. Owner: the pool's loop thread."""
 
-    __slots__ = ("current", "fut", "pwq", "task")
+    __slots__ = ("current", "fut", "pwq", "rescue", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, rescue: Pwq | None = None) -> None:
+        # A rescuer serves only this link's items and ends when none is left (R19).
+        self.rescue = rescue
         self.current: Work | None = None  # the item being run
         self.pwq: Pwq | None = None  # its queue link
         self.fut: asyncio.Future[None] | None = None  # completed to wake it from the idle list
@@ -141,6 +143,7 @@ class Pool:
         "bh",
         "bh_armed",
         "cpu",
+        "has_reclaim",
         "hi",
         "idle",
         "kick_armed",
@@ -150,8 +153,10 @@ class Pool:
         "nr_waking",
         "nr_workers",
         "pwqs",
+        "rescuers",
         "stopping",
         "tid",
+        "tres",
         "ub",
         "ub_hi",
         "workers",
@@ -168,6 +173,10 @@ class Pool:
         self.loop = loop  # set once
         self.cpu = cpu  # set once
         self.tid = _get_ident()  # the loop's thread; set once, by a caller running on the loop
+        # How far loop.time() may trail the real clock: asyncio's loop.time() is time.monotonic()
+        # itself; uvloop's is truncated to whole milliseconds, and loops that do not declare a
+        # _clock_resolution (as asyncio's do) get that 1 ms. Set once.
+        self.tres = 0.0 if isinstance(getattr(loop, "_clock_resolution", None), float) else 0.001
         self.max_workers = max_workers
         self.worklist: deque[Work] = deque()  # active items, FIFO
         self.hi: deque[Work] = deque()  # active WQ.HIGHPRI items, served first
@@ -179,6 +188,8 @@ class Pool:
         self.kick_armed = False  # a call_soon_threadsafe(_kick) is on its way
         self.bh_armed = False  # a _run_bh callback is scheduled
         self.pwqs: list[Pwq] = []  # queue links served here
+        self.rescuers: dict[int, _Worker] = {}  # id(link) -> its running rescuer (R19)
+        self.has_reclaim = False  # serves a WQ.MEM_RECLAIM link: _mayday has work to do
         # A runtime's shared unbound lists (WQ.HIGHPRI first), served after this pool's own
         # lists by every pool of the runtime; private empty lists in the embedded mode. Set once.
         self.ub_hi, self.ub = unbound if unbound is not None else (deque(), deque())
@@ -226,11 +237,41 @@ class Pool:
         elif self.nr_workers < self.max_workers:
             self.nr_waking += 1
             self.nr_workers += 1
-            worker = _Worker()
-            self.workers.add(worker)
-            worker.task = self.loop.create_task(
-                self._worker_main(worker), name=f"aiowq/{self.cpu}:{len(self.workers)}"
-            )
+            self._spawn(_Worker())
+        else:
+            self._mayday()
+
+    def _spawn(self, worker: _Worker) -> None:
+        self.workers.add(worker)
+        worker.task = self.loop.create_task(
+            self._worker_main(worker), name=f"aiowq/{self.cpu}:{len(self.workers)}"
+        )
+
+    def _mayday(self) -> None:
+        """Every worker is busy: give each WQ.MEM_RECLAIM link with waiting items its reserved
+        worker (the kernel's rescuer), so it makes progress whatever the others wait for (R19).
+
+        Context: under LOCK, on the loop thread. O(waiting items), and only on pools that serve
+        a MEM_RECLAIM queue while they are saturated.
+        """
+        if not self.has_reclaim:
+            return
+        for dq in (self.hi, self.ub_hi, self.worklist, self.ub):
+            for work in dq:
+                pwq: Pwq = work._pwq  # type: ignore[assignment]
+                if pwq.reclaim and id(pwq) not in self.rescuers:
+                    worker = _Worker(rescue=pwq)
+                    self.rescuers[id(pwq)] = worker
+                    self._spawn(worker)
+
+    def _take_rescued(self, pwq: Pwq) -> Work | None:
+        """Take the first waiting item of ``pwq`` off whichever list holds it. Context: LOCK."""
+        for dq in (self.hi, self.ub_hi, self.worklist, self.ub):
+            for i, work in enumerate(dq):
+                if work._pwq is pwq:
+                    del dq[i]
+                    return work
+        return None
 
     def _kick(self) -> None:
         with LOCK:
@@ -318,7 +359,7 @@ class Pool:
         ub_hi = self.ub_hi
         ub = self.ub
         loop = self.loop
-        waking = True  # spawned or woken, and not yet counted off nr_waking
+        waking = worker.rescue is None  # spawned or woken, and not yet counted off nr_waking
         parked = False
         batch = 0
         work: Work | None = None
@@ -331,7 +372,11 @@ class Pool:
                         self.nr_waking -= 1
                         waking = False
                     while True:
-                        if hi:
+                        if worker.rescue is not None:
+                            work = self._take_rescued(worker.rescue)
+                            if work is None:
+                                return  # nothing left for this rescuer
+                        elif hi:
                             work = hi.popleft()
                         elif ub_hi:
                             work = ub_hi.popleft()
@@ -417,7 +462,10 @@ class Pool:
                 elif parked:
                     self.nr_waking -= 1  # cancelled after a waker counted it as on its way
                 worker.fut = None
-                self.nr_workers -= 1
+                if worker.rescue is not None:
+                    del self.rescuers[id(worker.rescue)]
+                else:
+                    self.nr_workers -= 1
                 self.workers.discard(worker)
                 if self.has_work() and not self.nr_waking and not loop.is_closed():
                     try:

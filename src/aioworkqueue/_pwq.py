@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from ._barrier import wake
 from ._pool import _remove
 from ._work import DEFERRED, INACTIVE, PENDING, QUEUED, WHERE, Work
 
@@ -20,7 +21,29 @@ if TYPE_CHECKING:
     from ._pool import Pool
     from ._workqueue import Workqueue
 
-__all__ = ("Pwq",)
+__all__ = ("FROZEN", "FreezeGate", "Pwq")
+
+
+class _Frozen:
+    """Whether WQ.FREEZABLE queues are frozen (R18). Owner: LOCK."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = False
+
+
+FROZEN = _Frozen()
+
+
+class FreezeGate:
+    """What ``freeze_workqueues`` waits on: frozen links that still have active items."""
+
+    __slots__ = ("busy", "fut")
+
+    def __init__(self, busy: int, fut: object) -> None:
+        self.busy = busy  # links whose nr_active has not reached 0 yet
+        self.fut = fut
 
 
 class Pwq:
@@ -30,7 +53,10 @@ class Pwq:
         "bh",
         "cpu_thread",
         "epochs",
+        "freezable",
+        "freeze_gate",
         "inactive",
+        "limit",
         "max_active",
         "nr_active",
         "nr_cancelled",
@@ -38,6 +64,7 @@ class Pwq:
         "nr_failed",
         "nr_queued",
         "pool",
+        "reclaim",
         "target",
         "wq",
     )
@@ -52,7 +79,15 @@ class Pwq:
         self.cpu_thread = bool(wq.flags & WQ.CPU_INTENSIVE)  # set once
         # Where active items wait: set once.
         self.target = pool.bh if self.bh else pool.hi if wq.flags & WQ.HIGHPRI else pool.worklist
-        self.max_active = max_active
+        self.limit = max_active  # the configured max_active; set once
+        self.freezable = bool(wq.flags & WQ.FREEZABLE)  # set once
+        self.reclaim = bool(wq.flags & WQ.MEM_RECLAIM)  # set once: has a rescuer (R19)
+        if self.reclaim:
+            for served_by in getattr(pool, "pools", None) or [pool]:
+                served_by.has_reclaim = True
+        # The effective limit: 0 while frozen (R18), so nothing new becomes active.
+        self.max_active = 0 if self.freezable and FROZEN.on else max_active
+        self.freeze_gate: FreezeGate | None = None  # a freeze waits for nr_active to reach 0
         self.nr_active = 0  # items holding a slot: on the worklist, deferred, or running
         self.inactive: deque[Work] = deque()  # items waiting for a slot
         self.nr_queued = 0  # successful queue_* calls that landed here
@@ -97,6 +132,26 @@ class Pwq:
                 self.pool.wake()
         else:
             self.nr_active -= 1
+            gate = self.freeze_gate
+            if gate is not None and not self.nr_active:
+                self.freeze_gate = None
+                gate.busy -= 1
+                if not gate.busy:
+                    wake(gate.fut)  # type: ignore[arg-type]
+
+    def set_max_active(self, limit: int) -> None:
+        """Change the effective limit, activating waiting items up to it. Context: under LOCK."""
+        self.max_active = limit
+        inactive = self.inactive
+        while inactive and self.nr_active < limit:
+            work = inactive.popleft()
+            work._state = (work._state & ~INACTIVE) | QUEUED
+            self.nr_active += 1
+            self.target.append(work)
+            if self.bh:
+                self.pool.arm_bh()
+            else:
+                self.pool.wake()
 
     def finish(self, epoch: int, outcome: int) -> None:
         """An instance that held a slot ended: completed (0), failed (1) or cut by a runtime

@@ -3,7 +3,9 @@
 A timer is armed with ``loop.call_at(deadline)`` on the loop of the target pool. When it fires it
 checks the deadline again and re-arms if the loop woke it early (uvloop rounds timeouts to whole
 milliseconds and fires up to 1 ms early; asyncio fires up to its clock resolution early), so an
-item is never queued before ``delay`` has passed (R8).
+item is never queued before ``delay`` has passed (R8). The deadline also adds the loop clock's own
+resolution, since uvloop's ``loop.time()`` is truncated to the millisecond: measured on the real
+clock, ``now + delay`` computed from it could otherwise fall up to 1 ms short.
 
 Cancellation is by generation: disarming bumps ``_tgen``, and a callback that carries an older one
 does nothing. On the timer's own loop we also cancel the handle, so it leaves the heap; from another
@@ -37,7 +39,9 @@ def arm(dwork: DelayedWork, pwq: Pwq, delay: float, direct: bool | None = None) 
     loop = pool.loop
     dwork._tloop = loop
     dwork._pwq = pwq
-    dwork._deadline = deadline = loop.time() + delay
+    # loop.time() may trail the real clock by up to the loop's resolution (uvloop: 1 ms), so
+    # the deadline carries it too: otherwise "delay after the call" could be up to 1 ms short.
+    dwork._deadline = deadline = loop.time() + delay + pool.tres
     gen = dwork._tgen = dwork._tgen + 1
     dwork._state |= ARMED
     pwq.wq._armed[id(dwork)] = dwork

@@ -1,0 +1,64 @@
+"""Freezing: ``freeze_workqueues`` and ``thaw_workqueues`` (R18).
+
+As in the kernel, a frozen ``WQ.FREEZABLE`` queue link has an effective ``max_active`` of 0: items
+queued meanwhile wait on its inactive list, in order, and none is lost; ``freeze_workqueues``
+returns once the items that were already active (running, or on a worklist) have finished. Thawing
+restores the limit and activates what waited.
+
+Freezing applies to the active runtime's pools, or to the embedded pools when none runs.
+"""
+
+from __future__ import annotations
+
+from ._barrier import new_waiter, wake
+from ._lock import INTR, LOCK, replay
+from ._pwq import FROZEN, FreezeGate, Pwq
+from ._runtime import ACTIVE
+from ._workqueue import _POOLS
+
+__all__ = ("freeze_workqueues", "thaw_workqueues")
+
+
+def _freezable_links() -> list[Pwq]:
+    # Context: under LOCK.
+    rt = ACTIVE.rt
+    pools: list[object] = [*rt.pools, rt.unbound] if rt is not None else list(_POOLS.values())
+    return [p for pool in pools for p in pool.pwqs if p.freezable]  # type: ignore[attr-defined]
+
+
+async def freeze_workqueues() -> None:
+    """Stop ``WQ.FREEZABLE`` queues from starting new items; wait for their running ones.
+
+    Queued items wait and none is lost; :func:`thaw_workqueues` resumes them.
+    Context: a coroutine, not from a work item of a freezable queue.
+    """
+    with LOCK:
+        FROZEN.on = True
+        links = _freezable_links()
+        busy = [p for p in links if p.nr_active]
+        for p in links:
+            p.max_active = 0
+        fut = new_waiter() if busy else None
+        if fut is not None:
+            gate = FreezeGate(len(busy), fut)
+            for p in busy:
+                p.freeze_gate = gate
+    if fut is not None:
+        await fut
+
+
+def thaw_workqueues() -> None:
+    """Let frozen ``WQ.FREEZABLE`` queues start items again, in the order they were queued.
+
+    Context: any (a plain function, as SPEC §5 says).
+    """
+    with LOCK:
+        FROZEN.on = False
+        for p in _freezable_links():
+            gate = p.freeze_gate
+            if gate is not None:  # a freeze still waits: it is over, release it
+                p.freeze_gate = None
+                wake(gate.fut)  # type: ignore[arg-type]
+            p.set_max_active(p.limit)
+    if INTR.pending:
+        replay()
