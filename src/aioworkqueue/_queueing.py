@@ -23,6 +23,7 @@ so w runs twice, never concurrently (R2, R3).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,8 @@ from ._work import (
     is_async_callable,
 )
 from ._workqueue import Workqueue
+
+_get_running_loop = asyncio._get_running_loop
 
 __all__ = (
     "mod_delayed_work",
@@ -72,7 +75,7 @@ def _check_cpu(call: str, cpu: object) -> int:
 
 
 def _check_bh(call: str, wq: Workqueue, work: Work) -> None:
-    if work._state & ASYNC_FN and wq.flags & WQ.BH:
+    if work._state & ASYNC_FN and wq._bh:
         raise TypeError(
             f"{call}: workqueue {wq.name!r} is WQ.BH and runs plain functions only; {work!r} "
             f"has a coroutine function"
@@ -84,12 +87,14 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
     with LOCK:
         if wq._status:
             wq._check_queueable(call, work)
-        pwq = wq._link(call, work, cpu)  # first: a rebind resets items stranded on a dead loop
+        pwq = wq._pwq
+        if cpu is not None or wq._routed or pwq is None or _get_running_loop() is not pwq.pool.loop:
+            pwq = wq._link(call, work, cpu)  # first: a rebind resets items stranded on a dead loop
         st = work._state
         if st & (PENDING | DISABLE_MASK):
             ok = False
         else:
-            if st & ASYNC_FN:
+            if st & ASYNC_FN and wq._bh:
                 _check_bh(call, wq, work)
             work._state = st | PENDING
             pwq.insert(work)

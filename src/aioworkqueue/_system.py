@@ -26,6 +26,7 @@ __all__ = (
 def _system(name: str, flags: WQ, max_active: int = 0) -> Workqueue:
     wq = alloc_workqueue(name, flags, max_active)
     wq._system = True
+    wq._routed = True  # they follow whichever runtime is active
     return wq
 
 

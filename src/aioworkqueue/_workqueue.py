@@ -123,10 +123,12 @@ class Workqueue:
     __slots__ = (
         "__weakref__",
         "_armed",
+        "_bh",
         "_epochs",
         "_executor",
         "_handler",
         "_pwq",
+        "_routed",
         "_rt",
         "_rt_pwqs",
         "_runtime",
@@ -161,6 +163,10 @@ class Workqueue:
         self._armed: dict[int, DelayedWork] = {}  # id → armed delayed items aimed at this queue
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._system = False
+        self._bh = bool(flags & WQ.BH)  # set once: int tests on the hot path, not IntFlag ones
+        # Set once (system queues set it again): a runtime decides where each item goes, so the
+        # embedded fast path of queue_work (same loop as last time) does not apply.
+        self._routed = self._runtime is not None
 
     def __repr__(self) -> str:
         return f"<Workqueue {self.name!r} flags={self.flags!r} max_active={self.max_active}>"
