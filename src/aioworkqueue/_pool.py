@@ -99,9 +99,11 @@ def current_worker_work() -> tuple[Work, Pwq] | None:
 class _Worker:
     """One worker task. Owner: the pool's loop thread."""
 
-    __slots__ = ("current", "fut", "pwq", "rescue", "task")
+    __slots__ = ("counted", "current", "fut", "pwq", "rescue", "task")
 
     def __init__(self, rescue: Pwq | None = None) -> None:
+        # Counted in the pool's nr_waking: spawned or woken, and has not taken an item yet.
+        self.counted = False
         # A rescuer serves only this link's items and ends when none is left (R19).
         self.rescue = rescue
         self.current: Work | None = None  # the item being run
@@ -227,17 +229,25 @@ class Pool:
 
     def _wake_local(self) -> None:
         # Context: under LOCK, on the loop thread, loop awake.
+        if self.stopping:
+            return  # a runtime shutdown: nothing new starts; what waits is reported instead
         idle = self.idle
-        if idle:
+        while idle:
             worker = idle.pop()
-            self.nr_waking += 1
             fut = worker.fut
             worker.fut = None
-            fut.set_result(None)  # type: ignore[union-attr]
-        elif self.nr_workers < self.max_workers:
+            if fut is None or fut.done():
+                continue  # cancelled while parked: it is on its way out
+            worker.counted = True
             self.nr_waking += 1
+            fut.set_result(None)
+            return
+        if self.nr_workers < self.max_workers:
             self.nr_workers += 1
-            self._spawn(_Worker())
+            worker = _Worker()
+            worker.counted = True
+            self.nr_waking += 1
+            self._spawn(worker)
         else:
             self._mayday()
 
@@ -276,7 +286,7 @@ class Pool:
     def _kick(self) -> None:
         with LOCK:
             self.kick_armed = False
-            if not self.nr_waking and self.has_work():
+            if not self.nr_waking and not self.stopping and self.has_work():
                 self._wake_local()
         if INTR.pending:
             replay()
@@ -359,8 +369,6 @@ class Pool:
         ub_hi = self.ub_hi
         ub = self.ub
         loop = self.loop
-        waking = worker.rescue is None  # spawned or woken, and not yet counted off nr_waking
-        parked = False
         batch = 0
         work: Work | None = None
         pwq: Pwq
@@ -368,9 +376,11 @@ class Pool:
         try:
             while True:
                 with lock:
-                    if waking:
+                    if worker.counted:
                         self.nr_waking -= 1
-                        waking = False
+                        worker.counted = False
+                    if self.stopping:
+                        return  # a runtime shutdown: take nothing new
                     while True:
                         if worker.rescue is not None:
                             work = self._take_rescued(worker.rescue)
@@ -386,8 +396,6 @@ class Pool:
                             work = ub.popleft()
                         else:
                             work = None
-                            if self.stopping:
-                                return  # a runtime shutdown cancelled us, and the run ignored it
                             fut = worker.fut = loop.create_future()
                             self.idle.append(worker)
                             break
@@ -402,10 +410,7 @@ class Pool:
                     replay()
                 if work is None:
                     batch = 0
-                    parked = True
-                    await fut
-                    parked = False
-                    waking = True
+                    await fut  # the waker counts us in nr_waking
                     continue
                 while True:
                     worker.current = work
@@ -459,8 +464,9 @@ class Pool:
             with lock:
                 if worker in self.idle:
                     self.idle.remove(worker)  # cancelled while parked
-                elif parked:
+                if worker.counted:
                     self.nr_waking -= 1  # cancelled after a waker counted it as on its way
+                    worker.counted = False
                 worker.fut = None
                 if worker.rescue is not None:
                     del self.rescuers[id(worker.rescue)]
