@@ -14,7 +14,7 @@ from ._lock import INTR, LOCK, replay
 from ._pool import current_worker_work
 from ._timer import fire_now
 from ._work import ARMED, PENDING, RUNNING, DelayedWork, Work, check_delayed, check_work
-from ._workqueue import _DESTROYED, _DESTROYING, _DRAIN_UNIT, Workqueue
+from ._workqueue import _DESTROYED, _DESTROYING, _DRAIN_UNIT, Workqueue, check_workqueue
 
 __all__ = (
     "destroy_workqueue",
@@ -23,12 +23,6 @@ __all__ = (
     "flush_work",
     "flush_workqueue",
 )
-
-
-def _check_wq(call: str, wq: object) -> Workqueue:
-    if not isinstance(wq, Workqueue):
-        raise TypeError(f"{call}: expected a Workqueue, got {type(wq).__name__} {wq!r}")
-    return wq
 
 
 def _not_from_own_queue(call: str, wq: Workqueue) -> None:
@@ -95,7 +89,7 @@ async def flush_workqueue(wq: Workqueue) -> None:
     Raises: WorkqueueDeadlockError when called from a work item of ``wq`` (R15).
     """
     call = "flush_workqueue"
-    _check_wq(call, wq)
+    check_workqueue(call, wq)
     _not_from_own_queue(call, wq)
     with LOCK:
         fut = wq._epochs.start_flush()
@@ -133,7 +127,7 @@ async def drain_workqueue(wq: Workqueue) -> None:
     Raises: WorkqueueDeadlockError when called from a work item of ``wq`` (R15).
     """
     call = "drain_workqueue"
-    _check_wq(call, wq)
+    check_workqueue(call, wq)
     _not_from_own_queue(call, wq)
     await _drain(call, wq, fire_timers=False)
 
@@ -147,7 +141,7 @@ async def destroy_workqueue(wq: Workqueue) -> None:
     WorkqueueError for a system workqueue.
     """
     call = "destroy_workqueue"
-    _check_wq(call, wq)
+    check_workqueue(call, wq)
     if wq._system:
         raise WorkqueueError(f"{call}: workqueue {wq.name!r} is a system workqueue")
     _not_from_own_queue(call, wq)

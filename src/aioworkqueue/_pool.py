@@ -323,8 +323,9 @@ class Pool:
             record(functools.partial(run_redo, work))
         return True
 
-    def _finish(self, work: Work, pwq: Pwq, epoch: int, outcome: int) -> bool:
-        """An instance of ``work`` ended. True if its deferred next instance starts now.
+    def _finish(self, work: Work, pwq: Pwq, epoch: int, outcome: int) -> tuple[Pwq, int] | None:
+        """An instance of ``work`` ended. If its deferred next instance starts now (R3), return
+        that instance's (link, epoch), read here under the lock; else None.
 
         Context: under LOCK.
         """
@@ -341,16 +342,16 @@ class Pool:
             if work._state & WAITED:
                 _barrier.on_unqueue(work)
             self.left.append((work, nxt, "queued"))
-            return False
+            return None
         if st & DEFERRED:
             if st & WAITED:
                 _barrier.on_start(work)
             work._state = st & ~(PENDING | DEFERRED | REDO)
             if st & REDO:
                 record(functools.partial(run_redo, work))
-            return True
+            return work._pwq, work._epoch  # type: ignore[return-value]
         work._state = st & ~RUNNING
-        return False
+        return None
 
     def _report(self, work: Work, pwq: Pwq, exc: BaseException) -> None:
         try:
@@ -448,14 +449,12 @@ class Pool:
                     finally:
                         worker.current = None
                         with lock:
-                            again = self._finish(work, pwq, epoch, outcome)
-                            if again:
-                                pwq = work._pwq  # type: ignore[assignment]
-                                epoch = work._epoch
+                            nxt = self._finish(work, pwq, epoch, outcome)
                         if intr.pending:
                             replay()
-                    if not again:
+                    if nxt is None:
                         break
+                    pwq, epoch = nxt
                 batch += 1
                 if batch >= _BATCH:  # let the rest of the loop run (the kernel's cond_resched)
                     batch = 0
@@ -499,8 +498,9 @@ class Pool:
                 epoch = work._epoch
             if INTR.pending:
                 replay()
-            again = True
-            while again:
+            nxt: tuple[Pwq, int] | None = (pwq, epoch)
+            while nxt is not None:
+                pwq, epoch = nxt
                 outcome = COMPLETED
                 _TLS.work = work
                 try:
@@ -511,10 +511,7 @@ class Pool:
                 finally:
                     _TLS.work = None
                     with lock:
-                        again = self._finish(work, pwq, epoch, outcome)
-                        if again:
-                            pwq = work._pwq  # type: ignore[assignment]
-                            epoch = work._epoch
+                        nxt = self._finish(work, pwq, epoch, outcome)
                     if INTR.pending:
                         replay()
         if INTR.pending:

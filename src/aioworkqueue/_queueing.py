@@ -45,7 +45,7 @@ from ._work import (
     check_work,
     is_async_callable,
 )
-from ._workqueue import Workqueue
+from ._workqueue import Workqueue, check_workqueue
 
 _get_running_loop = asyncio._get_running_loop
 
@@ -58,12 +58,6 @@ __all__ = (
     "queue_work_on",
     "submit",
 )
-
-
-def _check_wq(call: str, wq: object) -> Workqueue:
-    if not isinstance(wq, Workqueue):
-        raise TypeError(f"{call}: expected a Workqueue, got {type(wq).__name__} {wq!r}")
-    return wq
 
 
 def _check_cpu(call: str, cpu: object) -> int:
@@ -171,7 +165,7 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
     the caller is not its own work) or has no event loop to run on.
     """
     if type(wq) is not Workqueue:
-        _check_wq("queue_work", wq)
+        check_workqueue("queue_work", wq)
     if not isinstance(work, Work):
         check_work("queue_work", work)
     if LOCK._is_owned():  # type: ignore[attr-defined]
@@ -187,7 +181,7 @@ def queue_work_on(cpu: int, wq: Workqueue, work: Work) -> bool:
     """
     call = "queue_work_on"
     cpu = _check_cpu(call, cpu)
-    _check_wq(call, wq)
+    check_workqueue(call, wq)
     check_work(call, work)
     if LOCK._is_owned():  # type: ignore[attr-defined]
         return _queue_nested(call, wq, work, cpu, None)
@@ -203,7 +197,7 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
     Raises: as :func:`queue_work`; TypeError / ValueError for a bad delay.
     """
     call = "queue_delayed_work"
-    _check_wq(call, wq)
+    check_workqueue(call, wq)
     check_delayed(call, dwork)
     d = check_delay(call, delay, dwork)
     if LOCK._is_owned():  # type: ignore[attr-defined]
@@ -215,7 +209,7 @@ def queue_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: fl
     """:func:`queue_delayed_work` aimed at the pool of ``cpu``. Context, Returns, Raises: same."""
     call = "queue_delayed_work_on"
     cpu = _check_cpu(call, cpu)
-    _check_wq(call, wq)
+    check_workqueue(call, wq)
     check_delayed(call, dwork)
     d = check_delay(call, delay, dwork)
     if LOCK._is_owned():  # type: ignore[attr-defined]
@@ -224,7 +218,7 @@ def queue_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: fl
 
 
 def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int | None) -> bool:
-    _check_wq(call, wq)
+    check_workqueue(call, wq)
     check_delayed(call, dwork)
     d = check_delay(call, delay, dwork)
     if LOCK._is_owned():  # type: ignore[attr-defined]

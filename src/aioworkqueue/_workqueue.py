@@ -32,6 +32,7 @@ from ._work import ARMED, PENDING, RUNNING, WHERE, DelayedWork, Work
 
 __all__ = (
     "ExceptionHandler",
+    "check_workqueue",
     "Workqueue",
     "WorkqueueStats",
     "alloc_ordered_workqueue",
@@ -75,6 +76,13 @@ class WorkqueueStats:
     armed: int
     #: Items running right now (``in_flight - pending``).
     running: int
+
+
+def check_workqueue(call: str, wq: object) -> Workqueue:
+    """Return ``wq`` if it is a :class:`Workqueue`, else raise a TypeError that names ``call``."""
+    if not isinstance(wq, Workqueue):
+        raise TypeError(f"{call}: expected a Workqueue, got {type(wq).__name__} {wq!r}")
+    return wq
 
 
 def _check_name(call: str, name: object) -> str:
