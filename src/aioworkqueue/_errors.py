@@ -36,10 +36,3 @@ class WorkqueueDeadlockError(WorkqueueError):
 class WorkqueueLoopError(WorkqueueError):
     """No event loop to run on, or a queue bound to another loop that still has work."""
 
-
-def describe(obj: object) -> str:
-    """Return the short description used in messages: ``'events'`` or ``<Work fn=handle_irq>``."""
-    name = getattr(obj, "name", None)
-    if isinstance(name, str) and hasattr(obj, "max_active"):
-        return f"workqueue {name!r}"
-    return repr(obj)
