@@ -321,3 +321,40 @@ def test_interrupt_context_queue_racing_the_interrupted_queue_runs_twice() -> No
 
     asyncio.run(main())
     assert runs == 2
+
+
+def test_loop_shutdown_under_a_deferred_instance_does_not_strand_the_work(
+    expect_errors: object,
+) -> None:
+    """asyncio.run cancels the worker running w while w's next instance waits behind it (R3):
+    that instance is reported, and w can be queued and run again on the next loop."""
+    wq = aw.alloc_workqueue("strand")
+    runs = 0
+
+    async def forever(w: aw.Work) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            await asyncio.sleep(3600)
+
+    w = aw.Work(forever)
+
+    async def first() -> None:
+        aw.queue_work(wq, w)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert aw.queue_work(wq, w)  # a second worker takes it and defers it behind the run
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert aw.work_busy(w) == aw.WorkBusy.PENDING | aw.WorkBusy.RUNNING
+
+    asyncio.run(first())  # cancels the worker in the middle of the first run
+    assert aw.work_busy(w) == aw.WorkBusy(0)
+
+    async def second() -> None:
+        assert aw.queue_work(wq, w)
+        await asyncio.wait_for(aw.flush_work(w), 5)
+
+    asyncio.run(second())
+    assert runs == 2
+    assert any("cancelled while running" in m for m in expect_errors.messages)  # type: ignore[attr-defined]

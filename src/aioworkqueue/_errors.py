@@ -35,4 +35,3 @@ class WorkqueueDeadlockError(WorkqueueError):
 
 class WorkqueueLoopError(WorkqueueError):
     """No event loop to run on, or a queue bound to another loop that still has work."""
-

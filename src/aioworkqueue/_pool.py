@@ -353,6 +353,31 @@ class Pool:
         work._state = st & ~RUNNING
         return None
 
+    def _end_on_exit(
+        self,
+        worker: _Worker,
+        work: Work,
+        pwq: Pwq,
+        epoch: int,
+        *,
+        outcome: int,
+        exc: BaseException,
+    ) -> None:
+        """Account a run that ends because the worker itself is leaving (cancelled, or a
+        KeyboardInterrupt/SystemExit went through it). A deferred next instance cannot run
+        here any more: it is taken back and reported, never left RUNNING with no worker."""
+        worker.current = None
+        with LOCK:
+            nxt = self._finish(work, pwq, epoch, outcome)
+            if nxt is not None:
+                npwq, nepoch = nxt
+                work._state &= ~RUNNING
+                npwq.finish(nepoch, CUT)
+                if work._state & WAITED:
+                    _barrier.on_end(work)
+        if nxt is not None:
+            self._report(work, nxt[0], exc)
+
     def _report(self, work: Work, pwq: Pwq, exc: BaseException) -> None:
         try:
             pwq.wq._handle_exception(work, exc)
@@ -374,91 +399,124 @@ class Pool:
         work: Work | None = None
         pwq: Pwq
         epoch = 0
+        # The run that just ended is accounted in the same section that takes the next item:
+        # one lock round trip per item, not two.
+        done: Work | None = None
+        dpwq: Pwq = None  # type: ignore[assignment]  # set together with done
+        depoch = 0
+        outcome = COMPLETED
         try:
             while True:
                 with lock:
-                    if worker.counted:
-                        self.nr_waking -= 1
-                        worker.counted = False
-                    if self.stopping:
-                        return  # a runtime shutdown: take nothing new
-                    while True:
-                        if worker.rescue is not None:
-                            work = self._take_rescued(worker.rescue)
-                            if work is None:
-                                return  # nothing left for this rescuer
-                        elif hi:
-                            work = hi.popleft()
-                        elif ub_hi:
-                            work = ub_hi.popleft()
-                        elif worklist:
-                            work = worklist.popleft()
-                        elif ub:
-                            work = ub.popleft()
-                        else:
-                            work = None
-                            fut = worker.fut = loop.create_future()
-                            self.idle.append(worker)
-                            break
-                        if self._start(work):
-                            break
-                    if work is not None:
-                        pwq = work._pwq  # type: ignore[assignment]
-                        epoch = work._epoch
-                        if (hi or worklist or ub_hi or ub) and not self.nr_waking:
-                            self._wake_local()  # need_more_worker: a successor for when we sleep
+                    nxt = None
+                    if done is not None:
+                        st = done._state
+                        if (
+                            st & (WAITED | DEFERRED)
+                            or outcome
+                            or dpwq.inactive
+                            or dpwq.freeze_gate is not None
+                        ):
+                            nxt = self._finish(done, dpwq, depoch, outcome)
+                        else:  # the common end of a run: Pwq.finish and Epochs.done, inline
+                            dpwq.nr_completed += 1
+                            dpwq.nr_active -= 1
+                            ep = dpwq.epochs
+                            if depoch == ep.cur:
+                                ep.total -= 1
+                                ep.nr_cur -= 1
+                            else:
+                                ep.done(depoch)
+                            done._state = st & ~RUNNING
+                        if nxt is not None:  # R3: its next instance runs here, now
+                            work = done
+                            pwq, epoch = nxt
+                        done = None
+                    if nxt is None:
+                        if worker.counted:
+                            self.nr_waking -= 1
+                            worker.counted = False
+                        if self.stopping:
+                            return  # a runtime shutdown: take nothing new
+                        while True:
+                            if worker.rescue is not None:
+                                work = self._take_rescued(worker.rescue)
+                                if work is None:
+                                    return  # nothing left for this rescuer
+                            elif hi:
+                                work = hi.popleft()
+                            elif ub_hi:
+                                work = ub_hi.popleft()
+                            elif worklist:
+                                work = worklist.popleft()
+                            elif ub:
+                                work = ub.popleft()
+                            else:
+                                work = None
+                                fut = worker.fut = loop.create_future()
+                                self.idle.append(worker)
+                                break
+                            st = work._state
+                            if not st & (RUNNING | REDO | WAITED):
+                                work._state = (st & ~(PENDING | QUEUED)) | RUNNING  # R2
+                                break
+                            if self._start(work):
+                                break
+                        if work is not None:
+                            pwq = work._pwq  # type: ignore[assignment]
+                            epoch = work._epoch
+                            if (hi or worklist or ub_hi or ub) and not self.nr_waking:
+                                self._wake_local()  # need_more_worker: a successor for later
                 if intr.pending:
                     replay()
                 if work is None:
                     batch = 0
                     await fut  # the waker counts us in nr_waking
                     continue
-                while True:
-                    worker.current = work
-                    worker.pwq = pwq
-                    outcome = COMPLETED
-                    try:
-                        st = work._state
-                        if st & ASYNC_FN and not st & CALL:
-                            await work.func(work)  # type: ignore[misc]
-                        else:
-                            if pwq.cpu_thread and not st & ASYNC_FN:
-                                r = await loop.run_in_executor(
-                                    pwq.wq._cpu_executor(), _call_in_thread, work
-                                )
-                            else:
-                                r = _call(work)
-                            if r is not None and (type(r) is CoroutineType or _isawaitable(r)):
-                                await r
-                    except asyncio.CancelledError as exc:
-                        outcome = FAILED
-                        task = worker.task
-                        if task is not None and task.cancelling():
-                            # The worker itself is cancelled: a runtime shutdown reports the
-                            # run as unfinished; any other loop shutdown goes to the handler.
-                            if self.stopping:
-                                outcome = CUT
-                                self.left.append((work, pwq, "running"))
-                            else:
-                                self._report(work, pwq, exc)
-                            raise
-                        self._report(work, pwq, exc)
-                    except Exception as exc:
-                        outcome = FAILED
-                        self._report(work, pwq, exc)
-                    finally:
-                        worker.current = None
-                        with lock:
-                            nxt = self._finish(work, pwq, epoch, outcome)
-                        if intr.pending:
-                            replay()
-                    if nxt is None:
-                        break
-                    pwq, epoch = nxt
                 batch += 1
                 if batch >= _BATCH:  # let the rest of the loop run (the kernel's cond_resched)
                     batch = 0
                     await asyncio.sleep(0)
+                worker.current = work
+                worker.pwq = pwq
+                outcome = COMPLETED
+                try:
+                    st = work._state
+                    if st & ASYNC_FN and not st & CALL:
+                        await work.func(work)  # type: ignore[misc]
+                    else:
+                        if pwq.cpu_thread and not st & ASYNC_FN:
+                            r = await loop.run_in_executor(
+                                pwq.wq._cpu_executor(), _call_in_thread, work
+                            )
+                        else:
+                            r = _call(work)
+                        if r is not None and (type(r) is CoroutineType or _isawaitable(r)):
+                            await r
+                except asyncio.CancelledError as exc:
+                    outcome = FAILED
+                    task = worker.task
+                    if task is not None and task.cancelling():
+                        # The worker itself is cancelled: a runtime shutdown reports the run
+                        # as unfinished; any other loop shutdown goes to the handler.
+                        if self.stopping:
+                            outcome = CUT
+                            self.left.append((work, pwq, "running"))
+                        else:
+                            self._report(work, pwq, exc)
+                        self._end_on_exit(worker, work, pwq, epoch, outcome=outcome, exc=exc)
+                        raise
+                    self._report(work, pwq, exc)
+                except Exception as exc:
+                    outcome = FAILED
+                    self._report(work, pwq, exc)
+                except BaseException as exc:  # KeyboardInterrupt, SystemExit: let them through
+                    self._end_on_exit(worker, work, pwq, epoch, outcome=FAILED, exc=exc)
+                    raise
+                worker.current = None
+                done = work
+                dpwq = pwq
+                depoch = epoch
         finally:
             with lock:
                 if worker in self.idle:
