@@ -40,6 +40,7 @@ from ._flush import (
     flush_workqueue,
 )
 from ._freeze import freeze_workqueues, thaw_workqueues
+from ._hooks import Instrument, add_instrument, remove_instrument
 from ._query import current_work, delayed_work_pending, work_busy, work_pending
 from ._queueing import (
     mod_delayed_work,
@@ -60,6 +61,7 @@ from ._system import (
     system_unbound_wq,
     system_wq,
 )
+from ._tracing import disable_tracing, enable_tracing
 from ._work import DelayedWork, Work, WorkFunc
 from ._workqueue import (
     ExceptionHandler,
@@ -85,6 +87,7 @@ __all__ = (
     "WQ_UNBOUND",
     "DelayedWork",
     "ExceptionHandler",
+    "Instrument",
     "Runtime",
     "Unfinished",
     "Work",
@@ -97,6 +100,7 @@ __all__ = (
     "WorkqueueError",
     "WorkqueueLoopError",
     "WorkqueueStats",
+    "add_instrument",
     "alloc_ordered_workqueue",
     "alloc_workqueue",
     "cancel_delayed_work",
@@ -109,9 +113,11 @@ __all__ = (
     "current_work",
     "delayed_work_pending",
     "destroy_workqueue",
+    "disable_tracing",
     "disable_work",
     "disable_work_sync",
     "drain_workqueue",
+    "enable_tracing",
     "enable_work",
     "flush_delayed_work",
     "flush_work",
@@ -123,6 +129,7 @@ __all__ = (
     "queue_delayed_work_on",
     "queue_work",
     "queue_work_on",
+    "remove_instrument",
     "schedule_delayed_work",
     "schedule_work",
     "system_bh_wq",

@@ -34,11 +34,13 @@ import functools
 import inspect
 import logging
 import threading
+import time
 from collections import deque
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from . import _barrier
+from ._hooks import HOOKS, OUTCOMES, emit
 from ._lock import INTR, LOCK, record, replay, run_redo
 from ._work import (
     ASYNC_FN,
@@ -127,6 +129,17 @@ def _call_in_thread(work: Work) -> Any:
         return _call(work)
     finally:
         _TLS.work = None
+
+
+def _trace_start(work: Work, pwq: Pwq) -> float:
+    emit("workqueue_execute_start", work, pwq.wq)
+    return time.perf_counter()
+
+
+def _trace_end(work: Work, pwq: Pwq, t0: float, outcome: int) -> None:
+    # t0 is 0.0 when tracing was switched on in the middle of the run
+    duration = time.perf_counter() - t0 if t0 else 0.0
+    emit("workqueue_execute_end", work, pwq.wq, duration, OUTCOMES[outcome])
 
 
 def _remove(dq: deque[Work], work: Work) -> None:
@@ -405,6 +418,7 @@ class Pool:
         dpwq: Pwq = None  # type: ignore[assignment]  # set together with done
         depoch = 0
         outcome = COMPLETED
+        t0 = 0.0
         try:
             while True:
                 with lock:
@@ -480,6 +494,8 @@ class Pool:
                 worker.current = work
                 worker.pwq = pwq
                 outcome = COMPLETED
+                if HOOKS.on:
+                    t0 = _trace_start(work, pwq)
                 try:
                     st = work._state
                     if st & ASYNC_FN and not st & CALL:
@@ -514,6 +530,8 @@ class Pool:
                     self._end_on_exit(worker, work, pwq, epoch, outcome=FAILED, exc=exc)
                     raise
                 worker.current = None
+                if HOOKS.on:
+                    _trace_end(work, pwq, t0, outcome)
                 done = work
                 dpwq = pwq
                 depoch = epoch
@@ -557,10 +575,13 @@ class Pool:
             if INTR.pending:
                 replay()
             nxt: tuple[Pwq, int] | None = (pwq, epoch)
+            t0 = 0.0
             while nxt is not None:
                 pwq, epoch = nxt
                 outcome = COMPLETED
                 _TLS.work = work
+                if HOOKS.on:
+                    t0 = _trace_start(work, pwq)
                 try:
                     _call(work)
                 except Exception as exc:
@@ -568,6 +589,8 @@ class Pool:
                     self._report(work, pwq, exc)
                 finally:
                     _TLS.work = None
+                    if HOOKS.on:
+                        _trace_end(work, pwq, t0, outcome)
                     with lock:
                         nxt = self._finish(work, pwq, epoch, outcome)
                     if INTR.pending:

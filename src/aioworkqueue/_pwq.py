@@ -13,6 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ._barrier import wake
+from ._hooks import HOOKS, emit
 from ._pool import _remove
 from ._work import DEFERRED, INACTIVE, PENDING, QUEUED, WHERE, Work
 
@@ -111,6 +112,8 @@ class Pwq:
         if self.nr_active < self.max_active:
             self.nr_active += 1
             work._state |= QUEUED
+            if HOOKS.on:
+                emit("workqueue_activate_work", work, self.wq)
             self.target.append(work)
             if self.bh:
                 self.pool.arm_bh(direct)
@@ -125,6 +128,8 @@ class Pwq:
         if inactive and self.nr_active <= self.max_active:
             work = inactive.popleft()
             work._state = (work._state & ~INACTIVE) | QUEUED
+            if HOOKS.on:
+                emit("workqueue_activate_work", work, self.wq)
             self.target.append(work)
             if self.bh:
                 self.pool.arm_bh()
@@ -146,6 +151,8 @@ class Pwq:
         while inactive and self.nr_active < limit:
             work = inactive.popleft()
             work._state = (work._state & ~INACTIVE) | QUEUED
+            if HOOKS.on:
+                emit("workqueue_activate_work", work, self.wq)
             self.nr_active += 1
             self.target.append(work)
             if self.bh:

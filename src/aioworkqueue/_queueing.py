@@ -30,6 +30,7 @@ from typing import Any
 from . import _lock
 from ._errors import WorkqueueError
 from ._flags import WQ
+from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
 from ._pool import CALL
 from ._timer import arm, disarm
@@ -91,6 +92,8 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
             if st & ASYNC_FN and wq._bh:
                 _check_bh(call, wq, work)
             work._state = st | PENDING
+            if HOOKS.on:
+                emit("workqueue_queue_work", work, wq, cpu, pwq.pool.cpu)
             pwq.insert(work)
             pwq.nr_queued += 1
             ok = True
@@ -113,6 +116,8 @@ def _queue_delayed(
         else:
             _check_bh(call, wq, dwork)
             dwork._state = st | PENDING
+            if HOOKS.on:
+                emit("workqueue_queue_work", dwork, wq, cpu, pwq.pool.cpu)
             if delay:
                 arm(dwork, pwq, delay)
             else:
@@ -240,6 +245,8 @@ def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int |
                 steal(dwork)
             else:
                 pwq.nr_queued += 1
+                if HOOKS.on:
+                    emit("workqueue_queue_work", dwork, wq, cpu, pwq.pool.cpu)
             dwork._state |= PENDING
             if d:
                 arm(dwork, pwq, d)
