@@ -126,6 +126,8 @@ async def test_r19_mem_reclaim_queue_makes_progress_when_every_worker_is_stuck()
             block.set()
             await normal.flush()
             assert started == ["s1", "s2", "s3"]
+            st = reclaim.stats()
+            assert st.mayday == 1 and st.rescued == 1 and normal.stats().rescued == 0
     finally:
         aw.configure(max_workers=1024)
 

@@ -41,6 +41,7 @@ from ._flush import (
 )
 from ._freeze import freeze_workqueues, thaw_workqueues
 from ._hooks import Instrument, add_instrument, remove_instrument
+from ._observe import PoolStats, RuntimeStats, show_state
 from ._query import current_work, delayed_work_pending, work_busy, work_pending
 from ._queueing import (
     mod_delayed_work,
@@ -88,7 +89,9 @@ __all__ = (
     "DelayedWork",
     "ExceptionHandler",
     "Instrument",
+    "PoolStats",
     "Runtime",
+    "RuntimeStats",
     "Unfinished",
     "Work",
     "WorkBusy",
@@ -132,6 +135,7 @@ __all__ = (
     "remove_instrument",
     "schedule_delayed_work",
     "schedule_work",
+    "show_state",
     "system_bh_wq",
     "system_freezable_wq",
     "system_highpri_wq",

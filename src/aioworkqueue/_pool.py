@@ -283,6 +283,7 @@ class Pool:
             for work in dq:
                 pwq: Pwq = work._pwq  # type: ignore[assignment]
                 if pwq.reclaim and id(pwq) not in self.rescuers:
+                    pwq.nr_mayday += 1
                     worker = _Worker(rescue=pwq)
                     self.rescuers[id(pwq)] = worker
                     self._spawn(worker)
@@ -293,6 +294,7 @@ class Pool:
             for i, work in enumerate(dq):
                 if work._pwq is pwq:
                     del dq[i]
+                    pwq.nr_rescued += 1
                     return work
         return None
 

@@ -63,7 +63,10 @@ class Pwq:
         "nr_cancelled",
         "nr_completed",
         "nr_failed",
+        "nr_max_active_hits",
+        "nr_mayday",
         "nr_queued",
+        "nr_rescued",
         "pool",
         "reclaim",
         "target",
@@ -95,6 +98,9 @@ class Pwq:
         self.nr_completed = 0
         self.nr_failed = 0
         self.nr_cancelled = 0
+        self.nr_max_active_hits = 0  # items that had to wait for a slot (R7)
+        self.nr_mayday = 0  # times a rescuer was started for this link (R19)
+        self.nr_rescued = 0  # items a rescuer ran
 
     def __repr__(self) -> str:
         return f"<Pwq {self.wq.name!r} cpu={self.pool.cpu} active={self.nr_active}>"
@@ -121,6 +127,7 @@ class Pwq:
                 self.pool.wake(direct)
         else:
             work._state |= INACTIVE
+            self.nr_max_active_hits += 1
             self.inactive.append(work)
 
     def _release_slot(self) -> None:

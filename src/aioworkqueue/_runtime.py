@@ -38,6 +38,7 @@ from ._unbound import UnboundPool
 from ._work import ARMED, PENDING, WHERE, DelayedWork, Work
 
 if TYPE_CHECKING:
+    from ._observe import RuntimeStats
     from ._workqueue import ExceptionHandler, Workqueue
 
 __all__ = ("ACTIVE", "Runtime", "Unfinished")
@@ -153,6 +154,12 @@ class Runtime:
     def __repr__(self) -> str:
         states = ("new", "starting", "running", "stopping", "stopped")
         return f"<Runtime cpus={self.cpus} loop={self.loop_name} {states[self._state]}>"
+
+    def stats(self) -> RuntimeStats:
+        """Return a snapshot of the pools and workqueues of this runtime. Context: any."""
+        from ._observe import runtime_stats
+
+        return runtime_stats(self)
 
     @property
     def running(self) -> bool:

@@ -76,6 +76,12 @@ class WorkqueueStats:
     armed: int
     #: Items running right now (``in_flight - pending``).
     running: int
+    #: Items that had to wait for a max_active slot (R7).
+    max_active_hits: int
+    #: Times a pool started this queue's rescuer because all its workers were busy (R19).
+    mayday: int
+    #: Items run by a rescuer.
+    rescued: int
 
 
 def check_workqueue(call: str, wq: object) -> Workqueue:
@@ -377,6 +383,9 @@ class Workqueue:
                 pending=waiting,
                 armed=len(self._armed),
                 running=total - waiting,
+                max_active_hits=sum(p.nr_max_active_hits for p in pwqs),
+                mayday=sum(p.nr_mayday for p in pwqs),
+                rescued=sum(p.nr_rescued for p in pwqs),
             )
 
     # -- method forms ----------------------------------------------------------------------------
