@@ -157,6 +157,7 @@ class Pool:
     __slots__ = (
         "bh",
         "bh_armed",
+        "bh_current",
         "cpu",
         "has_reclaim",
         "hi",
@@ -167,6 +168,10 @@ class Pool:
         "max_workers",
         "nr_waking",
         "nr_workers",
+        "ping_at",
+        "ping_hog",
+        "ping_lockup",
+        "ping_seq",
         "pwqs",
         "rescuers",
         "stopping",
@@ -205,6 +210,13 @@ class Pool:
         self.pwqs: list[Pwq] = []  # queue links served here
         self.rescuers: dict[int, _Worker] = {}  # id(link) -> its running rescuer (R19)
         self.has_reclaim = False  # serves a WQ.MEM_RECLAIM link: _mayday has work to do
+        self.bh_current: Work | None = None  # the WQ.BH item being called (for the watchdog)
+        # The watchdog's ping: when the unanswered one was sent (0.0: none), its number, and
+        # whether this stretch was already reported as a hog / a lockup (``_watchdog.py``).
+        self.ping_at = 0.0
+        self.ping_seq = 0
+        self.ping_hog = False
+        self.ping_lockup = False
         # A runtime's shared unbound lists (WQ.HIGHPRI first), served after this pool's own
         # lists by every pool of the runtime; private empty lists in the embedded mode. Set once.
         self.ub_hi, self.ub = unbound if unbound is not None else (deque(), deque())
@@ -581,7 +593,7 @@ class Pool:
             while nxt is not None:
                 pwq, epoch = nxt
                 outcome = COMPLETED
-                _TLS.work = work
+                _TLS.work = self.bh_current = work
                 if HOOKS.on:
                     t0 = _trace_start(work, pwq)
                 try:
@@ -590,7 +602,7 @@ class Pool:
                     outcome = FAILED
                     self._report(work, pwq, exc)
                 finally:
-                    _TLS.work = None
+                    _TLS.work = self.bh_current = None
                     if HOOKS.on:
                         _trace_end(work, pwq, t0, outcome)
                     with lock:

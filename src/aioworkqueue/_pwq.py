@@ -62,6 +62,7 @@ class Pwq:
         "nr_active",
         "nr_cancelled",
         "nr_completed",
+        "nr_cpu_hogs",
         "nr_failed",
         "nr_max_active_hits",
         "nr_mayday",
@@ -101,6 +102,7 @@ class Pwq:
         self.nr_max_active_hits = 0  # items that had to wait for a slot (R7)
         self.nr_mayday = 0  # times a rescuer was started for this link (R19)
         self.nr_rescued = 0  # items a rescuer ran
+        self.nr_cpu_hogs = 0  # runs the watchdog saw hold the loop past cpu_intensive_thresh
 
     def __repr__(self) -> str:
         return f"<Pwq {self.wq.name!r} cpu={self.pool.cpu} active={self.nr_active}>"

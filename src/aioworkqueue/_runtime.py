@@ -35,6 +35,7 @@ from ._lock import LOCK
 from ._pool import Pool
 from ._timer import disarm
 from ._unbound import UnboundPool
+from ._watchdog import Watchdog
 from ._work import ARMED, PENDING, WHERE, DelayedWork, Work
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ class Runtime:
     """Per-CPU event-loop pools, each in its own thread.
 
     ``Runtime(cpus=N, loop_factory="auto", pin=False, max_workers=1024, exception_handler=None,
-    shutdown_timeout=10.0)``, used as ``async with Runtime(...) as rt:``. ``cpus`` defaults to the
+    shutdown_timeout=10.0, watchdog_thresh=30.0, cpu_intensive_thresh=0.010)``, used as
+    ``async with Runtime(...) as rt:``. ``cpus`` defaults to the
     CPUs this process may run on; ``pin=True`` pins pool thread *i* to the *i*-th of them.
 
     Context: start and shut down from a coroutine on the host's loop; one runtime at a time.
@@ -115,6 +117,8 @@ class Runtime:
         max_workers: int = 1024,
         exception_handler: ExceptionHandler | None = None,
         shutdown_timeout: float = 10.0,
+        watchdog_thresh: float = 30.0,
+        cpu_intensive_thresh: float = 0.010,
     ) -> None:
         allowed = _allowed_cpus()
         if cpus is None:
@@ -134,6 +138,13 @@ class Runtime:
         if exception_handler is not None and not callable(exception_handler):
             raise TypeError("Runtime: exception_handler must be callable")
         self.shutdown_timeout = _check_timeout("Runtime", shutdown_timeout)
+        self.watchdog_thresh = _check_timeout("Runtime watchdog_thresh", watchdog_thresh)
+        self.cpu_intensive_thresh = _check_timeout(
+            "Runtime cpu_intensive_thresh", cpu_intensive_thresh
+        )
+        if not self.watchdog_thresh or not self.cpu_intensive_thresh:
+            raise ValueError("Runtime: watchdog_thresh and cpu_intensive_thresh must be > 0")
+        self._watchdog: Watchdog | None = None
         self.cpus = cpus
         self.pin = pin
         self.pinned_to = [allowed[i % len(allowed)] for i in range(cpus)] if pin else []
@@ -234,6 +245,8 @@ class Runtime:
             self.unbound.pools = list(self.pools)
             self._state = _RUNNING
             ACTIVE.rt = self
+        self._watchdog = Watchdog(self.pools, self.watchdog_thresh, self.cpu_intensive_thresh)
+        self._watchdog.start()
 
     def _thread_main(self, cpu: int, ready: threading.Event, errors: list[BaseException]) -> None:
         try:
@@ -281,6 +294,9 @@ class Runtime:
             await asyncio.wrap_future(cf)
         with LOCK:
             unfinished = self._collect()
+        if self._watchdog is not None:
+            await asyncio.to_thread(self._watchdog.stop)
+            self._watchdog = None
         await self._stop_threads()
         with LOCK:
             self._state = _STOPPED

@@ -82,6 +82,8 @@ class WorkqueueStats:
     mayday: int
     #: Items run by a rescuer.
     rescued: int
+    #: Runs the runtime's watchdog saw hold their loop past ``cpu_intensive_thresh``.
+    cpu_hogs: int
 
 
 def check_workqueue(call: str, wq: object) -> Workqueue:
@@ -386,6 +388,7 @@ class Workqueue:
                 max_active_hits=sum(p.nr_max_active_hits for p in pwqs),
                 mayday=sum(p.nr_mayday for p in pwqs),
                 rescued=sum(p.nr_rescued for p in pwqs),
+                cpu_hogs=sum(p.nr_cpu_hogs for p in pwqs),
             )
 
     # -- method forms ----------------------------------------------------------------------------
