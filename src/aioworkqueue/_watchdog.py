@@ -1,6 +1,6 @@
 """The watchdog: workqueue lockups and CPU hogs, seen from outside the pool loops.
 
-A thread of the runtime (``aiowq/watchdog``) pings every pool loop with ``call_soon_threadsafe``
+A thread of the runtime (``aiowq-watchdog``; ``aiowq/<cpu>`` names pool threads only) pings every pool loop with ``call_soon_threadsafe``
 every ``tick`` seconds and watches for the answer. An unanswered ping means the loop has not
 turned since it was sent:
 
@@ -56,7 +56,7 @@ class Watchdog:
         self._stop = threading.Event()
         self._reported: set[str] = set()  # functions reported as hogs (once each)
         self._last_report = 0.0
-        self._thread = threading.Thread(target=self._run, name="aiowq/watchdog", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="aiowq-watchdog", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
