@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Self
 from ._barrier import on_unqueue
 from ._errors import WorkqueueError
 from ._lock import LOCK
+from ._monitor import MonitorServer, parse_address, runtime_snapshot
 from ._pool import Pool
 from ._timer import disarm
 from ._unbound import UnboundPool
@@ -100,9 +101,10 @@ class Runtime:
     """Per-CPU event-loop pools, each in its own thread.
 
     ``Runtime(cpus=N, loop_factory="auto", pin=False, max_workers=1024, exception_handler=None,
-    shutdown_timeout=10.0, watchdog_thresh=30.0, cpu_intensive_thresh=0.010)``, used as
-    ``async with Runtime(...) as rt:``. ``cpus`` defaults to the
-    CPUs this process may run on; ``pin=True`` pins pool thread *i* to the *i*-th of them.
+    shutdown_timeout=10.0, watchdog_thresh=30.0, cpu_intensive_thresh=0.010, monitor=None)``, as
+    ``async with Runtime(...) as rt:``. ``cpus`` defaults to the CPUs this process may run on;
+    ``pin=True`` pins pool thread *i* to the *i*-th of them; ``monitor`` is an address (a Unix
+    socket path or ``127.0.0.1:PORT``) where ``aioworkqueue monitor`` can read the statistics.
 
     Context: start and shut down from a coroutine on the host's loop; one runtime at a time.
     Raises: TypeError / ValueError for bad arguments (a bad cpu count, an unknown loop factory).
@@ -119,6 +121,7 @@ class Runtime:
         shutdown_timeout: float = 10.0,
         watchdog_thresh: float = 30.0,
         cpu_intensive_thresh: float = 0.010,
+        monitor: str | None = None,
     ) -> None:
         allowed = _allowed_cpus()
         if cpus is None:
@@ -145,6 +148,12 @@ class Runtime:
         if not self.watchdog_thresh or not self.cpu_intensive_thresh:
             raise ValueError("Runtime: watchdog_thresh and cpu_intensive_thresh must be > 0")
         self._watchdog: Watchdog | None = None
+        if monitor is not None:
+            parse_address(monitor)  # a bad address fails here, not in start()
+        self._monitor_at = monitor
+        self._monitor: MonitorServer | None = None
+        #: Where ``aioworkqueue monitor`` can read this runtime (set by start), or None.
+        self.monitor_address: str | None = None
         self.cpus = cpus
         self.pin = pin
         self.pinned_to = [allowed[i % len(allowed)] for i in range(cpus)] if pin else []
@@ -247,6 +256,10 @@ class Runtime:
             ACTIVE.rt = self
         self._watchdog = Watchdog(self.pools, self.watchdog_thresh, self.cpu_intensive_thresh)
         self._watchdog.start()
+        if self._monitor_at is not None:
+            self._monitor = MonitorServer(self._monitor_at, lambda: runtime_snapshot(self))
+            self._monitor.start()
+            self.monitor_address = self._monitor.address
 
     def _thread_main(self, cpu: int, ready: threading.Event, errors: list[BaseException]) -> None:
         try:
@@ -297,6 +310,9 @@ class Runtime:
         if self._watchdog is not None:
             await asyncio.to_thread(self._watchdog.stop)
             self._watchdog = None
+        if self._monitor is not None:
+            await asyncio.to_thread(self._monitor.stop)
+            self._monitor = None
         await self._stop_threads()
         with LOCK:
             self._state = _STOPPED
