@@ -44,6 +44,7 @@ from ._hooks import HOOKS, OUTCOMES, emit
 from ._lock import INTR, LOCK, record, replay, run_redo
 from ._work import (
     ASYNC_FN,
+    CALL,
     DEFERRED,
     PENDING,
     QUEUED,
@@ -56,15 +57,13 @@ from ._work import (
 if TYPE_CHECKING:
     from ._pwq import Pwq
 
-__all__ = ("CALL", "COMPLETED", "CUT", "FAILED", "Pool", "current_worker_work")
+__all__ = ("COMPLETED", "CUT", "FAILED", "Pool", "current_worker_work")
 
 _log = logging.getLogger("aioworkqueue")
 _get_ident = threading.get_ident
 _current_task = asyncio.current_task
 _isawaitable = inspect.isawaitable
 
-#: State bit of works made by ``wq.submit``: call ``func(*args, **kwargs)``, not ``func(work)``.
-CALL = 1 << 9
 
 # How a run ended (Pwq.finish counts them).
 COMPLETED, FAILED, CUT = 0, 1, 2  # CUT: cancelled by a runtime shutdown

@@ -32,11 +32,11 @@ from ._errors import WorkqueueError
 from ._flags import WQ
 from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
-from ._pool import CALL
 from ._timer import arm, disarm
 from ._work import (
     ARMED,
     ASYNC_FN,
+    CALL,
     DISABLE_MASK,
     PENDING,
     DelayedWork,

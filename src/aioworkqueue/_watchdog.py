@@ -1,8 +1,8 @@
 """The watchdog: workqueue lockups and CPU hogs, seen from outside the pool loops.
 
-A thread of the runtime (``aiowq-watchdog``; ``aiowq/<cpu>`` names pool threads only) pings every pool loop with ``call_soon_threadsafe``
-every ``tick`` seconds and watches for the answer. An unanswered ping means the loop has not
-turned since it was sent:
+A thread of the runtime (``aiowq-watchdog``; ``aiowq/<cpu>`` names pool threads only) pings
+every pool loop with ``call_soon_threadsafe`` every ``tick`` seconds and watches for the answer.
+An unanswered ping means the loop has not turned since it was sent:
 
 * after ``cpu_intensive_thresh`` (default 10 ms), the item the loop is executing ran that long
   without awaiting: it is counted as a CPU hog (``stats().cpu_hogs``) and reported at WARNING,

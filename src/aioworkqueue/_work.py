@@ -41,16 +41,19 @@ __all__ = ("DelayedWork", "Work", "WorkFunc")
 #: A work function: receives the work item itself; plain or ``async def``.
 WorkFunc: TypeAlias = Callable[[Any], "Awaitable[None] | None"]
 
-# State bits of ``Work._state``.
+# State bits of ``Work._state``. The bits of the common life (idle, queued, running; async or
+# not; made by submit or not) stay below 256: CPython caches small ints, so those transitions
+# allocate nothing. Rarer bits (armed, waiting for a slot, deferred, waited on) sit above.
 PENDING = 1 << 0  # a successful queue_* has not started running yet (or was not cancelled)
-ARMED = 1 << 1  # DelayedWork whose timer is armed
-QUEUED = 1 << 2  # on a pool worklist, holding one of its queue's active slots (R7)
-INACTIVE = 1 << 3  # on a queue's inactive list, waiting for an active slot (R7)
-DEFERRED = 1 << 4  # taken by a worker while still running elsewhere: runs when that run ends (R3)
-RUNNING = 1 << 5
-WAITED = 1 << 6  # someone waits in flush_work / cancel_*_sync / disable_work_sync
-REDO = 1 << 7  # a queue_* made from an interrupted context replays when this instance starts
-ASYNC_FN = 1 << 8  # func is a coroutine function (set once)
+QUEUED = 1 << 1  # on a pool worklist, holding one of its queue's active slots (R7)
+RUNNING = 1 << 2
+ASYNC_FN = 1 << 3  # func is a coroutine function (set once)
+CALL = 1 << 4  # made by wq.submit: call func(*args, **kwargs), not func(work) (set once)
+ARMED = 1 << 5  # DelayedWork whose timer is armed
+INACTIVE = 1 << 6  # on a queue's inactive list, waiting for an active slot (R7)
+DEFERRED = 1 << 7  # taken by a worker while still running elsewhere: runs when that run ends (R3)
+WAITED = 1 << 8  # someone waits in flush_work / cancel_*_sync / disable_work_sync
+REDO = 1 << 9  # a queue_* made from an interrupted context replays when this instance starts
 DISABLE_UNIT = 1 << 12  # the disable count lives above this bit
 DISABLE_MASK = ~(DISABLE_UNIT - 1)
 WHERE = ARMED | QUEUED | INACTIVE | DEFERRED  # where a pending instance sits
