@@ -81,3 +81,50 @@ def test_monitor_of_a_vanished_process_says_so(
     assert status == 1
     err = capsys.readouterr().err
     assert "cannot read" in err and "Runtime(monitor=" in err and "Traceback" not in err
+
+
+SERVICE = """
+import asyncio, sys
+import aioworkqueue as aw
+
+async def main():
+    async with aw.Runtime(cpus=2, loop_factory="asyncio", monitor=sys.argv[1]):
+        wq = aw.alloc_workqueue("live-jobs")
+        for _ in range(11):
+            aw.queue_work(wq, aw.Work(lambda w: None))
+        await aw.flush_workqueue(wq)
+        print("ready", flush=True)
+        await asyncio.sleep(30)  # until the test kills it
+
+asyncio.run(main())
+"""
+
+
+def test_monitor_command_against_a_live_process(tmp_path: pathlib.Path) -> None:
+    import subprocess
+    import sys
+
+    sock = str(tmp_path / "live.sock")
+    script = tmp_path / "service.py"
+    script.write_text(SERVICE)
+    monitor = [sys.executable, "-m", "aioworkqueue._cli", "monitor", sock]
+    with subprocess.Popen(
+        [sys.executable, str(script), sock], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            out = subprocess.run(
+                [*monitor, "live", "-i", "0.05", "-n", "2"],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        finally:
+            proc.kill()
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("live-jobs")]
+    assert len(rows) == 2 and rows[0].split()[1] == "11"
+    assert "total" in out.stdout and "CPUhog" in out.stdout
+    gone = subprocess.run(monitor, check=False, capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 1 and "cannot read" in gone.stderr and "Traceback" not in gone.stderr

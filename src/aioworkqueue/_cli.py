@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._bench import DESCRIPTION as BENCH_DESCRIPTION
+from ._bench import add_arguments as add_bench_arguments
+
 __all__ = ("main",)
 
 
@@ -16,12 +19,44 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seconds", type=float, default=3.0, help="how long to serve (default 3)")
     demo.add_argument("--datagrams", type=int, default=3000, help="how many to send")
     demo.add_argument("--seed", type=int, default=1, help="seed of the simulated failures")
+    bench = sub.add_parser(
+        "bench",
+        help="measure against asyncio.Queue, Tasks, aiojobs, anyio, call_soon_threadsafe",
+        description=BENCH_DESCRIPTION,
+    )
+    add_bench_arguments(bench)
+    mon = sub.add_parser(
+        "monitor",
+        help="print live workqueue statistics of a process (as the kernel's wq_monitor.py)",
+        description="Read the statistics a Runtime(monitor=ADDRESS) serves and print them.",
+    )
+    mon.add_argument("address", help="a Unix socket path or 127.0.0.1:PORT")
+    mon.add_argument("regex", nargs="?", help="only workqueues whose name matches")
+    mon.add_argument("-i", "--interval", type=float, help="repeat every INTERVAL seconds")
+    mon.add_argument("-j", "--json", action="store_true", help="print JSON lines")
+    mon.add_argument("-n", "--count", type=int, help="stop after COUNT reports (with -i)")
     args = parser.parse_args(argv)
+    if args.command == "monitor":
+        from ._monitor import run_monitor
+
+        return run_monitor(
+            args.address,
+            interval=args.interval,
+            json_lines=args.json,
+            regex=args.regex,
+            count=args.count,
+        )
     if args.command == "demo":
         from ._demo import run_demo
 
         status: int = run_demo(seconds=args.seconds, datagrams=args.datagrams, seed=args.seed)
         return status
+    if args.command == "bench":
+        from ._bench import run as run_bench
+
+        bench_argv = list(sys.argv[1:] if argv is None else argv)
+        bench_argv = bench_argv[bench_argv.index("bench") + 1 :]
+        return run_bench(args, bench_argv)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,0 +1,157 @@
+"""``aioworkqueue bench`` runs end to end and reports what it measured.
+
+These are smoke tests: tiny sizes on one loop (``--smoke``), so every scenario's code path runs
+and the table and the JSON come out whole. Speed is never asserted here: performance is judged
+by the ratios of a real run (``aioworkqueue bench``), never inside the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aioworkqueue._bench import STEP_KEYS, main
+
+GROUPS = {
+    "throughput.plain",
+    "throughput.sleep0",
+    "memory",
+    "threads.1",
+    "threads.4",
+    "timers.arm",
+    "timers.cancel",
+    "timers.rearm",
+    "lateness.p50",
+    "lateness.p99",
+    "lateness.max",
+    "lateness.early",
+    "latency.median",
+    "latency.p99",
+    "flush.sleep0",
+    "flush.plain",
+    "runtime",
+}
+
+
+def test_smoke_run_prints_the_table_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    t0 = time.monotonic()
+    status = main(["--smoke", "--json", str(path), "--markdown", str(md)])
+    elapsed = time.monotonic() - t0
+    out, err = capsys.readouterr()
+    assert status == 0, out + err
+    assert elapsed < 30  # a hang guard, not a speed check
+    assert out.startswith("aioworkqueue bench (smoke run)\n")
+    for text in (
+        "Python ",
+        "CPUs: ",
+        "machine: ",
+        "date: ",
+        "aioworkqueue 0.1.0",
+        "Throughput, plain",
+        "higher is better",
+        "lower is better",
+        "* asyncio.Queue + 4 workers",
+        "Targets of the issue",
+        "wall time: ",
+    ):
+        assert text in out, text
+    assert "Errors" not in out
+    assert "[1/9] asyncio: throughput, plain items" in err  # progress, on stderr
+
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert doc["header"]["mode"] == "smoke"
+    assert doc["header"]["loops"] == ["asyncio"]
+    assert doc["errors"] == []
+    assert doc["command"] == f"aioworkqueue bench --smoke --json {path} --markdown {md}"
+    groups = {g["key"]: g for g in doc["groups"]}
+    assert set(groups) == GROUPS
+    for g in groups.values():
+        assert g["better"] in ("higher", "lower")
+        labels = [row["label"] for row in g["rows"]]
+        assert g["baseline"] in labels, g["key"]
+        for row in g["rows"]:
+            cell = row["loops"]["asyncio"]
+            assert cell["value"] is not None or cell["note"], (g["key"], row["label"])
+    base = next(
+        r for r in groups["throughput.plain"]["rows"] if r["label"] == "asyncio.Queue + 4 workers"
+    )
+    assert base["loops"]["asyncio"]["ratio"] == 1.0
+    assert len(doc["targets"]) == 13
+    for t in doc["targets"]:
+        assert t["met"] in (True, False, None)
+
+    text = md.read_text(encoding="utf-8")
+    assert text.startswith(f"Command: `aioworkqueue bench --smoke --json {path} --markdown {md}`")
+    assert "| | asyncio | ratio |" in text
+    assert "| **asyncio.Queue + 4 workers** (baseline) | " in text
+    assert "Targets of the issue:" in text
+
+
+def test_only_and_a_missing_aiojobs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "aiojobs", None)  # import aiojobs now raises ImportError
+    path = tmp_path / "bench.json"
+    assert main(["--smoke", "--only", "throughput-plain,mem", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "aiojobs not installed" in out
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert [g["key"] for g in doc["groups"]] == ["throughput.plain", "memory"]
+    for g in doc["groups"]:
+        row = next(r for r in g["rows"] if r["label"].startswith("aiojobs"))
+        assert row["loops"]["asyncio"] == {"value": None, "ratio": None, "note": "not installed"}
+
+
+def test_plot_without_matplotlib_says_so_before_running(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["--smoke", "--plot", str(tmp_path / "r.png")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "--plot needs matplotlib" in err
+    assert "pip install 'aioworkqueue[bench]'" in err
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "r.png"
+    assert main(["--smoke", "--only", "throughput-plain,memory", "--plot", str(path)]) == 0
+    assert f"plot written to {path}" in capsys.readouterr().out
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--smoke", "--only", "nonsense"]) == 2
+    assert (
+        "--only: no scenario named 'nonsense'; choose from throughput-plain"
+        in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit) as e:
+        main(["--loop", "tokio"])
+    assert e.value.code == 2
+
+
+def test_bench_help_from_the_console_script() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "aioworkqueue._cli", "bench", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: aioworkqueue bench")
+    for option in ("--quick", "--loop", "--json", "--markdown", "--plot", "--only", *STEP_KEYS):
+        assert option in proc.stdout, option
+    assert "--smoke" not in proc.stdout  # for the test suite only
