@@ -1,6 +1,9 @@
 """aioworkqueue: the Linux kernel's workqueue API, rebuilt for asyncio.
 
 This module only re-exports; see ``docs/design.md`` for the architecture.
+
+PYTEST_DONT_REWRITE: the pytest plugin's entry point makes pytest rewrite this package's asserts;
+this module has none, and its namespace stays exactly the public API.
 """
 
 from ._cancel import (
@@ -41,6 +44,7 @@ from ._flush import (
 )
 from ._freeze import freeze_workqueues, thaw_workqueues
 from ._hooks import Instrument, add_instrument, remove_instrument
+from ._lifespan import running
 from ._observe import PoolStats, RuntimeStats, show_state
 from ._query import current_work, delayed_work_pending, work_busy, work_pending
 from ._queueing import (
@@ -133,6 +137,7 @@ __all__ = (
     "queue_work",
     "queue_work_on",
     "remove_instrument",
+    "running",
     "schedule_delayed_work",
     "schedule_work",
     "show_state",

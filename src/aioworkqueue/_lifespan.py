@@ -1,0 +1,308 @@
+"""``aioworkqueue.running()``: the workqueues for the life of a service, drained on the way out.
+
+One object serves every framework that speaks "async context manager for the app's life"::
+
+    async with aioworkqueue.running():            # any asyncio program
+        ...
+    Starlette(lifespan=aioworkqueue.running)      # Starlette / FastAPI call running(app)
+    Starlette(lifespan=functools.partial(aioworkqueue.running, timeout=3))
+
+Entering starts the runtime: nothing in the embedded mode (work runs on the host loop), a per-CPU
+:class:`~aioworkqueue.Runtime` when asked. Leaving shuts down within ``timeout`` seconds, which
+should be shorter than the server's own grace period:
+
+1. queueing from outside is refused (work that is running may still queue: chained work);
+2. every workqueue is flushed until it is quiet or the deadline passes;
+3. whatever is left — running, queued, or armed — is cancelled, logged at WARNING, stored in
+   ``.unfinished`` and handed to ``on_unfinished``: never silently dropped.
+
+In Runtime mode steps 1-3 are :meth:`Runtime.shutdown`. In both modes they also act, at the same
+time and with the same deadline, on the embedded pool of the loop the context was entered on
+(every workqueue bound to it, the system queues included; in Runtime mode these are the queues
+allocated before the runtime started, at import time say, which run on the host loop). There,
+outside queueing is refused with the drain mark of R14, so while the shutdown flushes, a running
+item may queue onto its own workqueue but not onto another one (``WorkqueueDrainingError``), and
+a workqueue first used after the shutdown began is not covered. Armed timers are not waited for:
+a delayed item still armed when the queues are quiet is reported as ``"armed"``.
+
+The shutdown runs in a task of its own and is shielded: if the task that leaves the context is
+cancelled meanwhile (once or more), the drain still finishes within its deadline, and the
+cancellation is raised afterwards. Nothing here is bound to the entering task, so entering and
+leaving may happen in different tasks. No signal handler is installed: stopping is the server's
+business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from ._cancel import cancel_work
+from ._errors import WorkqueueError
+from ._lock import INTR, LOCK, replay
+from ._pool import Pool, current_worker_work
+from ._runtime import ACTIVE, Runtime, Unfinished, _stop_pool
+from ._work import Work
+from ._workqueue import _DRAIN_UNIT, _POOLS, Workqueue
+
+__all__ = ("OnUnfinished", "Running", "running")
+
+_log = logging.getLogger("aioworkqueue")
+
+#: ``on_unfinished(items)``: called once per shutdown, from the shutdown task, with the items
+#: that did not finish (possibly none).
+OnUnfinished = Callable[[list[Unfinished]], object]
+
+_IDLE, _ENTERED, _EXITING = range(3)
+
+
+def _check_timeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"running: timeout must be int or float seconds, got {timeout!r}")
+    if math.isnan(timeout) or math.isinf(timeout) or timeout < 0:
+        raise ValueError(f"running: timeout must be finite and >= 0, got {timeout!r}")
+    return float(timeout)
+
+
+class Running:
+    """The async context manager that :func:`running` returns.
+
+    After the block, ``.unfinished`` holds what the shutdown could not finish, as
+    ``(work, workqueue, state)``; ``.runtime`` is the :class:`Runtime` it ran, or None (embedded).
+    It may be entered again once it has been left (a new runtime is made from ``True`` or a
+    mapping; a :class:`Runtime` instance cannot be started twice).
+
+    Context: enter and leave from coroutines; the two may run in different tasks.
+    """
+
+    __slots__ = ("_loop", "_spec", "_state", "on_unfinished", "runtime", "timeout", "unfinished")
+
+    def __init__(
+        self,
+        *,
+        runtime: bool | Runtime | Mapping[str, Any] = False,
+        timeout: float = 5.0,
+        on_unfinished: OnUnfinished | None = None,
+    ) -> None:
+        if not isinstance(runtime, bool | Runtime | Mapping):
+            raise TypeError(
+                f"running: runtime must be a bool, a Runtime or a mapping of Runtime arguments, "
+                f"got {runtime!r}"
+            )
+        if on_unfinished is not None and not callable(on_unfinished):
+            raise TypeError(f"running: on_unfinished must be callable, got {on_unfinished!r}")
+        self._spec = runtime
+        self.timeout = _check_timeout(timeout)
+        self.on_unfinished = on_unfinished
+        self.runtime: Runtime | None = None
+        self.unfinished: list[Unfinished] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = _IDLE
+
+    def __repr__(self) -> str:
+        mode = "embedded" if self.runtime is None and self._spec is False else "runtime"
+        state = ("idle", "entered", "exiting")[self._state]
+        return f"<running {mode} timeout={self.timeout} {state}>"
+
+    async def __aenter__(self) -> None:
+        """Start the runtime (nothing to start in the embedded mode).
+
+        Returns: None, so that Starlette's lifespan adds no state.
+        Raises: WorkqueueError if already entered, or if a runtime is already running (as
+        :meth:`Runtime.start`); whatever a runtime raises while starting.
+        """
+        if self._state != _IDLE:
+            raise WorkqueueError(f"running: {self!r} is already entered")
+        self._state = _ENTERED
+        try:
+            self.unfinished = []
+            self._loop = asyncio.get_running_loop()
+            spec = self._spec
+            if spec is False:
+                self.runtime = None
+                return
+            if isinstance(spec, Runtime):
+                rt = spec
+            elif spec is True:
+                rt = Runtime()
+            else:
+                rt = Runtime(**spec)
+            self.runtime = rt
+            if not rt.running:
+                await rt.start()
+        except BaseException:
+            self._state = _IDLE
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Shut down within ``timeout`` (see the module docstring); shielded from cancellation.
+
+        Raises: WorkqueueError if not entered, or when called from inside a work item (it would
+        wait for itself); CancelledError after the shutdown finished, if the leaving task was
+        cancelled meanwhile; whatever ``on_unfinished`` raised.
+        """
+        if self._state != _ENTERED:
+            raise WorkqueueError(f"running: {self!r} was not entered")
+        if current_worker_work() is not None:
+            raise WorkqueueError("running: cannot shut down from inside a work item")
+        self._state = _EXITING
+        shutdown = asyncio.ensure_future(self._shutdown())
+        cancelled: asyncio.CancelledError | None = None
+        try:
+            while not shutdown.done():
+                try:
+                    await asyncio.shield(shutdown)
+                except asyncio.CancelledError as err:
+                    if shutdown.done():
+                        raise  # the shutdown task itself was cancelled (the loop is closing)
+                    cancelled = err  # the drain goes on; the cancellation is raised after it
+        finally:
+            if shutdown.done():
+                self._state = _IDLE
+        shutdown.result()
+        if cancelled is not None:
+            raise cancelled
+
+    async def _shutdown(self) -> None:
+        # The host loop's pool is drained in both modes: a workqueue allocated before the
+        # runtime started (at import time, say) is an embedded one and runs there.
+        parts = [self._shutdown_host()]
+        if self.runtime is not None:
+            parts.append(self.runtime.shutdown(self.timeout))
+        unfinished = [item for part in await asyncio.gather(*parts) for item in part]
+        self.unfinished = unfinished
+        if self.on_unfinished is not None:
+            self.on_unfinished(unfinished)
+
+    async def _shutdown_host(self) -> list[Unfinished]:
+        loop = self._loop
+        assert loop is not None
+        if loop is asyncio.get_running_loop():
+            return await _shutdown_embedded(loop, self.timeout)
+        if loop.is_running():
+            cf = asyncio.run_coroutine_threadsafe(_shutdown_embedded(loop, self.timeout), loop)
+            return await asyncio.wrap_future(cf)
+        return []  # its loop has ended: what it left there is reported when its queues rebind
+
+
+def running(
+    app: object = None,
+    /,
+    *,
+    runtime: bool | Runtime | Mapping[str, Any] = False,
+    timeout: float = 5.0,
+    on_unfinished: OnUnfinished | None = None,
+) -> Running:
+    """Run the workqueues for the life of a block or an app; drain them when it ends.
+
+    ``async with running():`` or ``Starlette(lifespan=running)``: ``app``, the first positional
+    argument, is accepted for that use and ignored. ``runtime=False`` (default) is the embedded
+    mode; ``True`` starts a ``Runtime()``; a mapping starts ``Runtime(**mapping)``; a
+    :class:`Runtime` is started if it is not running yet. On exit: outside queueing is refused,
+    every workqueue is flushed for at most ``timeout`` seconds, then what is left is cancelled,
+    logged at WARNING, stored in ``.unfinished`` and passed to ``on_unfinished``.
+
+    Context: call anywhere; enter and leave from coroutines (possibly different tasks).
+    Returns: a :class:`Running` async context manager (entering it yields None).
+    Raises: TypeError / ValueError for bad arguments, at once.
+    """
+    return Running(runtime=runtime, timeout=timeout, on_unfinished=on_unfinished)
+
+
+# -- the embedded shutdown -----------------------------------------------------------------------
+
+
+def _queues_of(pool: Pool) -> list[Workqueue]:
+    """The workqueues bound to ``pool``, each once. Context: under LOCK."""
+    seen: dict[int, Workqueue] = {}
+    for pwq in pool.pwqs:
+        seen.setdefault(id(pwq.wq), pwq.wq)
+    return list(seen.values())
+
+
+async def _flush_until_quiet(wqs: list[Workqueue]) -> None:
+    while True:
+        with LOCK:
+            futs = [
+                f for wq in wqs if wq._epochs.total and (f := wq._epochs.start_flush()) is not None
+            ]
+        if INTR.pending:
+            replay()
+        if not futs:
+            return
+        await asyncio.gather(*futs)
+
+
+def _take_back(pool: Pool, wqs: list[Workqueue]) -> list[Unfinished]:
+    """Cancel every instance still pending on ``pool``; the workers have ended.
+
+    Context: the pool's loop, after ``_stop_pool``; ``pool.stopping`` is set, so nothing that a
+    cancel activates starts.
+    """
+    with LOCK:
+        unfinished: list[Unfinished] = [(w, p.wq, state) for w, p, state in pool.left]
+        pool.left.clear()
+        links = {id(p) for p in pool.pwqs}
+        found: list[tuple[Work, str]] = []
+        for dq in (pool.hi, pool.worklist, pool.bh):
+            found += [(w, "queued") for w in dq if id(w._pwq) in links]
+        for p in pool.pwqs:
+            found += [(w, "queued") for w in p.inactive]
+        for wq in wqs:
+            found += [(d, "armed") for d in wq._armed.values() if id(d._pwq) in links]
+    if INTR.pending:
+        replay()
+    for work, state in found:
+        pwq = work._pwq
+        if pwq is not None and cancel_work(work):
+            unfinished.append((work, pwq.wq, state))
+    return unfinished
+
+
+async def _shutdown_embedded(loop: asyncio.AbstractEventLoop, deadline: float) -> list[Unfinished]:
+    """Refuse outside queueing, flush until quiet within ``deadline`` s, cancel what is left.
+
+    Context: a coroutine on ``loop``. Returns: what did not finish; each is logged at WARNING.
+    """
+    with LOCK:
+        pool = _POOLS.get(loop)
+        if pool is None:
+            return []
+        wqs = _queues_of(pool)
+        # R14's mark: only a queue's own running work may queue on it. Not on system queues while
+        # a runtime is active: they route there, and its shutdown refuses outside callers itself
+        # while letting any running work chain.
+        marked = [wq for wq in wqs if not (wq._system and ACTIVE.rt is not None)]
+        for wq in marked:
+            wq._status += _DRAIN_UNIT
+    unfinished: list[Unfinished] = []
+    try:
+        try:
+            async with asyncio.timeout(deadline):
+                await _flush_until_quiet(wqs)
+        except TimeoutError:
+            pass
+        await _stop_pool(pool)
+        try:
+            unfinished = _take_back(pool, wqs)
+        finally:
+            with LOCK:
+                pool.stopping = False  # the loop may go on: the pool serves new work again
+    finally:
+        with LOCK:
+            for wq in marked:
+                wq._status -= _DRAIN_UNIT
+        if INTR.pending:
+            replay()
+    for work, wq, state in unfinished:
+        _log.warning("shutdown: %r on workqueue %r did not finish (%s)", work, wq.name, state)
+    return unfinished
