@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _lock
+from ._barrier import on_unqueue
 from ._errors import WorkqueueError
 from ._flags import WQ
 from ._hooks import HOOKS, emit
@@ -263,8 +264,6 @@ def steal(work: Work) -> None:
     Flushers of that instance are released (the kernel's barrier stays in place and is reached).
     Context: under LOCK; ``work`` is pending.
     """
-    from ._barrier import on_unqueue
-
     if work._state & ARMED:
         disarm(work)  # type: ignore[arg-type]
     else:
