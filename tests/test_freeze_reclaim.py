@@ -153,3 +153,37 @@ async def test_r19_reclaim_item_waiting_before_saturation_is_rescued_too() -> No
             block.set()
     finally:
         aw.configure(max_workers=1024)
+
+
+@pytest.mark.asyncio
+async def test_r18_overlapping_freezes_both_return(thawed: None) -> None:
+    gate = asyncio.Event()
+
+    async def fn(w: aw.Work) -> None:
+        await gate.wait()
+
+    async with aw.alloc_workqueue("frz3", aw.WQ.FREEZABLE) as fq:
+        aw.queue_work(fq, aw.Work(fn))
+        await settle()
+        first = asyncio.create_task(aw.freeze_workqueues())
+        await settle()
+        second = asyncio.create_task(aw.freeze_workqueues())
+        await settle()
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+
+
+@pytest.mark.asyncio
+async def test_r18_freeze_from_a_freezable_work_item_raises(thawed: None) -> None:
+    caught: list[BaseException] = []
+
+    async def fn(w: aw.Work) -> None:
+        try:
+            await aw.freeze_workqueues()
+        except aw.WorkqueueDeadlockError as exc:
+            caught.append(exc)
+
+    async with aw.alloc_workqueue("frz4", aw.WQ.FREEZABLE) as fq:
+        aw.queue_work(fq, aw.Work(fn))
+        await fq.flush()
+    assert len(caught) == 1 and "'frz4'" in str(caught[0])

@@ -11,7 +11,9 @@ Freezing applies to the active runtime's pools, or to the embedded pools when no
 from __future__ import annotations
 
 from ._barrier import new_waiter, wake
+from ._errors import WorkqueueDeadlockError
 from ._lock import INTR, LOCK, replay
+from ._pool import current_worker_work
 from ._pwq import FROZEN, FreezeGate, Pwq
 from ._runtime import ACTIVE
 from ._workqueue import _POOLS
@@ -32,6 +34,12 @@ async def freeze_workqueues() -> None:
     Queued items wait and none is lost; :func:`thaw_workqueues` resumes them.
     Context: a coroutine, not from a work item of a freezable queue.
     """
+    cur = current_worker_work()
+    if cur is not None and cur[1].freezable:
+        raise WorkqueueDeadlockError(
+            f"freeze_workqueues: called from {cur[0]!r} on freezable workqueue "
+            f"{cur[1].wq.name!r}, which would wait for itself to finish"
+        )
     with LOCK:
         FROZEN.on = True
         links = _freezable_links()
@@ -42,7 +50,7 @@ async def freeze_workqueues() -> None:
         if fut is not None:
             gate = FreezeGate(len(busy), fut)
             for p in busy:
-                p.freeze_gate = gate
+                p.freeze_gates.append(gate)
     if fut is not None:
         await fut
 
@@ -55,10 +63,9 @@ def thaw_workqueues() -> None:
     with LOCK:
         FROZEN.on = False
         for p in _freezable_links():
-            gate = p.freeze_gate
-            if gate is not None:  # a freeze still waits: it is over, release it
-                p.freeze_gate = None
+            for gate in p.freeze_gates:  # a freeze still waits: it is over, release it
                 wake(gate.fut)  # type: ignore[arg-type]
+            p.freeze_gates = []
             p.set_max_active(p.limit)
     if INTR.pending:
         replay()

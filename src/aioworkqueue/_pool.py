@@ -442,7 +442,7 @@ class Pool:
                             st & (WAITED | DEFERRED)
                             or outcome
                             or dpwq.inactive
-                            or dpwq.freeze_gate is not None
+                            or dpwq.freeze_gates
                         ):
                             nxt = self._finish(done, dpwq, depoch, outcome)
                         else:  # the common end of a run: Pwq.finish and Epochs.done, inline

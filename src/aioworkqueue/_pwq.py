@@ -55,7 +55,7 @@ class Pwq:
         "cpu_thread",
         "epochs",
         "freezable",
-        "freeze_gate",
+        "freeze_gates",
         "inactive",
         "limit",
         "max_active",
@@ -92,7 +92,8 @@ class Pwq:
                 served_by.has_reclaim = True
         # The effective limit: 0 while frozen (R18), so nothing new becomes active.
         self.max_active = 0 if self.freezable and FROZEN.on else max_active
-        self.freeze_gate: FreezeGate | None = None  # a freeze waits for nr_active to reach 0
+        # Freezes waiting for nr_active to reach 0 (several may overlap).
+        self.freeze_gates: list[FreezeGate] = []
         self.nr_active = 0  # items holding a slot: on the worklist, deferred, or running
         self.inactive: deque[Work] = deque()  # items waiting for a slot
         self.nr_queued = 0  # successful queue_* calls that landed here
@@ -146,12 +147,13 @@ class Pwq:
                 self.pool.wake()
         else:
             self.nr_active -= 1
-            gate = self.freeze_gate
-            if gate is not None and not self.nr_active:
-                self.freeze_gate = None
-                gate.busy -= 1
-                if not gate.busy:
-                    wake(gate.fut)  # type: ignore[arg-type]
+            if self.freeze_gates and not self.nr_active:
+                gates = self.freeze_gates
+                self.freeze_gates = []
+                for gate in gates:
+                    gate.busy -= 1
+                    if not gate.busy:
+                        wake(gate.fut)  # type: ignore[arg-type]
 
     def set_max_active(self, limit: int) -> None:
         """Change the effective limit, activating waiting items up to it. Context: under LOCK."""
