@@ -362,3 +362,25 @@ def test_loop_shutdown_under_a_deferred_instance_does_not_strand_the_work(
     asyncio.run(second())
     assert runs == 2
     assert any("cancelled while running" in m for m in expect_errors.messages)  # type: ignore[attr-defined]
+
+
+def test_delayed_work_stranded_on_a_closed_loop_is_reported_and_usable_again(
+    expect_errors: object,
+) -> None:
+    first_wq = aw.alloc_workqueue("first-loop")
+    ran: list[int] = []
+    dw = aw.DelayedWork(lambda w: ran.append(1))
+
+    async def first() -> None:
+        assert aw.queue_delayed_work(first_wq, dw, 100)  # still armed when the loop ends
+
+    async def second() -> None:
+        wq = aw.alloc_workqueue("second-loop")
+        assert aw.queue_delayed_work(wq, dw, 0)  # not "already pending" forever
+        await aw.flush_workqueue(wq)
+
+    asyncio.run(first())
+    asyncio.run(second())
+    assert ran == [1]
+    msgs = expect_errors.messages  # type: ignore[attr-defined]
+    assert any("'first-loop'" in m and "event loop closed" in m for m in msgs)

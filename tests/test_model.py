@@ -319,10 +319,10 @@ class Model:
             return
         if kind == "flush_delayed_work" and it.armed is not None:
             self.fire(i, None)  # fired at once, deliberately before its deadline
-        if it.queued is not None:
-            waits = {it.queued.iid}  # the pending instance (after the running one, if any)
-        elif it.running is not None:
-            waits = {it.running.iid}
+        if it.queued is not None or it.running is not None:
+            # The pending instance and the one running at the call: if the pending one is
+            # cancelled or re-armed, the flush still waits for the run (R12, SPEC §5).
+            waits = {inst.iid for inst in (it.queued, it.running) if inst is not None}
         else:
             waits = set()  # idle, or only armed: nothing to wait for (SPEC §5)
         self.bgs[bid] = Bg(desc, kind, i, bool(waits), waits)

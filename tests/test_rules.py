@@ -847,3 +847,31 @@ async def test_r8_never_early_on_the_real_clock_of_this_loop() -> None:
             await wq.flush()
     assert ran == 200
     assert short == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["cancel", "mod"])
+async def test_r12_flush_of_running_and_pending_waits_for_the_run_when_pending_is_taken_back(
+    how: str,
+) -> None:
+    gate = asyncio.Event()
+
+    async def fn(w: aw.Work) -> None:
+        await gate.wait()
+
+    w = aw.DelayedWork(fn)
+    async with aw.alloc_workqueue("r12c") as wq:
+        aw.queue_work(wq, w)
+        await settle()
+        assert aw.queue_work(wq, w)  # running and pending
+        flusher = asyncio.create_task(aw.flush_work(w))
+        await settle()
+        if how == "cancel":
+            assert aw.cancel_work(w)
+        else:
+            assert aw.mod_delayed_work(wq, w, 3600)
+        await settle()
+        assert not flusher.done()  # the instance running at the call still runs
+        gate.set()
+        assert await flusher is True
+        aw.cancel_work(w)

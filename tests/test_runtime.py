@@ -1071,3 +1071,40 @@ async def test_runtime_exception_handler_and_queue_handler_precedence() -> None:
     }
     assert [(wq, w, type(e)) for wq, w, e, _ in to_queue] == [(own, w3, ValueError)]
     assert all(n.startswith("aiowq/") for *_, n in to_runtime + to_queue)
+
+
+@pytest.mark.asyncio
+async def test_unbound_item_goes_to_a_pool_that_is_not_stuck() -> None:
+    import threading as _threading
+
+    release = _threading.Event()
+    ran_on: list[str] = []
+
+    def blocker(w: aw.Work) -> None:
+        release.wait(10)  # blocks pool 0's loop until the unbound item has run elsewhere
+
+    async with aw.Runtime(cpus=2, loop_factory="asyncio") as rt:
+        wq = aw.alloc_workqueue("bound")
+        ub = aw.alloc_workqueue("ub", aw.WQ.UNBOUND)
+        for _ in range(4):  # warm both pools up: they have parked workers
+            aw.queue_work(ub, aw.Work(lambda w: None))
+        await aw.flush_workqueue(ub)
+        aw.queue_work_on(0, wq, aw.Work(blocker))
+        for _ in range(200):
+            if rt.stats().pools[0].running:
+                break
+            await asyncio.sleep(0.005)
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def item(w: aw.Work) -> None:
+            ran_on.append(_threading.current_thread().name)
+            loop.call_soon_threadsafe(done.set)
+
+        aw.queue_work(ub, aw.Work(item))
+        try:
+            await asyncio.wait_for(done.wait(), 5)
+        finally:
+            release.set()
+        await aw.flush_workqueue(wq)
+    assert ran_on == ["aiowq/1"]

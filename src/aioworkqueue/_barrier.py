@@ -20,7 +20,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ._work import WAITED
+from ._work import RUNNING, WAITED
 
 if TYPE_CHECKING:
     from ._work import Work
@@ -151,5 +151,9 @@ def on_end(work: Work) -> None:
 
 
 def on_unqueue(work: Work) -> None:
-    """The pending instance of ``work`` was cancelled or re-armed: its flushers are done."""
-    _wake_mode(work, WAIT_PENDING)
+    """The pending instance of ``work`` was cancelled or re-armed: its flushers are done, unless
+    the instance that was running at their call still runs; then they wait for that (R12)."""
+    if work._state & RUNNING:
+        on_start(work)
+    else:
+        _wake_mode(work, WAIT_PENDING)

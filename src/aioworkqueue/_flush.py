@@ -14,7 +14,7 @@ from ._lock import INTR, LOCK, replay
 from ._pool import current_worker_work
 from ._timer import fire_now
 from ._work import ARMED, PENDING, RUNNING, DelayedWork, Work, check_delayed, check_work
-from ._workqueue import _DESTROYED, _DESTROYING, _DRAIN_UNIT, Workqueue, check_workqueue
+from ._workqueue import _DESTROYED, _DESTROYING, _DRAIN_UNIT, Workqueue, check_workqueue, revive
 
 __all__ = (
     "destroy_workqueue",
@@ -73,6 +73,7 @@ async def flush_delayed_work(dwork: DelayedWork) -> bool:
     """
     check_delayed("flush_delayed_work", dwork)
     with LOCK:
+        revive(dwork)
         if dwork._state & ARMED:
             fire_now(dwork)
     if INTR.pending:
@@ -159,7 +160,7 @@ async def destroy_workqueue(wq: Workqueue) -> None:
         wq._status = (wq._status & ~_DESTROYING) | _DESTROYED
         for pwq in wq._links():
             if pwq in pwq.pool.pwqs:
-                pwq.pool.pwqs.remove(pwq)
+                pwq.pool.pwqs.discard(pwq)
         executor = wq._executor
         wq._executor = None
     if executor is not None:

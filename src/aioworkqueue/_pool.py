@@ -35,6 +35,7 @@ import inspect
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
@@ -206,7 +207,9 @@ class Pool:
         self.nr_waking = 0  # woken (or spawned) and not yet running: at most one is needed
         self.kick_armed = False  # a call_soon_threadsafe(_kick) is on its way
         self.bh_armed = False  # a _run_bh callback is scheduled
-        self.pwqs: list[Pwq] = []  # queue links served here
+        # Queue links served here, weakly: a workqueue dropped without destroy_workqueue must
+        # not live as long as the pool (a pending item keeps its link, and so its queue, alive).
+        self.pwqs: weakref.WeakSet[Pwq] = weakref.WeakSet()
         self.rescuers: dict[int, _Worker] = {}  # id(link) -> its running rescuer (R19)
         self.has_reclaim = False  # serves a WQ.MEM_RECLAIM link: _mayday has work to do
         self.bh_current: Work | None = None  # the WQ.BH item being called (for the watchdog)

@@ -51,6 +51,7 @@ class Pwq:
     """One workqueue's share of one pool."""
 
     __slots__ = (
+        "__weakref__",
         "bh",
         "cpu_thread",
         "epochs",

@@ -40,6 +40,7 @@ from ._work import (
     CALL,
     DISABLE_MASK,
     PENDING,
+    RUNNING,
     DelayedWork,
     Work,
     check_delay,
@@ -47,7 +48,7 @@ from ._work import (
     check_work,
     is_async_callable,
 )
-from ._workqueue import Workqueue, check_workqueue
+from ._workqueue import Workqueue, check_workqueue, revive
 
 _get_running_loop = asyncio._get_running_loop
 
@@ -87,6 +88,9 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
         if cpu is not None or wq._routed or pwq is None or _get_running_loop() is not pwq.pool.loop:
             pwq = wq._link(call, work, cpu)  # first: a rebind resets items stranded on a dead loop
         st = work._state
+        if st & (PENDING | RUNNING) and work._pwq is not pwq:
+            revive(work)  # stranded on a dead loop by another queue? then it is free again
+            st = work._state
         if st & (PENDING | DISABLE_MASK):
             ok = False
         else:
@@ -112,6 +116,9 @@ def _queue_delayed(
             wq._check_queueable(call, dwork)
         pwq = wq._link(call, dwork, cpu)
         st = dwork._state
+        if st & (PENDING | RUNNING) and dwork._pwq is not pwq:
+            revive(dwork)
+            st = dwork._state
         if st & (PENDING | DISABLE_MASK):
             ok = False
         else:

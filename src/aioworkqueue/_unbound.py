@@ -12,6 +12,7 @@ Owner: the deques and ``rr`` change under ``_lock.LOCK``.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ class UnboundPool:
         self.hi: deque[Work] = deque()
         self.bh: deque[Work] = deque()  # never used: WQ.BH queues cannot be unbound
         self.pools: list[Pool] = []  # set once, when the runtime has started them all
-        self.pwqs: list[Pwq] = []
+        self.pwqs: weakref.WeakSet[Pwq] = weakref.WeakSet()
         self.cpu = -1
         self.rr = 0
         self.tids = tids  # the runtime's thread ident -> cpu map (shared)
@@ -59,19 +60,23 @@ class UnboundPool:
         pools = self.pools
         n = len(pools)
         start = self.rr
-        fallback = None
+        best = None
+        rank = 3
         for i in range(n):
             pool = pools[(start + i) % n]
             if pool.nr_waking:
                 continue
-            if pool.idle:
-                self.rr = (start + i + 1) % n
-                pool.wake(direct if pool.tid == _get_ident() else False)
-                return
-            if fallback is None:
-                fallback = pool
-        if fallback is not None:
-            fallback.wake(direct if fallback.tid == _get_ident() else False)
+            # A pool whose workers are all parked (or that has none yet) is surely turning; one
+            # with a parked worker and a busy one may be stuck in that busy item; one with none
+            # parked, still more likely.
+            r = 0 if len(pool.idle) == pool.nr_workers else 1 if pool.idle else 2
+            if r < rank:
+                best, rank = pool, r
+                if not r:
+                    break
+        if best is not None:
+            self.rr = (pools.index(best) + 1) % n
+            best.wake(direct if best.tid == _get_ident() else False)
 
     def arm_bh(self, direct: bool | None = None) -> None:  # pragma: no cover - never BH
         raise AssertionError("WQ.BH queues cannot be unbound")

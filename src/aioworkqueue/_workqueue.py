@@ -284,7 +284,7 @@ class Workqueue:
         else:
             pwqs = [Pwq(self, pool, self.max_active, self._epochs) for pool in rt.pools]
         for p in pwqs:
-            p.pool.pwqs.append(p)
+            p.pool.pwqs.add(p)
         self._rt = rt
         self._rt_pwqs = pwqs
         rt._wqs.add(self)
@@ -305,7 +305,7 @@ class Workqueue:
         pool = _pool_of(loop)
         self._epochs = Epochs()
         self._pwq = pwq = Pwq(self, pool, self.max_active, self._epochs)
-        pool.pwqs.append(pwq)
+        pool.pwqs.add(pwq)
         return pwq
 
     def _abandon(self, pwq: Pwq) -> None:
@@ -341,7 +341,7 @@ class Workqueue:
             on_end(work)
             pwq.nr_cancelled += 1
         if pwq in pool.pwqs:
-            pool.pwqs.remove(pwq)
+            pool.pwqs.discard(pwq)
 
     # -- execution helpers ----------------------------------------------------------------------
 
@@ -520,3 +520,14 @@ def create_workqueue(name: str) -> Workqueue:
 def create_singlethread_workqueue(name: str) -> Workqueue:
     """The kernel's old name: an ordered queue with ``WQ.MEM_RECLAIM``."""
     return alloc_ordered_workqueue(name, WQ.MEM_RECLAIM)
+
+
+def revive(work: Work) -> None:
+    """If ``work`` is pending or running on an embedded pool whose loop has closed, report and
+    reset what its queue left there, so that it can be queued again. Context: under LOCK."""
+    pwq = work._pwq
+    if pwq is not None and pwq.pool.cpu >= 0 and isinstance(pwq.pool, Pool):
+        loop = pwq.pool.loop
+        if loop.is_closed() and pwq.wq._pwq is pwq:
+            pwq.wq._abandon(pwq)
+            pwq.wq._pwq = None
