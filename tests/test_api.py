@@ -384,3 +384,26 @@ def test_delayed_work_stranded_on_a_closed_loop_is_reported_and_usable_again(
     assert ran == [1]
     msgs = expect_errors.messages  # type: ignore[attr-defined]
     assert any("'first-loop'" in m and "event loop closed" in m for m in msgs)
+
+
+def test_asyncio_run_ending_with_armed_timers_leaves_no_pending_worker_task() -> None:
+    """Timers that fire during asyncio.run's final cancel-all must not spawn worker tasks that
+    nobody cancels (asyncio would log 'Task was destroyed but it is pending' at ERROR)."""
+    import gc
+
+    async def anoop(w: aw.Work) -> None:
+        pass
+
+    async def main() -> None:
+        wq = aw.alloc_workqueue("teardown", 0, 16)
+        dws = [aw.DelayedWork(anoop) for _ in range(64)]
+        for k in range(3000):
+            aw.queue_work(wq, aw.Work(anoop))
+            aw.queue_delayed_work(wq, dws[k % 64], 0.0005)
+            if k % 256 == 0:
+                await aw.flush_workqueue(wq)
+        await aw.flush_workqueue(wq)  # returns with timers still armed
+
+    asyncio.run(main())
+    asyncio.run(main())  # a later loop drops the dead loop's pool
+    gc.collect()  # a pending task destroyed here logs at ERROR: the autouse guard fails us

@@ -1108,3 +1108,21 @@ async def test_unbound_item_goes_to_a_pool_that_is_not_stuck() -> None:
             release.set()
         await aw.flush_workqueue(wq)
     assert ran_on == ["aiowq/1"]
+
+
+@pytest.mark.asyncio
+async def test_shutdown_from_a_pool_of_the_runtime_raises() -> None:
+    caught: list[BaseException] = []
+
+    async def fn(w: aw.Work) -> None:
+        try:
+            await rt.shutdown()
+        except aw.WorkqueueDeadlockError as exc:
+            caught.append(exc)
+
+    async with aw.Runtime(cpus=1, loop_factory="asyncio") as rt:
+        wq = aw.alloc_workqueue("own")
+        aw.queue_work(wq, aw.Work(fn))
+        await aw.flush_workqueue(wq)
+        assert rt.running
+    assert len(caught) == 1 and "pool cpu=0" in str(caught[0])

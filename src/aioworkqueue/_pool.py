@@ -159,6 +159,7 @@ class Pool:
         "bh_armed",
         "bh_current",
         "cpu",
+        "dying",
         "has_reclaim",
         "hi",
         "idle",
@@ -223,6 +224,10 @@ class Pool:
         # lists by every pool of the runtime; private empty lists in the embedded mode. Set once.
         self.ub_hi, self.ub = unbound if unbound is not None else (deque(), deque())
         self.stopping = False  # the runtime is shutting down: cancelled runs are not restarted
+        # A worker was cancelled while parked, outside a runtime shutdown: the loop is being torn
+        # down (asyncio.run's cancel-all). No new worker task may start then, asyncio would never
+        # cancel it; what is left is reported when its queue binds to another loop.
+        self.dying = False
         self.left: list[tuple[Work, Pwq, str]] = []  # what stopping workers left unfinished
 
     def __repr__(self) -> str:
@@ -256,8 +261,8 @@ class Pool:
 
     def _wake_local(self) -> None:
         # Context: under LOCK, on the loop thread, loop awake.
-        if self.stopping:
-            return  # a runtime shutdown: nothing new starts; what waits is reported instead
+        if self.stopping or self.dying:
+            return  # shutting down: nothing new starts; what waits is reported instead
         idle = self.idle
         while idle:
             worker = idle.pop()
@@ -555,6 +560,8 @@ class Pool:
             with lock:
                 if worker in self.idle:
                     self.idle.remove(worker)  # cancelled while parked
+                    if not self.stopping:
+                        self.dying = True
                 if worker.counted:
                     self.nr_waking -= 1  # cancelled after a waker counted it as on its way
                     worker.counted = False

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from ._barrier import on_unqueue
-from ._errors import WorkqueueError
+from ._errors import WorkqueueDeadlockError, WorkqueueError
 from ._lock import LOCK
 from ._monitor import MonitorServer, parse_address, runtime_snapshot
 from ._pool import Pool
@@ -289,10 +289,17 @@ class Runtime:
         runs, stop the pools and join their threads.
 
         Context: a coroutine on any loop but the runtime's own; a second call returns at once.
+        Raises: WorkqueueDeadlockError when called from one of the runtime's pools.
         Returns: the items that did not finish, as ``(work, workqueue, state)``; each is also
         logged at WARNING.
         """
         deadline = self.shutdown_timeout if timeout is None else _check_timeout("shutdown", timeout)
+        cpu = self.local_cpu()
+        if cpu is not None:
+            raise WorkqueueDeadlockError(
+                f"Runtime.shutdown: called from pool cpu={cpu} of {self!r}, which it would stop "
+                f"under itself; call it from the host loop"
+            )
         with LOCK:
             if self._state != _RUNNING:
                 return []
