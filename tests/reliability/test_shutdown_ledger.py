@@ -1,0 +1,118 @@
+"""Shutdown under load, for real (R4 at the end of a process's life; SPEC §5 "Runtime").
+
+A separate process (``_ledger_service.py``) runs a ``Runtime`` with a steady stream of work and
+a SQLite ledger: every job that a ``queue_*`` call accepted, every start, every finished run, and
+what ``rt.shutdown(timeout=...)`` reported unfinished. The test sends SIGTERM at a seeded random
+moment, waits for the process to exit, and reads the ledger. Per accepted job, exactly one of:
+
+* it ran to the end once (``start`` and ``done`` once each) and was not reported;
+* it never started and was reported ``queued`` or ``armed``;
+* it started, did not finish, and was reported ``running`` (its run was cut at the deadline).
+
+Never silently lost, never run twice, nothing runs that was not accepted, and the shutdown
+keeps its deadline (plus a margin for a loaded machine).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from ._support import LOOP_KINDS
+
+SERVICE = Path(__file__).with_name("_ledger_service.py")
+DEADLINE = 0.3
+#: ``tools/soak.py`` passes other seeds (comma-separated) in the environment.
+SEEDS = [int(x) for x in os.environ.get("AIOWQ_LEDGER_SEEDS", "1,2,3,4,5").split(",")]
+
+
+def run_trial(tmp_path: Path, seed: int, loop_kind: str) -> tuple[dict[str, int], list[str]]:
+    db = tmp_path / f"ledger-{seed}-{loop_kind}.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVICE), str(db), str(seed), loop_kind, str(DEADLINE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", (line, proc.stderr.read() if proc.stderr else "")
+        time.sleep(random.Random(seed).uniform(0.2, 0.8))  # the random moment of the SIGTERM
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, kind, info FROM events").fetchall()
+    return check_ledger(rows)
+
+
+def check_ledger(rows: list[tuple[int, str, str]]) -> tuple[dict[str, int], list[str]]:
+    kinds: dict[int, Counter[str]] = defaultdict(Counter)
+    states: dict[int, list[str]] = defaultdict(list)
+    control = [(k, info) for i, k, info in rows if i == 0]
+    for jid, kind, info in rows:
+        if jid:
+            kinds[jid][kind] += 1
+            if kind == "unfinished":
+                states[jid].append(info.split()[0])
+    problems: list[str] = []
+    figures: Counter[str] = Counter()
+    for jid, c in kinds.items():
+        if c["refused"]:
+            figures["refused"] += 1
+            if c["accepted"] or c["start"] or c["done"] or c["unfinished"]:
+                problems.append(f"job {jid} was refused but {dict(c)}")
+            continue
+        if not c["accepted"]:
+            problems.append(f"job {jid} was never accepted but {dict(c)}")
+            continue
+        figures["accepted"] += 1
+        if c["accepted"] > 1 or c["start"] > 1 or c["done"] > 1 or c["unfinished"] > 1:
+            problems.append(f"job {jid} counted twice: {dict(c)} {states[jid]}")
+        elif c["done"]:
+            figures["ran"] += 1
+            if c["unfinished"] or not c["start"]:
+                problems.append(f"job {jid} ran and was reported {states[jid]}: {dict(c)}")
+        elif not c["unfinished"]:
+            problems.append(f"job {jid} accepted, never finished and never reported: {dict(c)}")
+        else:
+            (state,) = states[jid]
+            figures[state] += 1
+            if (state == "running") != bool(c["start"]):
+                problems.append(f"job {jid} reported {state!r} with {dict(c)}")
+    kinds_of_control = [k for k, _ in control]
+    if kinds_of_control != ["sigterm", "exit"]:
+        problems.append(f"control records {kinds_of_control}")
+    else:
+        figures["shutdown_ms"] = round(float(control[1][1]) * 1000)
+    return dict(figures), problems
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sigterm_at_a_random_moment_loses_nothing_and_runs_nothing_twice(
+    tmp_path: Path, seed: int
+) -> None:
+    loop_kind = LOOP_KINDS[seed % len(LOOP_KINDS)]
+    figures, problems = run_trial(tmp_path, seed, loop_kind)
+    assert not problems, "\n".join(problems[:20])
+    # The trial did what it is for: a busy runtime, stopped with work in every state.
+    assert figures["accepted"] > 200, figures
+    assert figures["ran"] > 100, figures
+    assert figures.get("armed", 0) + figures.get("queued", 0) > 0, figures
+    assert figures.get("running", 0) > 0, figures
+    assert figures["shutdown_ms"] < DEADLINE * 1000 + 2000, figures
+    print(f"ledger seed={seed} {loop_kind}: {figures}")
