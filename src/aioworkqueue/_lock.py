@@ -43,7 +43,7 @@ from ._work import REDO
 if TYPE_CHECKING:
     from ._work import Work
 
-__all__ = ("INTR", "LOCK", "add_redo", "nested", "record", "replay", "run_redo")
+__all__ = ("INTR", "LOCK", "add_redo", "record", "replay", "run_redo")
 
 LOCK = threading.RLock()
 
@@ -65,11 +65,6 @@ class _Interrupts:
 
 
 INTR = _Interrupts()
-
-
-def nested() -> bool:
-    """Return True if this thread already holds ``LOCK`` (we interrupted our own section)."""
-    return LOCK._is_owned()  # type: ignore[attr-defined, no-any-return]
 
 
 def record(op: Callable[[], None]) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from . import _lock
 from ._barrier import on_unqueue
-from ._errors import WorkqueueError
+from ._errors import WorkqueueDestroyedError, WorkqueueError
 from ._flags import WQ
 from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
@@ -48,7 +48,7 @@ from ._work import (
     check_work,
     is_async_callable,
 )
-from ._workqueue import Workqueue, check_workqueue, revive
+from ._workqueue import _DESTROYED, Workqueue, check_workqueue, revive
 
 _get_running_loop = asyncio._get_running_loop
 
@@ -141,8 +141,8 @@ def _queue_nested(
     call: str, wq: Workqueue, work: Work, cpu: int | None, delay: float | None
 ) -> bool:
     """Queue from interrupt context that interrupted our own section (see module docstring)."""
-    if wq._status & 1:
-        raise WorkqueueError(f"{call}: workqueue {wq.name!r} was destroyed; {work!r}")
+    if wq._status & _DESTROYED:
+        raise WorkqueueDestroyedError(f"{call}: workqueue {wq.name!r} was destroyed; {work!r}")
     _check_bh(call, wq, work)
     shadow = INTR.shadow
     key = id(work)
