@@ -41,6 +41,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from . import _barrier
+from ._awaitgraph import awaits
 from ._hooks import HOOKS, OUTCOMES, emit
 from ._lock import INTR, LOCK, record, replay, run_redo
 from ._work import (
@@ -90,7 +91,13 @@ def current_worker_work() -> tuple[Work, Pwq] | None:
             task = _current_task()
         except RuntimeError:
             task = None
-        if task is worker.task:
+        wtask = worker.task
+        if task is wtask or (
+            task is not None
+            and wtask is not None
+            and task.get_loop() is wtask.get_loop()
+            and awaits(wtask, task)
+        ):  # the item's own task, or a task the item awaits (R15 one task away)
             return worker.current, worker.pwq  # type: ignore[return-value]
     work = _TLS.work
     if work is not None:

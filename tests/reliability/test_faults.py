@@ -277,38 +277,86 @@ async def test_work_that_destroys_or_flushes_its_own_queue_gets_a_deadlock_error
     assert rt.unfinished == []
 
 
+_SUBTASK_WAYS = ["wait_for", "gather", "create_task", "taskgroup", "wait", "shield"]
+
+
+async def _await_in_subtask(how: str, call: Any) -> Any:
+    """Await ``call`` the way ``how`` says, each in a task other than the caller's."""
+    async with asyncio.timeout(0.5):  # the guard: a deadlock shows up as TimeoutError
+        if how == "wait_for":
+            return await asyncio.wait_for(call, 5)  # a new Task on 3.11
+        if how == "gather":
+            return (await asyncio.gather(call))[0]
+        if how == "create_task":
+            return await asyncio.create_task(call)
+        if how == "taskgroup":
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    t = tg.create_task(call)
+            except BaseExceptionGroup as eg:
+                raise eg.exceptions[0] from None
+            return t.result()
+        if how == "wait":
+            t = asyncio.ensure_future(call)
+            await asyncio.wait({t})
+            return t.result()
+        assert how == "shield"
+        return await asyncio.shield(call)
+
+
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="library bug: R15 is checked against the worker's own Task, so the same call under "
-    "asyncio.wait_for (a new Task on 3.11) or gather deadlocks instead of raising "
-    "(/tmp/repro_r15_bypassed_by_wait_for.py)",
-)
-@pytest.mark.parametrize("how", ["wait_for", "gather"])
-async def test_r15_holds_when_the_work_awaits_the_barrier_in_a_subtask(how: str) -> None:
+@pytest.mark.parametrize("how", _SUBTASK_WAYS)
+@pytest.mark.parametrize("barrier", ["flush_workqueue", "flush_work_self", "cancel_sync_self"])
+async def test_r15_holds_when_the_work_awaits_the_barrier_in_a_subtask(
+    how: str, barrier: str
+) -> None:
+    """Regression (was /tmp/repro_r15_bypassed_by_wait_for.py): R15 was checked against the
+    worker's own Task only, so the same call awaited through another task deadlocked."""
     wq = aw.alloc_workqueue("f-r15-subtask", 0, 2)
     box: list[BaseException] = []
 
     async def fn(w: aw.Work) -> None:
-        call = aw.flush_workqueue(wq)
+        if barrier == "flush_workqueue":
+            call = aw.flush_workqueue(wq)
+        elif barrier == "flush_work_self":
+            call = aw.flush_work(w)
+        else:
+            call = aw.cancel_work_sync(w)
         try:
-            if how == "wait_for":
-                await asyncio.wait_for(call, 0.3)
-            else:
-                await asyncio.wait_for(asyncio.gather(call), 0.3)
+            await _await_in_subtask(how, call)
         except BaseException as exc:
             box.append(exc)
 
     async with wq:
         assert aw.queue_work(wq, aw.Work(fn))
         await guarded(aw.flush_workqueue(wq), "flush")
-    if sys.version_info >= (3, 12) and how == "wait_for":
-        pytest.skip("wait_for runs in the caller's task since 3.12")
-    assert len(box) == 1
-    if isinstance(box[0], TimeoutError):
-        raise box[0]  # what happens today: it hung until our 0.3 s guard
-    assert isinstance(box[0], aw.WorkqueueDeadlockError)
+    assert len(box) == 1, box
+    assert isinstance(box[0], aw.WorkqueueDeadlockError), repr(box[0])
+
+
+@pytest.mark.asyncio
+async def test_a_task_the_work_does_not_await_may_flush_its_queue() -> None:
+    """Fire and forget is not a deadlock: the spawned task waits for the item, which does not
+    wait for it. R15 must not refuse it (the await graph decides, not the inherited context)."""
+    wq = aw.alloc_workqueue("f-r15-detached", 0, 2)
+    spawned: list[asyncio.Task[None]] = []
+    order: list[str] = []
+
+    async def fn(w: aw.Work) -> None:
+        async def later() -> None:
+            await aw.flush_workqueue(wq)
+            order.append("flushed")
+
+        spawned.append(asyncio.create_task(later()))
+        await asyncio.sleep(0)  # the task starts and parks in the flush
+        await asyncio.sleep(0)
+        order.append("work ends")
+
+    async with wq:
+        assert aw.queue_work(wq, aw.Work(fn))
+        await guarded(aw.flush_workqueue(wq), "flush")
+        await guarded(spawned[0], "detached flush")
+    assert order == ["work ends", "flushed"]
 
 
 # -- freezing from the wrong context, twice ------------------------------------------------------
