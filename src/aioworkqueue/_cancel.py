@@ -9,7 +9,7 @@ item stops, R11), take the pending instance back, wait for the running one, lowe
 from __future__ import annotations
 
 from ._barrier import WAIT_RUNNING, add_waiter
-from ._errors import WorkqueueDeadlockError, WorkqueueError
+from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import INTR, LOCK, replay, run_redo
 from ._pool import current_worker_work
 from ._queueing import steal
@@ -39,7 +39,7 @@ def _not_nested(call: str, work: Work) -> None:
     if LOCK._is_owned():  # type: ignore[attr-defined]
         raise WorkqueueError(
             f"{call}: called from a signal handler that interrupted aioworkqueue on the same "
-            f"thread; only queue_* may be called there; {work!r}"
+            f"thread; only queue_* may be called there; {describe(work)}"
         )
 
 
@@ -88,7 +88,8 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
     cur = current_worker_work()
     if cur is not None and cur[0] is work:
         raise WorkqueueDeadlockError(
-            f"{call}: {work!r} would wait for itself to finish (called from its own function)"
+            f"{call}: {describe(work)} would wait for itself to finish "
+            "(called from its own function)"
         )
     _not_nested(call, work)
     with LOCK:
@@ -166,6 +167,6 @@ def enable_work(work: Work) -> bool:
     _not_nested(call, work)
     with LOCK:
         if not work._state & DISABLE_MASK:
-            raise WorkqueueError(f"{call}: {work!r} is not disabled")
+            raise WorkqueueError(f"{call}: {describe(work)} is not disabled")
         work._state -= DISABLE_UNIT
         return not work._state & DISABLE_MASK

@@ -35,3 +35,14 @@ class WorkqueueDeadlockError(WorkqueueError):
 
 class WorkqueueLoopError(WorkqueueError):
     """No event loop to run on, or a queue bound to another loop that still has work."""
+
+
+def describe(obj: object) -> str:
+    """Return ``repr(obj)`` for an error message, or a stand-in if that repr raises.
+
+    A user's ``__repr__`` that raises must not replace the error being reported with its own.
+    """
+    try:
+        return repr(obj)
+    except Exception as exc:
+        return f"<{type(obj).__name__} object at {id(obj):#x} (repr raised {type(exc).__name__})>"

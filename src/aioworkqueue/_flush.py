@@ -9,7 +9,7 @@ ordered queue would wait forever, so those raise :class:`WorkqueueDeadlockError`
 from __future__ import annotations
 
 from ._barrier import WAIT_PENDING, WAIT_RUNNING, add_waiter
-from ._errors import WorkqueueDeadlockError, WorkqueueError
+from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import INTR, LOCK, replay
 from ._pool import current_worker_work
 from ._timer import fire_now
@@ -29,7 +29,7 @@ def _not_from_own_queue(call: str, wq: Workqueue) -> None:
     cur = current_worker_work()
     if cur is not None and cur[1].wq is wq:
         raise WorkqueueDeadlockError(
-            f"{call}: {cur[0]!r} runs on workqueue {wq.name!r} and would wait for itself"
+            f"{call}: {describe(cur[0])} runs on workqueue {wq.name!r} and would wait for itself"
         )
 
 
@@ -55,10 +55,11 @@ async def flush_work(work: Work) -> bool:
         if cur is not None:
             own, own_pwq = cur
             if own is work:
-                raise WorkqueueDeadlockError(f"flush_work: {work!r} would wait for itself")
+                raise WorkqueueDeadlockError(f"flush_work: {describe(work)} would wait for itself")
             if mode == WAIT_PENDING and work._pwq is own_pwq and own_pwq.max_active == 1:
                 raise WorkqueueDeadlockError(
-                    f"flush_work: {work!r} is queued behind the caller {own!r} on workqueue "
+                    f"flush_work: {describe(work)} is queued behind the caller {describe(own)} "
+                    "on workqueue "
                     f"{own_pwq.wq.name!r} (max_active 1) and cannot start before it ends"
                 )
         fut = add_waiter(work, mode)

@@ -11,7 +11,7 @@ Freezing applies to the active runtime's pools, or to the embedded pools when no
 from __future__ import annotations
 
 from ._barrier import new_waiter, wake
-from ._errors import WorkqueueDeadlockError
+from ._errors import WorkqueueDeadlockError, describe
 from ._lock import INTR, LOCK, replay
 from ._pool import current_worker_work
 from ._pwq import FROZEN, FreezeGate, Pwq
@@ -37,7 +37,7 @@ async def freeze_workqueues() -> None:
     cur = current_worker_work()
     if cur is not None and cur[1].freezable:
         raise WorkqueueDeadlockError(
-            f"freeze_workqueues: called from {cur[0]!r} on freezable workqueue "
+            f"freeze_workqueues: called from {describe(cur[0])} on freezable workqueue "
             f"{cur[1].wq.name!r}, which would wait for itself to finish"
         )
     with LOCK:

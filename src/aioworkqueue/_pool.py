@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _barrier
 from ._awaitgraph import awaits
+from ._errors import describe
 from ._hooks import HOOKS, OUTCOMES, emit
 from ._lock import INTR, LOCK, record, replay, run_redo
 from ._work import (
@@ -155,7 +156,7 @@ def _remove(dq: deque[Work], work: Work) -> None:
         if dq[i] is work:
             del dq[i]
             return
-    raise AssertionError(f"{work!r} is not on the list its state says it is on")
+    raise AssertionError(f"{describe(work)} is not on the list its state says it is on")
 
 
 class Pool:

@@ -13,6 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ._barrier import wake
+from ._errors import describe
 from ._hooks import HOOKS, emit
 from ._pool import _remove
 from ._work import DEFERRED, INACTIVE, PENDING, QUEUED, WHERE, Work
@@ -195,6 +196,6 @@ class Pwq:
         elif st & DEFERRED:
             self._release_slot()
         else:
-            raise AssertionError(f"unqueue: {work!r} is not queued (state {st:#x})")
+            raise AssertionError(f"unqueue: {describe(work)} is not queued (state {st:#x})")
         work._state = st & ~(PENDING | WHERE)
         self.epochs.done(work._epoch)

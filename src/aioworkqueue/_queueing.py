@@ -29,7 +29,7 @@ from typing import Any
 
 from . import _lock
 from ._barrier import on_unqueue
-from ._errors import WorkqueueDestroyedError, WorkqueueError
+from ._errors import WorkqueueDestroyedError, WorkqueueError, describe
 from ._flags import WQ
 from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
@@ -45,6 +45,7 @@ from ._work import (
     Work,
     check_delay,
     check_delayed,
+    check_initialised,
     check_work,
     is_async_callable,
 )
@@ -65,7 +66,7 @@ __all__ = (
 
 def _check_cpu(call: str, cpu: object) -> int:
     if isinstance(cpu, bool) or not isinstance(cpu, int):
-        raise TypeError(f"{call}: cpu must be an int, got {cpu!r}")
+        raise TypeError(f"{call}: cpu must be an int, got {describe(cpu)}")
     if cpu < 0:
         raise ValueError(f"{call}: cpu must be >= 0, got {cpu}")
     return cpu
@@ -74,8 +75,8 @@ def _check_cpu(call: str, cpu: object) -> int:
 def _check_bh(call: str, wq: Workqueue, work: Work) -> None:
     if work._state & ASYNC_FN and wq._bh:
         raise TypeError(
-            f"{call}: workqueue {wq.name!r} is WQ.BH and runs plain functions only; {work!r} "
-            f"has a coroutine function"
+            f"{call}: workqueue {wq.name!r} is WQ.BH and runs plain functions only; "
+            f"{describe(work)} has a coroutine function"
         )
 
 
@@ -142,7 +143,9 @@ def _queue_nested(
 ) -> bool:
     """Queue from interrupt context that interrupted our own section (see module docstring)."""
     if wq._status & _DESTROYED:
-        raise WorkqueueDestroyedError(f"{call}: workqueue {wq.name!r} was destroyed; {work!r}")
+        raise WorkqueueDestroyedError(
+            f"{call}: workqueue {wq.name!r} was destroyed; {describe(work)}"
+        )
     _check_bh(call, wq, work)
     shadow = INTR.shadow
     key = id(work)
@@ -183,7 +186,11 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
         check_work("queue_work", work)
     if LOCK._is_owned():  # type: ignore[attr-defined]
         return _queue_nested("queue_work", wq, work, None, None)
-    return _queue("queue_work", wq, work, None)
+    try:
+        return _queue("queue_work", wq, work, None)
+    except AttributeError:  # free on 3.11+ unless raised: a subclass that skipped Work.__init__
+        check_initialised("queue_work", work)
+        raise
 
 
 def queue_work_on(cpu: int, wq: Workqueue, work: Work) -> bool:
@@ -237,7 +244,7 @@ def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int |
     if LOCK._is_owned():  # type: ignore[attr-defined]
         raise WorkqueueError(
             f"{call}: called from a signal handler that interrupted aioworkqueue on the same "
-            f"thread; only queue_* may be called there; {dwork!r}"
+            f"thread; only queue_* may be called there; {describe(dwork)}"
         )
     with LOCK:
         if wq._status:

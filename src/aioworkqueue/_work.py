@@ -31,6 +31,7 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ._errors import describe
 from ._flags import WorkBusy
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class Work:
 
     def __init__(self, func: WorkFunc) -> None:
         if not callable(func):
-            raise TypeError(f"{type(self).__name__}: func must be callable, got {func!r}")
+            raise TypeError(f"{type(self).__name__}: func must be callable, got {describe(func)}")
         self.func = func
         self._state = ASYNC_FN if is_async_callable(func) else 0
         self._pwq = None
@@ -171,22 +172,48 @@ class DelayedWork(Work):
 def check_work(call: str, work: object) -> Work:
     """Return ``work`` if it is a :class:`Work`, else raise a TypeError that names ``call``."""
     if not isinstance(work, Work):
-        raise TypeError(f"{call}: expected a Work, got {type(work).__name__} {work!r}")
+        raise TypeError(f"{call}: expected a Work, got {type(work).__name__} {describe(work)}")
+    if type(work) is not Work and type(work) is not DelayedWork:
+        check_initialised(call, work)
     return work
+
+
+def check_initialised(call: str, work: Work) -> None:
+    """Raise a TypeError naming ``call`` if ``work``'s ``__init__`` never ran ``Work.__init__``."""
+    if not hasattr(work, "_state"):
+        raise TypeError(
+            f"{call}: {type(work).__name__} object was not initialised: its __init__ must call "
+            f"super().__init__(func, ...)"
+        )
 
 
 def check_delayed(call: str, work: object) -> DelayedWork:
     """Return ``work`` if it is a :class:`DelayedWork`, else raise a TypeError naming ``call``."""
     if not isinstance(work, DelayedWork):
-        raise TypeError(f"{call}: expected a DelayedWork, got {type(work).__name__} {work!r}")
+        raise TypeError(
+            f"{call}: expected a DelayedWork, got {type(work).__name__} {describe(work)}"
+        )
+    if type(work) is not DelayedWork:
+        check_initialised(call, work)
     return work
 
 
 def check_delay(call: str, delay: object, work: object) -> float:
     """Return ``delay`` as seconds, or raise as SPEC §5 says (bool: TypeError; <0, NaN, inf)."""
     if isinstance(delay, bool) or not isinstance(delay, int | float):
-        raise TypeError(f"{call}: delay must be int or float seconds, got {delay!r} for {work!r}")
-    d = float(delay)
+        raise TypeError(
+            f"{call}: delay must be int or float seconds, got {describe(delay)} "
+            f"for {describe(work)}"
+        )
+    try:
+        d = float(delay)
+    except OverflowError:  # an int beyond any float: no timer can be armed that far
+        raise ValueError(
+            f"{call}: delay is too large ({delay.bit_length()}-bit int seconds) for "  # type: ignore[union-attr]
+            f"{describe(work)}"
+        ) from None
     if math.isnan(d) or math.isinf(d) or d < 0:
-        raise ValueError(f"{call}: delay must be finite and >= 0, got {delay!r} for {work!r}")
+        raise ValueError(
+            f"{call}: delay must be finite and >= 0, got {describe(delay)} for {describe(work)}"
+        )
     return d + 0.0  # -0.0 becomes 0.0

@@ -22,7 +22,7 @@ from typing import Any, Self
 
 from ._barrier import Epochs, on_end, on_unqueue
 from ._config import CONFIG
-from ._errors import WorkqueueDestroyedError, WorkqueueDrainingError, WorkqueueLoopError
+from ._errors import WorkqueueDestroyedError, WorkqueueDrainingError, WorkqueueLoopError, describe
 from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
 from ._lock import LOCK
 from ._pool import Pool, current_worker_work
@@ -89,7 +89,7 @@ class WorkqueueStats:
 def check_workqueue(call: str, wq: object) -> Workqueue:
     """Return ``wq`` if it is a :class:`Workqueue`, else raise a TypeError that names ``call``."""
     if not isinstance(wq, Workqueue):
-        raise TypeError(f"{call}: expected a Workqueue, got {type(wq).__name__} {wq!r}")
+        raise TypeError(f"{call}: expected a Workqueue, got {type(wq).__name__} {describe(wq)}")
     return wq
 
 
@@ -165,6 +165,21 @@ class Workqueue:
         ordered: bool = False,
         exception_handler: ExceptionHandler | None = None,
     ) -> None:
+        # The class is public (isinstance, type hints), so constructing it directly must check
+        # what alloc_workqueue checks: max_active 0 here once meant a queue that never ran.
+        call = "Workqueue"
+        name = _check_name(call, name)
+        flags = _check_flags(call, name, flags)
+        max_active = _check_max_active(call, name, max_active)
+        if not isinstance(ordered, bool):
+            raise TypeError(f"{call}: ordered of workqueue {name!r} must be a bool")
+        if ordered and (max_active != 1 or flags & WQ.BH):
+            raise ValueError(
+                f"{call}: an ordered workqueue {name!r} needs max_active 1 and no WQ.BH; "
+                f"use alloc_ordered_workqueue()"
+            )
+        if exception_handler is not None and not callable(exception_handler):
+            raise TypeError(f"{call}: exception_handler of {name!r} must be callable")
         self.name = name
         self.flags = flags
         self.max_active = max_active
@@ -199,14 +214,14 @@ class Workqueue:
         status = self._status
         if status & _DESTROYED:
             raise WorkqueueDestroyedError(
-                f"{call}: workqueue {self.name!r} was destroyed; {work!r}"
+                f"{call}: workqueue {self.name!r} was destroyed; {describe(work)}"
             )
         if status >= _DRAIN_UNIT:
             cur = current_worker_work()
             if cur is None or cur[1].wq is not self:
                 raise WorkqueueDrainingError(
                     f"{call}: workqueue {self.name!r} is draining; only its own work may queue "
-                    f"onto it; {work!r}"
+                    f"onto it; {describe(work)}"
                 )
 
     def _link(self, call: str, work: Work, cpu: int | None) -> Pwq:
@@ -228,7 +243,7 @@ class Workqueue:
             elif running is None:
                 raise WorkqueueLoopError(
                     f"{call}: the event loop of workqueue {self.name!r} is closed and no loop is "
-                    f"running here to rebind it to; {work!r}"
+                    f"running here to rebind it to; {describe(work)}"
                 )
             elif loop.is_closed():
                 link = self._rebind(running)
@@ -237,21 +252,21 @@ class Workqueue:
             elif self._epochs.total or self._armed:
                 raise WorkqueueLoopError(
                     f"{call}: workqueue {self.name!r} has pending work on an event loop that is "
-                    f"not running; cannot bind it to another loop; {work!r}"
+                    f"not running; cannot bind it to another loop; {describe(work)}"
                 )
             else:
                 link = self._rebind(running)
         elif running is None:
             raise WorkqueueLoopError(
                 f"{call}: workqueue {self.name!r} is first used outside a running event loop; "
-                f"use it once from the loop that should run it; {work!r}"
+                f"use it once from the loop that should run it; {describe(work)}"
             )
         else:
             link = self._rebind(running)
         if cpu is not None and cpu != link.pool.cpu:
             raise ValueError(
                 f"{call}: no cpu {cpu} in embedded mode (only cpu 0); workqueue {self.name!r}; "
-                f"{work!r}"
+                f"{describe(work)}"
             )
         return link
 
@@ -260,7 +275,7 @@ class Workqueue:
         turn; unbound queues have one shared link. Context: under LOCK."""
         if not rt.accepts():
             raise WorkqueueLoopError(
-                f"{call}: {rt!r} of workqueue {self.name!r} is not running; {work!r}"
+                f"{call}: {rt!r} of workqueue {self.name!r} is not running; {describe(work)}"
             )
         pwqs = self._rt_pwqs
         if self._rt is not rt:
@@ -268,7 +283,7 @@ class Workqueue:
         if cpu is not None and cpu >= rt.cpus:
             raise ValueError(
                 f"{call}: no cpu {cpu} in {rt!r} (0..{rt.cpus - 1}); workqueue {self.name!r}; "
-                f"{work!r}"
+                f"{describe(work)}"
             )
         if len(pwqs) == 1:
             return pwqs[0]

@@ -622,15 +622,11 @@ async def test_runtime_bad_input_foreign_and_ended_objects() -> None:
     assert not runtime_threads()
 
 
-# -- known problems: strict xfails, each with its reproduction ------------------------------------
+# -- once known problems, now regressions (were /tmp/repro_bad_input_messages.py and
+# /tmp/repro_workqueue_constructor_unchecked.py) ---------------------------------------------
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an int delay too large for a float raises OverflowError, which names neither "
-    "the call nor the delay (/tmp/repro_bad_input_messages.py)",
-)
 async def test_a_huge_int_delay_is_a_value_error_naming_the_call() -> None:
     async with aw.alloc_workqueue("bad-huge") as wq:
         dw = aw.DelayedWork(noop)
@@ -640,11 +636,6 @@ async def test_a_huge_int_delay_is_a_value_error_naming_the_call() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="doubtful: a Work subclass that skips super().__init__() gives AttributeError "
-    "'_state' instead of a TypeError naming the call (/tmp/repro_bad_input_messages.py)",
-)
 async def test_a_work_subclass_without_init_is_a_clear_type_error() -> None:
     class NoInit(aw.Work):
         def __init__(self) -> None:
@@ -656,11 +647,6 @@ async def test_a_work_subclass_without_init_is_a_clear_type_error() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="doubtful: error messages format {work!r}; a work whose __repr__ raises turns "
-    "WorkqueueDestroyedError into the repr's exception (/tmp/repro_bad_input_messages.py)",
-)
 async def test_a_work_with_a_broken_repr_still_gets_the_right_error() -> None:
     class BadRepr(aw.Work):
         def __repr__(self) -> str:
@@ -700,11 +686,24 @@ def test_a_delayed_work_armed_on_a_closed_loop_is_not_stranded(expect_errors: An
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="doubtful: aioworkqueue.Workqueue is public but its constructor checks nothing; "
-    "max_active=0 accepts work that never runs (/tmp/repro_workqueue_constructor_unchecked.py)",
-)
 async def test_the_public_workqueue_constructor_refuses_what_alloc_workqueue_refuses() -> None:
-    with pytest.raises((TypeError, ValueError)):
-        aw.Workqueue("raw", aw.WQ(0), 0)
+    """Workqueue(...) is public; it used to check nothing, and max_active=0 gave a queue that
+    accepted work and never ran it. Now it checks as alloc_workqueue does (0 is the default)."""
+    bad: list[tuple[tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
+        ((3, aw.WQ(0), 1), {}, TypeError, "name"),
+        (("raw", "x", 1), {}, TypeError, "flags"),
+        (("raw", 1 << 30, 1), {}, ValueError, "unknown flags"),
+        (("raw", aw.WQ(0), -1), {}, ValueError, "max_active"),
+        (("raw", aw.WQ(0), 1.5), {}, TypeError, "max_active"),
+        (("raw", aw.WQ(0), 2), {"ordered": True}, ValueError, "ordered"),
+        (("raw", aw.WQ(0), 1), {"exception_handler": 3}, TypeError, "exception_handler"),
+    ]
+    for args, kwargs, exc, words in bad:
+        with pytest.raises(exc, match=rf"Workqueue.*{words}"):
+            aw.Workqueue(*args, **kwargs)
+    wq = aw.Workqueue("raw", aw.WQ(0), 0)
+    assert wq.max_active == aw.WQ_DFL_ACTIVE
+    ran: list[int] = []
+    assert aw.queue_work(wq, aw.Work(lambda w: ran.append(1)))
+    await guarded(aw.destroy_workqueue(wq), "destroy")
+    assert ran == [1]
