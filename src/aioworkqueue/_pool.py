@@ -594,7 +594,7 @@ class Pool:
             with lock:
                 self.bh_armed = False
                 work = None
-                while bh:
+                while bh and not self.stopping:  # a runtime shutdown: start nothing new
                     work = bh.popleft()
                     if self._start(work):
                         break

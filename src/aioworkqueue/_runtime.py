@@ -309,6 +309,11 @@ class Runtime:
                 await self._flush_until_quiet()
         except TimeoutError:
             pass
+        # Every pool stops starting items before any run is cut: a cut run on one pool frees
+        # a max_active slot, and a pool not yet told would start the item that takes it.
+        with LOCK:
+            for pool in self.pools:
+                pool.stopping = True
         for pool in self.pools:
             cf = asyncio.run_coroutine_threadsafe(_stop_pool(pool), pool.loop)
             await asyncio.wrap_future(cf)

@@ -1053,17 +1053,14 @@ def test_runtime_against_the_model(env: Env) -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug, found by the model: at the deadline, pool 0's cut run gives up a slot "
-    "that activates a waiting item, and pool 1, not stopped yet, starts it after the deadline "
-    "(/tmp/repro_shutdown_starts_work_after_deadline.py)",
-)
 async def test_nothing_starts_after_the_shutdown_deadline() -> None:
     """Item X runs on pool 0 (blocked) and is queued again on pool 1's link of a max_active 1
     queue, where pool 1 defers it behind its own run (R3); item Y waits behind it for that slot.
     At the deadline pool 0 is stopped first: X's run is cut and its deferred instance taken back,
-    which frees the slot — Y must be reported "queued", not started by pool 1."""
+    which frees the slot — Y must be reported "queued", not started by pool 1.
+
+    Found by the model (was /tmp/repro_shutdown_starts_work_after_deadline.py); fixed by telling
+    every pool to stop starting items before the first run is cut."""
     kind = "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
     rt = aw.Runtime(cpus=2, loop_factory=kind)
     await rt.start()
