@@ -84,6 +84,13 @@ class _ThreadState(threading.local):
 _TLS = _ThreadState()
 
 
+def _tearing_down(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when every task of ``loop`` is being cancelled: ``asyncio.run`` (or a test runner)
+    ending the loop. A task created now would be left pending when the loop closes.
+    Context: on ``loop``'s thread, when one of our workers was cancelled from outside."""
+    return all(t.cancelling() for t in asyncio.all_tasks(loop))
+
+
 def current_worker_work() -> tuple[Work, Pwq] | None:
     """Return (work, queue link) of the item the caller runs in, or None. Context: any."""
     worker = _WORKER.get(None)
@@ -548,6 +555,9 @@ class Pool:
                             outcome = CUT
                             self.left.append((work, pwq, "running"))
                         else:
+                            if _tearing_down(loop):
+                                with lock:  # the slot this run frees must not spawn a worker
+                                    self.dying = True
                             self._report(work, pwq, exc)
                         self._end_on_exit(worker, work, pwq, epoch, outcome=outcome, exc=exc)
                         raise

@@ -629,13 +629,6 @@ gc.collect()
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: when asyncio.run() ends while a max_active 1 queue has waiting items, "
-    "the cancelled run's slot goes to the next item and a worker task is spawned during the "
-    "teardown; asyncio reports 'Task was destroyed but it is pending!' at ERROR (692ace3 covers "
-    "parked workers only) (/tmp/repro_embedded_items_dropped_at_loop_end.py)",
-)
 def test_a_loop_that_ends_with_queued_items_leaves_no_task_behind() -> None:
     r = subprocess.run(
         [sys.executable, "-c", _LOOP_END], capture_output=True, text=True, timeout=60, check=False
@@ -643,3 +636,34 @@ def test_a_loop_that_ends_with_queued_items_leaves_no_task_behind() -> None:
     assert r.returncode == 0, r.stderr
     assert "Task was destroyed but it is pending" not in r.stderr, r.stderr
     assert "Exception ignored" not in r.stderr, r.stderr
+
+
+@pytest.mark.asyncio
+async def test_a_worker_cancelled_from_outside_is_replaced_while_the_loop_runs(
+    expect_errors: Any,
+) -> None:
+    """The teardown rule above must not fire when one worker is cancelled and the loop goes on
+    (the main task is not cancelling): the run is reported, and the items behind it still run."""
+    wq = aw.alloc_workqueue("f-worker-cancelled", 0, 1)
+    started = asyncio.Event()
+    ran: list[int] = []
+
+    async def blocker(w: aw.Work) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def after(w: aw.Work) -> None:
+        ran.append(1)
+
+    assert aw.queue_work(wq, aw.Work(blocker))
+    for _ in range(3):
+        assert aw.queue_work(wq, aw.Work(after))
+    await started.wait()
+    me = asyncio.current_task()
+    workers = [t for t in asyncio.all_tasks() if t is not me and t.get_name().startswith("aiowq/")]
+    assert len(workers) == 1
+    workers[0].cancel()
+    await guarded(aw.flush_workqueue(wq), "flush after a worker was cancelled")
+    assert ran == [1, 1, 1]
+    assert any("f-worker-cancelled" in m and "cancelled" in m for m in expect_errors.messages)
+    await guarded(aw.destroy_workqueue(wq), "destroy")
