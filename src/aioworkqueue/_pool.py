@@ -174,7 +174,9 @@ class Pool:
         "bh_armed",
         "bh_current",
         "cpu",
+        "dead",
         "dying",
+        "fatal",
         "has_reclaim",
         "hi",
         "idle",
@@ -239,6 +241,11 @@ class Pool:
         # lists by every pool of the runtime; private empty lists in the embedded mode. Set once.
         self.ub_hi, self.ub = unbound if unbound is not None else (deque(), deque())
         self.stopping = False  # the runtime is shutting down: cancelled runs are not restarted
+        # The loop's thread ended while the runtime ran (a KeyboardInterrupt/SystemExit from an
+        # item, the loop stopped from outside): route nothing here any more. Set once.
+        self.dead = False
+        # What went through a worker and ended the loop: (work, link, exception), for the report.
+        self.fatal: tuple[Work, Pwq, BaseException] | None = None
         # A worker was cancelled while parked, outside a runtime shutdown: the loop is being torn
         # down (asyncio.run's cancel-all). No new worker task may start then, asyncio would never
         # cancel it; what is left is reported when its queue binds to another loop.
@@ -272,7 +279,13 @@ class Pool:
             self._wake_local()
         elif not self.kick_armed:
             self.kick_armed = True
-            self.loop.call_soon_threadsafe(self._kick)
+            try:
+                self.loop.call_soon_threadsafe(self._kick)
+            except RuntimeError:
+                if not self.dying:
+                    raise
+                # A runtime pool whose loop just closed: the item stays on the worklist, where
+                # Runtime._pool_died takes it back and reports it (it holds LOCK after us).
 
     def _wake_local(self) -> None:
         # Context: under LOCK, on the loop thread, loop awake.
@@ -566,6 +579,8 @@ class Pool:
                     outcome = FAILED
                     self._report(work, pwq, exc)
                 except BaseException as exc:  # KeyboardInterrupt, SystemExit: let them through
+                    if self.fatal is None:  # for the report, if it ends a runtime's pool
+                        self.fatal = (work, pwq, exc)
                     self._end_on_exit(worker, work, pwq, epoch, outcome=FAILED, exc=exc)
                     raise
                 worker.current = None

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from ._barrier import on_unqueue
-from ._errors import WorkqueueDeadlockError, WorkqueueError
+from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import LOCK
 from ._monitor import MonitorServer, parse_address, runtime_snapshot
 from ._pool import Pool
@@ -168,6 +168,7 @@ class Runtime:
         self._threads: list[threading.Thread] = []
         self._stops: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._rr = 0
+        self._lost_with_pools: list[Unfinished] = []  # taken back when a pool died (LOCK)
         #: What the last shutdown could not finish (also its return value).
         self.unfinished: list[Unfinished] = []
 
@@ -193,8 +194,18 @@ class Runtime:
         return self._tids.get(threading.get_ident())
 
     def next_cpu(self) -> int:
-        """Round-robin choice for callers outside the pools. Context: under LOCK."""
+        """Round-robin choice for callers outside the pools, among live pools.
+
+        Context: under LOCK.
+        """
         self._rr = cpu = (self._rr + 1) % self.cpus
+        if self.pools[cpu].dead:
+            for _ in range(self.cpus):
+                self._rr = cpu = (cpu + 1) % self.cpus
+                if not self.pools[cpu].dead:
+                    break
+            else:
+                raise WorkqueueError(f"{self!r}: every pool has died; nothing can run")
         return cpu
 
     def accepts(self) -> bool:
@@ -262,15 +273,99 @@ class Runtime:
             self.monitor_address = self._monitor.address
 
     def _thread_main(self, cpu: int, ready: threading.Event, errors: list[BaseException]) -> None:
+        ended: BaseException | None = None
         try:
             if self.pin:
                 os.sched_setaffinity(threading.get_native_id(), {self.pinned_to[cpu]})
-            with asyncio.Runner(loop_factory=self._factory) as runner:
-                runner.run(self._serve(cpu, ready))
-        except BaseException as exc:  # reported to start(), which re-raises it
-            errors.append(exc)
+            with asyncio.Runner(loop_factory=self._checked_factory) as runner:
+                try:
+                    runner.run(self._serve(cpu, ready))
+                except BaseException as exc:
+                    ended = exc
+                    raise
+                finally:
+                    if ended is not None or not self._ending():
+                        self._pool_dying(cpu)
+        except BaseException as exc:
+            if not ready.is_set():
+                errors.append(exc)  # a failed start: start() re-raises it
+                return
+            if ended is None:
+                ended = exc
         finally:
             ready.set()
+        if ended is not None or not self._ending():
+            self._pool_died(cpu, ended)
+
+    def _checked_factory(self) -> asyncio.AbstractEventLoop:
+        loop = self._factory()
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(
+                f"Runtime: loop_factory {self.loop_name} returned {describe(loop)}, "
+                f"not an asyncio event loop"
+            )
+        return loop
+
+    def _ending(self) -> bool:
+        with LOCK:
+            return self._state >= _STOPPING
+
+    def _pool_dying(self, cpu: int) -> None:
+        # Context: the pool's thread, its loop stopped and not yet closed. The runner's close
+        # cancels the remaining workers: whatever slot they free must not spawn a new one.
+        with LOCK:
+            if cpu < len(self.pools) and self.pools[cpu] is not None:
+                self.pools[cpu].dying = True
+
+    def _pool_died(self, cpu: int, exc: BaseException | None) -> None:
+        """Pool ``cpu``'s thread ended while the runtime ran: report it, route nothing more to it,
+        and take back what it held (reported now, and again by :meth:`shutdown`).
+
+        Context: the dead pool's thread, after its loop closed.
+        """
+        with LOCK:
+            pool = self.pools[cpu] if cpu < len(self.pools) else None
+            if pool is None or pool.dead:
+                return
+            pool.dead = True
+            pool.dying = True
+            for tid, c in list(self._tids.items()):
+                if c == cpu:
+                    del self._tids[tid]  # a new thread may get the same ident
+            left = self._sweep(pool)
+            self._lost_with_pools += left
+            fatal = pool.fatal
+        cause = f"{type(exc).__name__}: {exc}" if exc is not None else "its loop ended"
+        if fatal is not None:
+            cause += f", raised by {describe(fatal[0])} on workqueue {fatal[1].wq.name!r}"
+        _log.error(
+            "runtime %r: pool cpu=%d died (%s); its items are reported unfinished and nothing "
+            "more is routed to it: %s",
+            self,
+            cpu,
+            cause,
+            ", ".join(f"{describe(w)} on {wq.name!r} ({st})" for w, wq, st in left) or "none",
+            exc_info=exc if exc is not None and not isinstance(exc, KeyboardInterrupt) else None,
+        )
+
+    def _sweep(self, pool: Pool) -> list[Unfinished]:
+        """Take back what only ``pool`` could have run. Context: under LOCK, its loop closed."""
+        left: list[Unfinished] = []
+        for dq in (pool.hi, pool.worklist, pool.bh):
+            while dq:
+                left.append(_take_back(dq.popleft(), "queued"))
+        for worker in list(pool.workers):
+            if worker.current is not None and worker.pwq is not None:
+                left.append((worker.current, worker.pwq.wq, "running"))
+        for wq in list(self._wqs):
+            for p in wq._links_in(self):
+                if p.pool is pool:
+                    while p.inactive:
+                        left.append(_take_back(p.inactive.popleft(), "queued"))
+            for dwork in list(wq._armed.values()):
+                if dwork._tloop is pool.loop:  # its timer was armed on the dead loop
+                    left.append(_take_back(dwork, "armed"))
+        return left
 
     async def _serve(self, cpu: int, ready: threading.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -315,7 +410,14 @@ class Runtime:
             for pool in self.pools:
                 pool.stopping = True
         for pool in self.pools:
-            cf = asyncio.run_coroutine_threadsafe(_stop_pool(pool), pool.loop)
+            with LOCK:
+                dead = pool.dead or pool.loop.is_closed()
+            if dead:
+                continue  # its thread ended already; _pool_died took back what it held
+            try:
+                cf = asyncio.run_coroutine_threadsafe(_stop_pool(pool), pool.loop)
+            except RuntimeError:  # its loop closed just now: it is dying, see _pool_died
+                continue
             await asyncio.wrap_future(cf)
         with LOCK:
             unfinished = self._collect()
@@ -347,7 +449,8 @@ class Runtime:
 
     def _collect(self) -> list[Unfinished]:
         # Context: under LOCK, every worker of every pool has ended.
-        unfinished: list[Unfinished] = []
+        unfinished: list[Unfinished] = self._lost_with_pools
+        self._lost_with_pools = []
         for pool in self.pools:
             unfinished += [(w, p.wq, state) for w, p, state in pool.left]
             pool.left.clear()

@@ -50,10 +50,15 @@ class UnboundPool:
 
     def timer_pool(self) -> Pool:
         """The pool whose loop arms a timer: the caller's own pool, else the next in turn."""
-        cpu = self.tids.get(_get_ident())
-        if cpu is None:
-            cpu = self.rr = (self.rr + 1) % len(self.pools)
-        return self.pools[cpu]
+        own = self.tids.get(_get_ident())
+        if own is not None:
+            return self.pools[own]
+        pools = self.pools
+        for _ in range(len(pools)):
+            self.rr = (self.rr + 1) % len(pools)
+            if not pools[self.rr].dead:
+                break
+        return pools[self.rr]  # all dead: the timer never fires; shutdown reports it "armed"
 
     def wake(self, direct: bool | None = None) -> None:
         """Make sure some pool will look at the shared lists. Context: under LOCK, any thread."""
@@ -64,7 +69,7 @@ class UnboundPool:
         rank = 3
         for i in range(n):
             pool = pools[(start + i) % n]
-            if pool.nr_waking:
+            if pool.nr_waking or pool.dead:
                 continue
             # A pool whose workers are all parked (or that has none yet) is surely turning; one
             # with a parked worker and a busy one may be stuck in that busy item; one with none

@@ -70,7 +70,8 @@ class Watchdog:
         while not self._stop.wait(self.tick):
             now = time.monotonic()
             for pool in self.pools:
-                self._check(pool, now)
+                if not pool.dead:
+                    self._check(pool, now)
 
     def _check(self, pool: Pool, now: float) -> None:
         with LOCK:

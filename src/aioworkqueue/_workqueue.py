@@ -291,7 +291,13 @@ class Workqueue:
             cpu = rt.local_cpu()
             if cpu is None:
                 cpu = rt.next_cpu()
-        return pwqs[cpu]
+        pwq = pwqs[cpu]
+        if pwq.pool.dead:
+            raise WorkqueueLoopError(
+                f"{call}: pool cpu={cpu} of {rt!r} has died (see the ERROR logged then); "
+                f"workqueue {self.name!r}; {describe(work)}"
+            )
+        return pwq
 
     def _bind_runtime(self, rt: Runtime) -> list[Pwq]:
         if self.flags & WQ.UNBOUND:

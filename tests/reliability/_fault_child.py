@@ -8,8 +8,9 @@ pool 0, then probes what still works, and prints one JSON object on its last lin
 * ``pool1_serves`` / ``unbound_serves``: an item queued on pool 1 / on an unbound queue ran;
 * ``queue_on_dead``: what ``queue_work_on(0, ...)`` did afterwards, whether the item then ran
   within a second (``victim_ran``) or was left pending (``victim_pending``);
-* ``shutdown``: ``"ok"``, ``"raised <exc>"`` or ``"hung"``; ``threads_after``: the runtime's
-  threads still alive after it; ``new_runtime``: whether another Runtime can start afterwards.
+* ``shutdown``: ``"ok"``, ``"raised <exc>"`` or ``"hung"``; ``unfinished``: what it returned;
+  ``threads_after``: the runtime's threads still alive after it; ``new_runtime``: whether
+  another Runtime can start afterwards.
 
 Modes: ``kbi_async``, ``kbi_sync``, ``sysexit_async``, ``sysexit_sync`` (the exception raised
 inside a work item), ``loop_stop`` (pool 0's loop stopped from outside, while it runs an item),
@@ -85,8 +86,13 @@ async def main(mode: str, loop_kind: str) -> dict[str, object]:
             entered.set()
             await asyncio.sleep(3600)
 
-        assert aw.queue_work_on(0, wq, aw.Work(long))
+        narrow = aw.alloc_workqueue("faulty-narrow", 0, 1)
+        assert aw.queue_work_on(0, narrow, aw.Work(long))
         await wait_for_event(entered)
+        # Left behind on pool 0: two items waiting for narrow's one slot, one armed timer.
+        assert aw.queue_work_on(0, narrow, aw.Work(lambda w: None))
+        assert aw.queue_work_on(0, narrow, aw.Work(lambda w: None))
+        assert aw.queue_delayed_work_on(0, wq, aw.DelayedWork(lambda w: None), 3600)
         loop0 = rt.pools[0].loop
         loop0.call_soon_threadsafe(loop0.stop)
     elif mode == "shutdown_from_pool":
@@ -138,8 +144,9 @@ async def main(mode: str, loop_kind: str) -> dict[str, object]:
     out["victim_ran"] = await wait_for_event(victim_ran, 1.0)
     out["victim_pending"] = aw.work_pending(victim)
     try:
-        await asyncio.wait_for(rt.shutdown(timeout=1.0), STEP + 2)
+        unfinished = await asyncio.wait_for(rt.shutdown(timeout=1.0), STEP + 2)
         out["shutdown"] = "ok"
+        out["unfinished"] = sorted(f"{wq.name}:{state}" for _, wq, state in unfinished)
     except TimeoutError:
         out["shutdown"] = "hung"
     except BaseException as exc:

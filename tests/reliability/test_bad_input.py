@@ -707,3 +707,19 @@ async def test_the_public_workqueue_constructor_refuses_what_alloc_workqueue_ref
     assert aw.queue_work(wq, aw.Work(lambda w: ran.append(1)))
     await guarded(aw.destroy_workqueue(wq), "destroy")
     assert ran == [1]
+
+
+@pytest.mark.asyncio
+async def test_a_loop_factory_that_returns_no_loop_is_a_type_error_naming_it() -> None:
+    """Was an AttributeError from deep inside asyncio.Runner, naming neither the runtime nor the
+    factory; now start() raises a TypeError that says what the factory returned."""
+
+    def not_a_loop() -> Any:
+        return "surely a loop"
+
+    rt = aw.Runtime(cpus=1, loop_factory=not_a_loop)
+    with pytest.raises(TypeError, match=r"loop_factory .*not_a_loop.*'surely a loop'.*event loop"):
+        await rt.start()
+    assert not runtime_threads()
+    async with aw.Runtime(cpus=1, loop_factory="asyncio"):
+        pass  # nothing was left half-started

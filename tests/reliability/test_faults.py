@@ -231,7 +231,12 @@ async def test_work_that_destroys_or_flushes_its_own_queue_gets_a_deadlock_error
     out: dict[str, object] = {}
     others = [aw.Work(lambda w: out.setdefault("other ran", True)) for _ in range(3)]
 
+    queued = threading.Event()
+
     async def suicidal(w: aw.Work) -> None:
+        # Not before the host has queued the others behind it (a loaded host thread lost
+        # that race, and cancel_work found others[0] not queued yet).
+        assert await asyncio.to_thread(queued.wait, GUARD)
         wq = w.wq  # type: ignore[attr-defined]
         for name, call in (
             ("destroy", aw.destroy_workqueue),
@@ -257,11 +262,13 @@ async def test_work_that_destroys_or_flushes_its_own_queue_gets_a_deadlock_error
     async with aw.Runtime(cpus=2, loop_factory=pool_kind(), shutdown_timeout=GUARD) as rt:
         for wq in (aw.alloc_ordered_workqueue("f-own-ordered"), aw.alloc_workqueue("f-own", 0, 1)):
             out.clear()
+            queued.clear()
             w = Own(suicidal)
             w.wq = wq
             assert aw.queue_work_on(0, wq, w)
             for o in others:
                 assert aw.queue_work_on(0, wq, o)  # behind it: max_active 1
+            queued.set()
             await guarded(aw.flush_work(w), "the suicidal item")
             await guarded(aw.flush_workqueue(wq), "flush")
             for name in ("destroy", "drain", "flush", "cancel_sync", "flush_work"):
@@ -528,24 +535,10 @@ def _child(results: dict[tuple[str, str], dict[str, Any]], mode: str, kind: str)
     return r
 
 
-_XFAIL_DEAD_POOL = pytest.mark.xfail(
-    strict=True,
-    reason="library bug: after a pool thread dies (BaseException in work, loop stopped) "
-    "queueing on it returns True or raises a bare RuntimeError and the item stays PENDING "
-    "forever; unbound queues are routed to the dead pool (RuntimeError); rt.shutdown() raises "
-    "RuntimeError, leaks threads and leaves the runtime active "
-    "(/tmp/repro_pool_thread_dies_on_baseexception.py, /tmp/repro_pool_loop_stopped.py)",
-)
-_XFAIL_SILENT = pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a KeyboardInterrupt/SystemExit in work ends the pool thread without "
-    "any report (/tmp/repro_pool_thread_dies_on_baseexception.py)",
-)
-_DEAD = {
-    "kbi_async": _XFAIL_DEAD_POOL,
-    "sysexit_sync": _XFAIL_DEAD_POOL,
-    "loop_stop": _XFAIL_DEAD_POOL,
-}
+# Fixed (were /tmp/repro_pool_thread_dies_on_baseexception.py, /tmp/repro_pool_loop_stopped.py):
+# a pool thread that died was not reported, stranded its items, was still routed to (queueing
+# raised a bare RuntimeError after marking the item pending), and broke the shutdown.
+_DEAD: dict[str, pytest.MarkDecorator] = {}
 
 
 def _params(xfails: dict[str, pytest.MarkDecorator]) -> list[Any]:
@@ -576,7 +569,7 @@ def test_after_a_fatal_fault_on_pool_0_unbound_queues_keep_serving(
 
 @pytest.mark.parametrize(
     ("mode", "kind"),
-    _params({"kbi_async": _XFAIL_SILENT, "sysexit_sync": _XFAIL_SILENT}),
+    _params({}),
 )
 def test_a_fatal_fault_is_reported(
     child_results: dict[tuple[str, str], dict[str, Any]], mode: str, kind: str
@@ -585,7 +578,26 @@ def test_a_fatal_fault_is_reported(
     if mode == "shutdown_from_pool":  # fixed in 692ace3: refused at once, naming the problem
         assert any("WorkqueueError" in x and "host loop" in x for x in r["shutdown_in_work"]), r
         return
-    assert r["reported"], f"nothing was reported: {r}"
+    died = [m for m in r["reported"] if "pool cpu=0 died" in m]
+    assert len(died) == 1, f"the pool's death was not reported once: {r}"
+    if mode != "loop_stop":  # the report names the exception and the item that raised it
+        exc = "KeyboardInterrupt" if mode.startswith("kbi") else "SystemExit"
+        assert exc in died[0] and "fn=main.<locals>.bad" in died[0] and "'faulty'" in died[0], died
+
+
+@pytest.mark.parametrize("kind", LOOP_KINDS)
+def test_what_a_dead_pool_held_is_reported_and_returned_by_shutdown(
+    child_results: dict[tuple[str, str], dict[str, Any]], kind: str
+) -> None:
+    """Pool 0's loop is stopped while it runs an item of a max_active 1 queue with two more
+    waiting for the slot and a timer armed: none may vanish. The waiting and armed ones are
+    taken back when the pool dies (named in its ERROR) and returned by rt.shutdown(); the cut
+    run is reported to the exception handler as cancelled."""
+    r = _child(child_results, "loop_stop", kind)
+    assert r["unfinished"] == ["faulty-narrow:queued", "faulty-narrow:queued", "faulty:armed"], r
+    died = next(m for m in r["reported"] if "pool cpu=0 died" in m)
+    assert died.count("'faulty-narrow' (queued)") == 2 and "'faulty' (armed)" in died, died
+    assert any("faulty-narrow" in m and "cancelled while running" in m for m in r["reported"]), r
 
 
 @pytest.mark.parametrize(("mode", "kind"), _params(_DEAD))
