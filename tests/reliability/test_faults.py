@@ -8,9 +8,9 @@ raises, a work item that blocks its pool loop for a second (the other pool keeps
 
 In a child process (``_fault_child.py``), the faults that can leave a runtime broken: a
 ``KeyboardInterrupt`` / ``SystemExit`` raised inside work, a pool loop that stops under the
-runtime, and ``Runtime.shutdown()`` awaited from the runtime's own pool. What the library does
-today is pinned by plain tests where it is right and by strict xfails where it is not (each one
-names the reported bug and its reproduction script under /tmp).
+runtime, and ``Runtime.shutdown()`` awaited from the runtime's own pool. The dead pool is
+reported, routed around and swept (see ``Runtime._pool_died``); these were strict xfails until
+the fixes, each naming its reproduction script under /tmp at the time.
 """
 
 from __future__ import annotations
@@ -410,7 +410,7 @@ async def test_freeze_from_a_freezable_work_item_raises_instead_of_hanging() -> 
 
     async def fn(w: aw.Work) -> None:
         try:
-            async with asyncio.timeout(0.5):  # not wait_for: see the R15 subtask xfail above
+            async with asyncio.timeout(0.5):  # a guard in this task, not a subtask
                 await aw.freeze_workqueues()
             out.append("returned")
         except BaseException as exc:
@@ -538,18 +538,11 @@ def _child(results: dict[tuple[str, str], dict[str, Any]], mode: str, kind: str)
 # Fixed (were /tmp/repro_pool_thread_dies_on_baseexception.py, /tmp/repro_pool_loop_stopped.py):
 # a pool thread that died was not reported, stranded its items, was still routed to (queueing
 # raised a bare RuntimeError after marking the item pending), and broke the shutdown.
-_DEAD: dict[str, pytest.MarkDecorator] = {}
+def _params() -> list[Any]:
+    return [pytest.param(mode, kind) for mode in CHILD_MODES for kind in LOOP_KINDS]
 
 
-def _params(xfails: dict[str, pytest.MarkDecorator]) -> list[Any]:
-    return [
-        pytest.param(mode, kind, marks=[xfails[mode]] if mode in xfails else [])
-        for mode in CHILD_MODES
-        for kind in LOOP_KINDS
-    ]
-
-
-@pytest.mark.parametrize(("mode", "kind"), _params({}))
+@pytest.mark.parametrize(("mode", "kind"), _params())
 def test_after_a_fatal_fault_on_pool_0_pool_1_keeps_serving(
     child_results: dict[tuple[str, str], dict[str, Any]], mode: str, kind: str
 ) -> None:
@@ -559,7 +552,7 @@ def test_after_a_fatal_fault_on_pool_0_pool_1_keeps_serving(
     assert r["pool1_serves"] is True, r
 
 
-@pytest.mark.parametrize(("mode", "kind"), _params(_DEAD))
+@pytest.mark.parametrize(("mode", "kind"), _params())
 def test_after_a_fatal_fault_on_pool_0_unbound_queues_keep_serving(
     child_results: dict[tuple[str, str], dict[str, Any]], mode: str, kind: str
 ) -> None:
@@ -569,7 +562,7 @@ def test_after_a_fatal_fault_on_pool_0_unbound_queues_keep_serving(
 
 @pytest.mark.parametrize(
     ("mode", "kind"),
-    _params({}),
+    _params(),
 )
 def test_a_fatal_fault_is_reported(
     child_results: dict[tuple[str, str], dict[str, Any]], mode: str, kind: str
@@ -600,7 +593,7 @@ def test_what_a_dead_pool_held_is_reported_and_returned_by_shutdown(
     assert any("faulty-narrow" in m and "cancelled while running" in m for m in r["reported"]), r
 
 
-@pytest.mark.parametrize(("mode", "kind"), _params(_DEAD))
+@pytest.mark.parametrize(("mode", "kind"), _params())
 def test_queueing_on_a_dead_pool_raises_a_workqueue_error_or_runs_never_strands(
     child_results: dict[tuple[str, str], dict[str, Any]], mode: str, kind: str
 ) -> None:
@@ -613,7 +606,7 @@ def test_queueing_on_a_dead_pool_raises_a_workqueue_error_or_runs_never_strands(
         assert r["victim_pending"] is False, r  # never left PENDING with nobody to run it
 
 
-@pytest.mark.parametrize(("mode", "kind"), _params(_DEAD))
+@pytest.mark.parametrize(("mode", "kind"), _params())
 def test_after_a_fatal_fault_shutdown_completes_and_leaves_nothing_behind(
     child_results: dict[tuple[str, str], dict[str, Any]], mode: str, kind: str
 ) -> None:
