@@ -159,15 +159,16 @@ class Workqueue:
     def __init__(
         self,
         name: str,
-        flags: WQ,
+        flags: WQ | int,
         max_active: int,
         *,
         ordered: bool = False,
         exception_handler: ExceptionHandler | None = None,
+        _call: str = "Workqueue",
     ) -> None:
         # The class is public (isinstance, type hints), so constructing it directly must check
         # what alloc_workqueue checks: max_active 0 here once meant a queue that never ran.
-        call = "Workqueue"
+        call = _call  # the public call that allocates it, for the messages
         name = _check_name(call, name)
         flags = _check_flags(call, name, flags)
         max_active = _check_max_active(call, name, max_active)
@@ -509,13 +510,9 @@ def alloc_workqueue(
     Raises: TypeError for a wrong type, ValueError for unknown or conflicting flags or a
     ``max_active`` outside 0..WQ_MAX_ACTIVE.
     """
-    call = "alloc_workqueue"
-    name = _check_name(call, name)
-    fl = _check_flags(call, name, flags)
-    ma = _check_max_active(call, name, max_active)
-    if exception_handler is not None and not callable(exception_handler):
-        raise TypeError(f"{call}: exception_handler of {name!r} must be callable")
-    return Workqueue(name, fl, ma, exception_handler=exception_handler)
+    return Workqueue(
+        name, flags, max_active, exception_handler=exception_handler, _call="alloc_workqueue"
+    )
 
 
 def alloc_ordered_workqueue(
@@ -530,7 +527,9 @@ def alloc_ordered_workqueue(
     fl = _check_flags(call, name, flags)
     if fl & WQ.BH:
         raise ValueError(f"{call}: WQ.BH queues cannot be ordered (workqueue {name!r})")
-    return Workqueue(name, fl | WQ.UNBOUND, 1, ordered=True, exception_handler=exception_handler)
+    return Workqueue(
+        name, fl | WQ.UNBOUND, 1, ordered=True, exception_handler=exception_handler, _call=call
+    )
 
 
 def create_workqueue(name: str) -> Workqueue:
