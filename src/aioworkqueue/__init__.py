@@ -66,6 +66,7 @@ from ._system import (
     system_unbound_wq,
     system_wq,
 )
+from ._timing import disable_timing, enable_timing
 from ._tracing import disable_tracing, enable_tracing
 from ._work import DelayedWork, Work, WorkFunc
 from ._workqueue import (
@@ -120,10 +121,12 @@ __all__ = (
     "current_work",
     "delayed_work_pending",
     "destroy_workqueue",
+    "disable_timing",
     "disable_tracing",
     "disable_work",
     "disable_work_sync",
     "drain_workqueue",
+    "enable_timing",
     "enable_tracing",
     "enable_work",
     "flush_delayed_work",

@@ -19,18 +19,24 @@ Instruments are called on the thread where the event happens, under the state lo
 two (keep them short, never queue from them), outside it for the last two. An instrument that
 raises is removed and reported, as trio does: the work goes on.
 
-Owner: ``HOOKS`` changes under ``_lock.LOCK``; the hot path only reads ``on``.
+One more slot serves the opt-in timing statistics (``enable_timing``, ``_timing.py``): ``run``,
+when set, is how a worker runs an item instead of calling it directly, so that the item's CPU time
+can be metered step by step. The worker reads it only inside its ``if HOOKS.on:`` block.
+
+Owner: ``HOOKS`` changes under ``_lock.LOCK``; the hot path only reads ``on`` (and ``run`` behind
+it).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._work import Work
 
-__all__ = ("HOOKS", "Instrument", "add_instrument", "emit", "remove_instrument")
+__all__ = ("HOOKS", "Instrument", "Runner", "add_instrument", "emit", "remove_instrument")
 
 _log = logging.getLogger("aioworkqueue")
 
@@ -49,13 +55,19 @@ class Instrument(Protocol):
     def workqueue_execute_end(self, work: Work, wq: Any, duration: float, outcome: str) -> None: ...
 
 
+#: ``run(work, pwq)``: run one item as the worker would, metering its CPU time (``_timing.py``).
+Runner = Callable[[Any, Any], Coroutine[Any, Any, None]]
+
+
 class _Hooks:
-    __slots__ = ("instruments", "on")
+    __slots__ = ("instruments", "on", "run")
 
     def __init__(self) -> None:
         #: Read on the hot path: is anybody listening?
         self.on = False
         self.instruments: list[object] = []
+        #: Set while timing is on (``enable_timing``); read by a worker behind ``on`` only.
+        self.run: Runner | None = None
 
 
 HOOKS = _Hooks()

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from . import _barrier
 from ._awaitgraph import awaits
 from ._errors import describe
-from ._hooks import HOOKS, OUTCOMES, emit
+from ._hooks import HOOKS, OUTCOMES, Runner, emit
 from ._lock import INTR, LOCK, record, replay, run_redo
 from ._work import (
     ASYNC_FN,
@@ -468,6 +468,7 @@ class Pool:
         depoch = 0
         outcome = COMPLETED
         t0 = 0.0
+        timed: Runner | None = None  # enable_timing's runner, for the next item only
         try:
             while True:
                 with lock:
@@ -545,9 +546,13 @@ class Pool:
                 outcome = COMPLETED
                 if HOOKS.on:
                     t0 = _trace_start(work, pwq)
+                    timed = HOOKS.run  # timing is on: the runner meters the item's CPU time
                 try:
                     st = work._state
-                    if st & ASYNC_FN and not st & CALL:
+                    if timed is not None:  # only ever set just above: one test when off
+                        run, timed = timed, None
+                        await run(work, pwq)
+                    elif st & ASYNC_FN and not st & CALL:
                         await work.func(work)  # type: ignore[misc]
                     else:
                         if pwq.cpu_thread and not st & ASYNC_FN:

@@ -84,6 +84,21 @@ class WorkqueueStats:
     rescued: int
     #: Runs the runtime's watchdog saw hold their loop past ``cpu_intensive_thresh``.
     cpu_hogs: int
+    # The timing statistics (``enable_timing()``): None where timing was never on for this
+    # queue; counted only while it is on. Latencies are from a log2 histogram: a percentile is
+    # the upper edge of its bucket (the true value is at most 2x lower), capped by the exact max.
+    #: Runs started while timing was on.
+    started: int | None = None
+    #: CPU seconds its items consumed (thread CPU time; a coroutine's own steps only).
+    cpu_time: float | None = None
+    #: Median time from queue_* to start, in seconds (a DelayedWork: from its activation).
+    latency_p50: float | None = None
+    #: 90th percentile of that latency, in seconds.
+    latency_p90: float | None = None
+    #: 99th percentile of that latency, in seconds.
+    latency_p99: float | None = None
+    #: The longest latency measured, in seconds (exact).
+    latency_max: float | None = None
 
 
 def check_workqueue(call: str, wq: object) -> Workqueue:
@@ -150,6 +165,7 @@ class Workqueue:
         "_runtime",
         "_status",
         "_system",
+        "_timing",
         "flags",
         "max_active",
         "name",
@@ -195,6 +211,9 @@ class Workqueue:
         self._armed: dict[int, DelayedWork] = {}  # id → armed delayed items aimed at this queue
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._system = False
+        # enable_timing's accumulators, one per thread that ran its items (thread ident ->
+        # _timing.TimingAcc); created under LOCK, each written only by its own thread.
+        self._timing: dict[int, Any] | None = None
         self._bh = bool(flags & WQ.BH)  # set once: int tests on the hot path, not IntFlag ones
         # Set once (system queues set it again): a runtime decides where each item goes, so the
         # embedded fast path of queue_work (same loop as last time) does not apply.
@@ -397,6 +416,11 @@ class Workqueue:
             waiting = 0
             for p in pwqs:
                 waiting += len(p.inactive) + sum(1 for w in p.target if w._pwq is p)
+            timing: dict[str, Any] = {}
+            if self._timing is not None:
+                from ._timing import summarize  # only where timing was ever on
+
+                timing = summarize(list(self._timing.values()))
             return WorkqueueStats(
                 name=self.name,
                 queued=sum(p.nr_queued for p in pwqs),
@@ -411,6 +435,7 @@ class Workqueue:
                 mayday=sum(p.nr_mayday for p in pwqs),
                 rescued=sum(p.nr_rescued for p in pwqs),
                 cpu_hogs=sum(p.nr_cpu_hogs for p in pwqs),
+                **timing,
             )
 
     # -- method forms ----------------------------------------------------------------------------
