@@ -78,3 +78,87 @@ async def test_runtime_stats_report_pools_and_queues() -> None:
         assert "pool cpu=1:" in aw.show_state()
         loop.call_soon(gate.set)
         await aw.flush_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_show_state_says_how_long_items_run_while_timing_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aioworkqueue import _timing
+
+    gate = asyncio.Event()
+    wall = [100.0]
+    monkeypatch.setattr(_timing, "clock", lambda: wall[0])
+
+    async def blocker(w: aw.Work) -> None:
+        await gate.wait()
+
+    async with aw.alloc_workqueue("slowq") as wq:
+        try:
+            aw.queue_work(wq, aw.Work(blocker))
+            await settle()
+            dump = aw.show_state()
+            assert "running <Work fn=" in dump and " for " not in dump
+            assert "shown while timing is on: aioworkqueue.enable_timing()" in dump
+            gate.set()
+            await wq.flush()
+            gate.clear()
+            aw.enable_timing()
+            aw.queue_work(wq, aw.Work(blocker))
+            await settle()
+            wall[0] = 102.5
+            dump = aw.show_state()
+            assert "blocker" in dump and "on workqueue 'slowq' for 2.500 s" in dump
+            assert "enable_timing()" not in dump
+        finally:
+            aw.disable_timing()
+            gate.set()
+
+
+@pytest.mark.asyncio
+async def test_show_state_counts_pending_armed_and_every_kind_of_waiter() -> None:
+    gate = asyncio.Event()
+
+    async def blocker(w: aw.Work) -> None:
+        await gate.wait()
+
+    async with aw.alloc_workqueue("waitq", 0, 1) as wq:
+        running, pending = aw.Work(blocker), aw.Work(blocker)
+        dw = aw.DelayedWork(lambda w: None)
+        waits: list[asyncio.Task[object]] = []
+        try:
+            aw.queue_work(wq, running)
+            aw.queue_work(wq, pending)  # waits for the only slot
+            aw.queue_delayed_work(wq, dw, 1000)
+            await settle()
+            waits += [
+                asyncio.create_task(aw.flush_work(running)),
+                asyncio.create_task(aw.flush_work(running)),
+                asyncio.create_task(aw.flush_work(pending)),
+                asyncio.create_task(wq.flush()),
+            ]
+            await settle()
+            dump = aw.show_state()
+            lines = dump.splitlines()
+            assert (
+                "workqueue 'waitq': in_flight=2 pending=1 running=1 armed=1 flushers=1 "
+                "flush_work_waiters=3"
+            ) in lines, dump
+            assert any(
+                line.startswith("  running <Work fn=")
+                and line.endswith("(2 waiting for its run in flush_work/cancel_*_sync)")
+                for line in lines
+            ), dump
+            assert (
+                f"  waited on: {pending!r} (1 waiting for its pending instance in "
+                "flush_work/cancel_*_sync)"
+            ) in lines
+            assert (
+                f"  waited on: {running!r} (2 waiting for its run in flush_work/cancel_*_sync)"
+            ) in lines
+            assert "flush_work/cancel_*_sync calls waiting in all: 3" in lines
+        finally:
+            gate.set()
+            aw.cancel_delayed_work(dw)
+            await asyncio.gather(*waits)
+    assert "waitq" not in aw.show_state()
