@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import json
 import pathlib
+import sys
+import threading
 
 import pytest
 
 import aioworkqueue as aw
-from aioworkqueue._monitor import run_monitor
+from aioworkqueue import _timing
+from aioworkqueue._monitor import MISSING_RICH, _table, run_monitor
 
 
 async def _read(address: str, **kw: object) -> tuple[int, str]:
@@ -23,6 +27,8 @@ async def _read(address: str, **kw: object) -> tuple[int, str]:
         regex=kw.get("regex"),  # type: ignore[arg-type]
         count=kw.get("count"),  # type: ignore[arg-type]
         out=out,
+        rich=bool(kw.get("rich")),
+        console=kw.get("console"),
     )
     return status, out.getvalue()
 
@@ -43,10 +49,11 @@ async def test_monitor_over_a_unix_socket_prints_the_table(tmp_path: pathlib.Pat
         assert status == 0
         head, row, pools = text.strip().splitlines()
         assert head.split() == [
-            "total", "infl", "pend", "run", "armed", "CPUhog", "failed", "cancel", "maxact",
-            "mayday", "rescued",
+            "total", "infl", "pend", "run", "armed", "CPUtime", "CPUhog", "p50ms", "p99ms",
+            "failed", "cancel", "maxact", "mayday", "rescued",
         ]  # fmt: skip
         assert row.split()[:3] == ["mon-jobs", "7", "0"]
+        assert row.split()[6] == row.split()[8] == row.split()[9] == "-"  # timing is off
         assert "other" not in text
         assert pools.startswith("pools (running/workers): cpu0:") and "cpu1:" in pools
         status, text = await _read(path, json_lines=True, interval=0.01, count=2)
@@ -93,6 +100,11 @@ async def main():
         for _ in range(11):
             aw.queue_work(wq, aw.Work(lambda w: None))
         await aw.flush_workqueue(wq)
+        aw.enable_timing()
+        timed = aw.alloc_workqueue("live-timed")
+        for _ in range(5):
+            aw.queue_work(timed, aw.Work(lambda w: None))
+        await aw.flush_workqueue(timed)
         print("ready", flush=True)
         await asyncio.sleep(30)  # until the test kills it
 
@@ -120,11 +132,137 @@ def test_monitor_command_against_a_live_process(tmp_path: pathlib.Path) -> None:
                 text=True,
                 timeout=30,
             )
+            fancy = None
+            if importlib.util.find_spec("rich") is not None:
+                fancy = subprocess.run(
+                    [*monitor, "-i", "0.05", "-n", "2", "--rich", "timed"],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
         finally:
             proc.kill()
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("live-jobs")]
     assert len(rows) == 2 and rows[0].split()[1] == "11"
-    assert "total" in out.stdout and "CPUhog" in out.stdout
+    assert rows[0].split()[6] == "-"  # CPUtime: timing was off while these ran
+    timed = [line.split() for line in out.stdout.splitlines() if line.startswith("live-timed")]
+    assert len(timed) == 2 and timed[0][1] == "5"
+    cpu, p50, p99 = float(timed[0][6]), float(timed[0][8]), float(timed[0][9])
+    assert cpu >= 0.0 and 0.0 <= p50 <= p99
+    assert "total" in out.stdout and "CPUhog" in out.stdout and "p99ms" in out.stdout
+    if fancy is not None:  # not a terminal: each table printed in turn
+        assert fancy.returncode == 0, fancy.stderr
+        assert fancy.stdout.count("aioworkqueue monitor") == 2
+        assert "live-timed" in fancy.stdout and "live-jobs" not in fancy.stdout
     gone = subprocess.run(monitor, check=False, capture_output=True, text=True, timeout=30)
     assert gone.returncode == 1 and "cannot read" in gone.stderr and "Traceback" not in gone.stderr
+
+
+class ThreadCPU(threading.local):
+    """A CPU clock per thread, moved by the items only."""
+
+    t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.asyncio
+async def test_monitor_shows_cpu_time_and_latency_with_timing_on(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpu = ThreadCPU()
+    wall = [0.0]
+    monkeypatch.setattr(_timing, "cpu_clock", cpu)
+    monkeypatch.setattr(_timing, "clock", lambda: wall[0])
+
+    def burn(w: aw.Work) -> None:
+        cpu.t += 1.25
+
+    path = str(tmp_path / "timed.sock")
+    async with aw.Runtime(cpus=2, loop_factory="asyncio", monitor=path):
+        untimed = aw.alloc_workqueue("untimed")
+        aw.queue_work(untimed, aw.Work(burn))
+        await aw.flush_workqueue(untimed)
+        aw.enable_timing()
+        try:
+            wq = aw.alloc_workqueue("timed", aw.WQ.FREEZABLE)
+            await aw.freeze_workqueues()  # so that nothing starts before the clock moves
+            wall[0] = 10.0
+            for cpu_nr in (0, 1):
+                aw.queue_work_on(cpu_nr, wq, aw.Work(burn))
+            wall[0] = 10.003  # each waits 3 ms: in the [2048, 4096) us bucket
+            aw.thaw_workqueues()
+            await aw.flush_workqueue(wq)
+        finally:
+            aw.disable_timing()
+        status, text = await _read(path, regex="timed$")
+        assert status == 0
+        rows = {line.split()[0]: line.split() for line in text.splitlines()[1:-1]}
+        assert rows["timed"][6:10] == ["2.500000", "0", "3.000", "3.000"]  # capped by the max
+        assert rows["untimed"][6:10] == ["-", "0", "-", "-"]
+        status, text = await _read(path, json_lines=True)
+        (doc,) = [q for q in json.loads(text)["workqueues"] if q["name"] == "timed"]
+        assert (doc["started"], doc["cpu_time"]) == (2, 2.5)
+        assert doc["latency_p50"] == doc["latency_max"] == pytest.approx(0.003)
+        if importlib.util.find_spec("rich") is None:
+            return
+        from rich.console import Console
+
+        status, text = await _read(path, regex="timed$", rich=True)  # not a terminal
+        assert status == 0
+        assert f"aioworkqueue monitor {path}" in text
+        for word in ("CPUtime", "p50ms", "p99ms", "timed", "untimed", "2.500000", "3.000"):
+            assert word in text, word
+        assert "pools (running/workers): cpu0:" in text
+        screen = io.StringIO()
+        console = Console(file=screen, force_terminal=True, width=200, color_system=None)
+        status, _ = await _read(path, rich=True, console=console, interval=0.01, count=2)
+        assert status == 0
+        drawn = screen.getvalue()
+        assert "\x1b[" in drawn and "2.500000" in drawn  # redrawn in place, on a terminal
+
+
+def test_plain_table_formats_every_column() -> None:
+    doc = {
+        "pools": [{"cpu": 0, "running": 1, "workers": 2}],
+        "unbound_waiting": 0,
+        "workqueues": [
+            {
+                "name": "q",
+                "queued": 3,
+                "in_flight": 1,
+                "pending": 0,
+                "running": 1,
+                "armed": 0,
+                "cpu_time": 12345.5,
+                "cpu_hogs": 0,
+                "latency_p50": 0.000512,
+                "latency_p99": 2.097152,
+                "failed": 0,
+                "cancelled": 0,
+                "max_active_hits": 0,
+                "mayday": 0,
+                "rescued": 0,
+            },
+            {"name": "old", "queued": 1, "in_flight": 0},  # an older process: no such keys
+        ],
+    }
+    text = _table(doc, None)  # type: ignore[arg-type]
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[1:-1]}
+    assert rows["q"][6:10] == ["12346", "0", "0.512", "2097"]
+    assert rows["old"][1:3] == ["1", "0"] and set(rows["old"][3:]) == {"-"}
+
+
+def test_rich_missing_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # importing it now fails
+    status = run_monitor(
+        str(tmp_path / "x.sock"), interval=None, json_lines=False, regex=None, rich=True
+    )
+    assert status == 2
+    err = capsys.readouterr().err
+    assert MISSING_RICH in err and "pip install 'aioworkqueue[monitor]'" in err

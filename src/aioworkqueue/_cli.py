@@ -28,16 +28,32 @@ def main(argv: list[str] | None = None) -> int:
     mon = sub.add_parser(
         "monitor",
         help="print live workqueue statistics of a process (as the kernel's wq_monitor.py)",
-        description="Read the statistics a Runtime(monitor=ADDRESS) serves and print them.",
+        description=(
+            "Read the statistics a Runtime(monitor=ADDRESS) serves and print them, in the shape "
+            "of the kernel's tools/workqueue/wq_monitor.py. CPUtime (seconds) and p50ms/p99ms "
+            "(queue-to-start latency) need aioworkqueue.enable_timing() in the process; '-' "
+            "otherwise."
+        ),
     )
     mon.add_argument("address", help="a Unix socket path or 127.0.0.1:PORT")
     mon.add_argument("regex", nargs="?", help="only workqueues whose name matches")
     mon.add_argument("-i", "--interval", type=float, help="repeat every INTERVAL seconds")
     mon.add_argument("-j", "--json", action="store_true", help="print JSON lines")
     mon.add_argument("-n", "--count", type=int, help="stop after COUNT reports (with -i)")
-    args = parser.parse_args(argv)
+    mon.add_argument(
+        "--rich",
+        action="store_true",
+        help="draw the table with rich, redrawn in place on a terminal "
+        "(needs the monitor extra: pip install 'aioworkqueue[monitor]')",
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command == "monitor":
         from ._monitor import run_monitor
+
+        # Options may come between ADDRESS and REGEX (``monitor ADDR -i 1 REGEX``, the kernel
+        # tool's order): a plain parse would give the optional REGEX up at the first option.
+        args = mon.parse_intermixed_args(argv[argv.index("monitor") + 1 :])
 
         return run_monitor(
             args.address,
@@ -45,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             json_lines=args.json,
             regex=args.regex,
             count=args.count,
+            rich=args.rich,
         )
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "demo":
         from ._demo import run_demo
 
@@ -54,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from ._bench import run as run_bench
 
-        bench_argv = list(sys.argv[1:] if argv is None else argv)
-        bench_argv = bench_argv[bench_argv.index("bench") + 1 :]
+        bench_argv = argv[argv.index("bench") + 1 :]
         return run_bench(args, bench_argv)
     return 2  # pragma: no cover - argparse rejects unknown commands
 

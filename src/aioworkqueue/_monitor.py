@@ -1,6 +1,12 @@
 """The live monitor: ``Runtime(monitor=ADDRESS)`` serves statistics, ``aioworkqueue monitor``
 prints them as the kernel's ``tools/workqueue/wq_monitor.py`` does.
 
+The table has the kernel tool's columns and ours; the CPU time and latency columns (``CPUtime``
+in seconds, ``p50ms``/``p99ms``) come from ``enable_timing()`` and read ``-`` when the process does
+not time its queues. ``--rich`` draws the table with rich (the ``monitor`` extra), redrawn in place
+on a terminal; it is a flag, not automatic, so that the output of the command never depends on
+which optional packages happen to be installed.
+
 The server runs in its own thread with blocking sockets, not on a pool loop, so it still answers
 when a loop is stuck — when it is needed most. The protocol is one JSON document per connection:
 the client connects, the server writes a snapshot and closes. ADDRESS is a Unix socket path or
@@ -16,24 +22,58 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any, TextIO
 
-__all__ = ("MonitorServer", "parse_address", "run_monitor")
+__all__ = ("MISSING_RICH", "MonitorServer", "parse_address", "run_monitor")
 
-_COLUMNS = (
-    ("total", "queued"),
-    ("infl", "in_flight"),
-    ("pend", "pending"),
-    ("run", "running"),
-    ("armed", "armed"),
-    ("CPUhog", "cpu_hogs"),
-    ("failed", "failed"),
-    ("cancel", "cancelled"),
-    ("maxact", "max_active_hits"),
-    ("mayday", "mayday"),
-    ("rescued", "rescued"),
+
+def _count(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def _seconds(v: Any) -> str:
+    if v is None:
+        return "-"  # timing was never on for this queue
+    # Microseconds while they matter; eight characters at most below 10,000 s.
+    return f"{v:.6f}" if v < 10 else f"{v:.3f}" if v < 10_000 else f"{v:.0f}"
+
+
+def _millis(v: Any) -> str:
+    if v is None:
+        return "-"  # timing never on, or nothing started since
+    ms = v * 1000.0
+    return f"{ms:.3f}" if ms < 1000 else f"{ms:.0f}"
+
+
+#: (title, key in the JSON document, format): the kernel's wq_monitor columns (total, infl,
+#: CPUtime, CPUhog, mayday, rescued) and ours. CPUtime is in seconds, p50ms/p99ms are the
+#: queue-to-start latency percentiles in milliseconds; all three are '-' unless the process
+#: runs with aioworkqueue.enable_timing().
+_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("total", "queued", _count),
+    ("infl", "in_flight", _count),
+    ("pend", "pending", _count),
+    ("run", "running", _count),
+    ("armed", "armed", _count),
+    ("CPUtime", "cpu_time", _seconds),
+    ("CPUhog", "cpu_hogs", _count),
+    ("p50ms", "latency_p50", _millis),
+    ("p99ms", "latency_p99", _millis),
+    ("failed", "failed", _count),
+    ("cancel", "cancelled", _count),
+    ("maxact", "max_active_hits", _count),
+    ("mayday", "mayday", _count),
+    ("rescued", "rescued", _count),
+)
+
+_FILE_WIDTH = 240  # the rich table's width when it is not drawn on a terminal
+
+#: What ``--rich`` says when rich is not installed.
+MISSING_RICH = (
+    "--rich needs the rich package, which is not installed here; install the monitor extra "
+    "(pip install 'aioworkqueue[monitor]') or run without --rich for the plain table"
 )
 
 
@@ -120,16 +160,56 @@ def _fetch(address: str) -> dict[str, Any]:
     return doc
 
 
+def _rows(doc: dict[str, Any], pattern: re.Pattern[str] | None) -> list[dict[str, Any]]:
+    return [q for q in doc["workqueues"] if pattern is None or pattern.search(q["name"])]
+
+
+def _cell(q: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+    return fmt(q.get(key))  # a process of an older version may not report every key
+
+
+def _pools_line(doc: dict[str, Any]) -> str:
+    pools = " ".join(f"cpu{p['cpu']}:{p['running']}/{p['workers']}" for p in doc["pools"])
+    return f"pools (running/workers): {pools}  unbound waiting: {doc['unbound_waiting']}"
+
+
 def _table(doc: dict[str, Any], pattern: re.Pattern[str] | None) -> str:
-    rows = [q for q in doc["workqueues"] if pattern is None or pattern.search(q["name"])]
+    rows = _rows(doc, pattern)
     width = max([24] + [len(q["name"]) for q in rows])
-    head = f"{'':<{width}} " + " ".join(f"{title:>8}" for title, _ in _COLUMNS)
+    head = f"{'':<{width}} " + " ".join(f"{title:>8}" for title, _, _ in _COLUMNS)
     lines = [head]
     for q in rows:
-        lines.append(f"{q['name']:<{width}} " + " ".join(f"{q[key]:>8}" for _, key in _COLUMNS))
-    pools = " ".join(f"cpu{p['cpu']}:{p['running']}/{p['workers']}" for p in doc["pools"])
-    lines.append(f"pools (running/workers): {pools}  unbound waiting: {doc['unbound_waiting']}")
+        cells = " ".join(f"{_cell(q, key, fmt):>8}" for _, key, fmt in _COLUMNS)
+        lines.append(f"{q['name']:<{width}} {cells}")
+    lines.append(_pools_line(doc))
     return "\n".join(lines)
+
+
+def _rich_table(doc: dict[str, Any], pattern: re.Pattern[str] | None, address: str) -> Any:
+    from rich.table import Table
+
+    stamp = time.strftime("%H:%M:%S", time.localtime(doc.get("time", time.time())))
+    table = Table(
+        title=f"aioworkqueue monitor {address} (pid {doc.get('pid', '?')}, {stamp})",
+        caption=_pools_line(doc),
+        title_justify="left",
+        caption_justify="left",
+    )
+    table.add_column("workqueue", no_wrap=True)
+    for title, _, _ in _COLUMNS:
+        table.add_column(title, justify="right", no_wrap=True)
+    for q in _rows(doc, pattern):
+        table.add_row(q["name"], *(_cell(q, key, fmt) for _, key, fmt in _COLUMNS))
+    return table
+
+
+def _cannot_read(address: str, exc: Exception) -> int:
+    print(
+        f"aioworkqueue monitor: cannot read {address}: {exc} "
+        f"(is the process running with Runtime(monitor={address!r})?)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def run_monitor(
@@ -140,10 +220,17 @@ def run_monitor(
     regex: str | None,
     count: int | None = None,
     out: TextIO = sys.stdout,
+    rich: bool = False,
+    console: Any = None,
 ) -> int:
     """The ``aioworkqueue monitor`` command.
 
-    Returns: the exit status: 0, 1 when the process cannot be read, 2 for a bad argument.
+    Plain text (the shape of the kernel's ``wq_monitor.py``) is the default, on a terminal
+    too: it is what scripts and logs can read and it needs nothing installed. ``rich=True``
+    draws a table with rich instead, updated in place on a terminal (``console``: a rich
+    Console to draw on; default: one on ``out``); elsewhere each table is printed in turn.
+    Returns: the exit status: 0, 1 when the process cannot be read, 2 for a bad argument
+    (``--rich`` without rich installed is one).
     """
     try:
         parse_address(address)
@@ -151,17 +238,23 @@ def run_monitor(
     except (ValueError, re.error) as exc:
         print(f"aioworkqueue monitor: {exc}", file=sys.stderr)
         return 2
+    if rich and not json_lines:
+        try:
+            from rich.console import Console
+        except ImportError:
+            print(f"aioworkqueue monitor: {MISSING_RICH}", file=sys.stderr)
+            return 2
+        if console is None:
+            console = Console(file=out)
+            if not console.is_terminal:  # a pipe or a file: no screen to fit, never squeeze
+                console = Console(file=out, width=_FILE_WIDTH)
+        return _run_rich(address, pattern, interval, count, console)
     shown = 0
     while True:
         try:
             doc = _fetch(address)
         except (OSError, ValueError) as exc:
-            print(
-                f"aioworkqueue monitor: cannot read {address}: {exc} "
-                f"(is the process running with Runtime(monitor={address!r})?)",
-                file=sys.stderr,
-            )
-            return 1
+            return _cannot_read(address, exc)
         if json_lines:
             print(json.dumps(doc), file=out, flush=True)
         else:
@@ -173,3 +266,37 @@ def run_monitor(
             time.sleep(interval)
         except KeyboardInterrupt:
             return 0
+
+
+def _run_rich(
+    address: str,
+    pattern: re.Pattern[str] | None,
+    interval: float | None,
+    count: int | None,
+    console: Any,
+) -> int:
+    from rich.live import Live
+
+    def tables() -> Iterator[Any]:
+        shown = 0
+        while True:
+            yield _rich_table(_fetch(address), pattern, address)
+            shown += 1
+            if interval is None or (count is not None and shown >= count):
+                return
+            time.sleep(interval)
+
+    try:
+        if console.is_terminal and interval is not None:
+            # One table redrawn in place; the last one stays on the screen.
+            with Live(console=console, auto_refresh=False) as live:
+                for table in tables():
+                    live.update(table, refresh=True)
+        else:
+            for table in tables():
+                console.print(table)
+    except (OSError, ValueError) as exc:
+        return _cannot_read(address, exc)
+    except KeyboardInterrupt:
+        pass
+    return 0
