@@ -11,6 +11,12 @@ registered for you::
 Metrics carry a ``workqueue`` label: counters ``aioworkqueue_{queued,completed,failed,cancelled,
 cpu_hogs,max_active_hits,mayday,rescued}_total`` and gauges ``aioworkqueue_{in_flight,pending,
 running,armed}``.
+
+With :func:`aioworkqueue.enable_timing` on, also the counters ``aioworkqueue_started_total`` and
+``aioworkqueue_cpu_seconds_total`` and the histogram ``aioworkqueue_latency_seconds`` (queue to
+start), whose buckets are the timing histogram's own: power-of-two edges from 1 us to 2**26 us
+(67 s), so ``histogram_quantile()`` is as exact as the buckets allow and series from several
+processes add up. A queue that timing never saw has no sample in these three.
 """
 
 from __future__ import annotations
@@ -19,7 +25,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 try:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "aioworkqueue.prometheus needs prometheus_client: pip install prometheus-client"
@@ -28,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ._lock import LOCK
 from ._observe import _pools_now
 from ._runtime import Runtime
+from ._timing import EDGES, histogram
 from ._workqueue import Workqueue, WorkqueueStats
 
 __all__ = ("WorkqueueCollector",)
@@ -48,6 +59,12 @@ _GAUGES = (
     ("running", "Items running"),
     ("armed", "Delayed items whose timer is armed"),
 )
+
+_TIMED = (  # from enable_timing(): (WorkqueueStats field, metric name, help)
+    ("started", "started", "Runs started while timing was on"),
+    ("cpu_time", "cpu_seconds", "CPU seconds of the items' runs while timing was on"),
+)
+_LE = [repr(edge) for edge in EDGES]  # the bounded buckets' upper edges, as "le" labels
 
 
 class WorkqueueCollector:
@@ -75,7 +92,8 @@ class WorkqueueCollector:
 
     def collect(self) -> Iterator[Any]:
         """Yield the metric families (prometheus_client's collector protocol)."""
-        stats: list[WorkqueueStats] = [q.stats() for q in self._queues()]
+        queues = self._queues()
+        stats: list[WorkqueueStats] = [q.stats() for q in queues]
         for key, doc in _COUNTERS:
             c = CounterMetricFamily(f"aioworkqueue_{key}", doc, labels=["workqueue"])
             for s in stats:
@@ -86,3 +104,28 @@ class WorkqueueCollector:
             for s in stats:
                 g.add_metric([s.name], getattr(s, key))
             yield g
+        for key, name, doc in _TIMED:
+            c = CounterMetricFamily(f"aioworkqueue_{name}", doc, labels=["workqueue"])
+            for s in stats:
+                value = getattr(s, key)
+                if value is not None:  # timing never on for this queue: no sample
+                    c.add_metric([s.name], value)
+            yield c
+        h = HistogramMetricFamily(
+            "aioworkqueue_latency_seconds",
+            "Time from queue_* to the start of the run (a DelayedWork: from its activation), "
+            "while timing is on",
+            labels=["workqueue"],
+        )
+        for q in queues:
+            found = histogram(q)
+            if found is None:
+                continue
+            counts, total, seconds = found
+            buckets, seen = [], 0
+            for edge, count in zip(_LE, counts, strict=False):
+                seen += count
+                buckets.append((edge, seen))
+            buckets.append(("+Inf", total))
+            h.add_metric([q.name], buckets, seconds)
+        yield h
