@@ -30,7 +30,6 @@ from typing import Any
 from . import _lock
 from ._barrier import on_unqueue
 from ._errors import WorkqueueDestroyedError, WorkqueueError
-from ._flags import WQ
 from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
 from ._timer import arm, disarm
@@ -39,7 +38,9 @@ from ._work import (
     ASYNC_FN,
     CALL,
     DISABLE_MASK,
+    INACTIVE,
     PENDING,
+    QUEUED,
     RUNNING,
     DelayedWork,
     Work,
@@ -51,6 +52,9 @@ from ._work import (
 from ._workqueue import _DESTROYED, Workqueue, check_workqueue, revive
 
 _get_running_loop = asyncio._get_running_loop
+_is_owned = LOCK._is_owned  # type: ignore[attr-defined]
+_PENDING_QUEUED = PENDING | QUEUED
+_PENDING_INACTIVE = PENDING | INACTIVE
 
 __all__ = (
     "mod_delayed_work",
@@ -85,7 +89,7 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
         if wq._status:
             wq._check_queueable(call, work)
         pwq = wq._pwq
-        if cpu is not None or wq._routed or pwq is None or _get_running_loop() is not pwq.pool.loop:
+        if cpu is not None or wq._routed or pwq is None or _get_running_loop() is not pwq.loop:
             pwq = wq._link(call, work, cpu)  # first: a rebind resets items stranded on a dead loop
         st = work._state
         if st & (PENDING | RUNNING) and work._pwq is not pwq:
@@ -181,9 +185,46 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
         check_workqueue("queue_work", wq)
     if not isinstance(work, Work):
         check_work("queue_work", work)
-    if LOCK._is_owned():  # type: ignore[attr-defined]
+    if _is_owned():
         return _queue_nested("queue_work", wq, work, None, None)
-    return _queue("queue_work", wq, work, None)
+    # The common case inline: an idle item, a queue bound to the caller's loop, nothing traced.
+    # It does what _queue + Pwq.insert do, in the same order; anything else takes _queue (the
+    # lock is reentrant).
+    with LOCK:
+        pwq = wq._pwq
+        st = work._state
+        if (
+            wq._status
+            or st & (PENDING | RUNNING | DISABLE_MASK)
+            or pwq is None
+            or _get_running_loop() is not pwq.loop
+            or pwq.bh
+            or HOOKS.on
+            or wq._routed
+        ):
+            ok = _queue("queue_work", wq, work, None)
+        else:
+            work._pwq = pwq
+            ep = pwq.epochs
+            work._epoch = ep.cur
+            ep.nr_cur += 1
+            ep.total += 1
+            pwq.nr_queued += 1
+            if pwq.nr_active < pwq.max_active:
+                work._state = st | _PENDING_QUEUED
+                pwq.nr_active += 1
+                pwq.target.append(work)
+                pool = pwq.pool
+                if not pool.nr_waking:
+                    pool.wake()
+            else:
+                work._state = st | _PENDING_INACTIVE
+                pwq.nr_max_active_hits += 1
+                pwq.inactive.append(work)
+            ok = True
+    if INTR.pending:
+        replay()
+    return ok
 
 
 def queue_work_on(cpu: int, wq: Workqueue, work: Work) -> bool:
@@ -322,7 +363,7 @@ def submit(
     if not callable(fn):
         raise TypeError(f"submit: fn must be callable, got {fn!r} (workqueue {wq.name!r})")
     st = CALL
-    if wq.flags & (WQ.BH | WQ.CPU_INTENSIVE) and is_async_callable(fn):
+    if wq._async_check and is_async_callable(fn):
         st |= ASYNC_FN  # these queues must know before calling; others look at the result
     work = _CallWork(fn, args, kwargs or None, st)
     if not queue_work(wq, work):  # pragma: no cover - a fresh work is never pending
