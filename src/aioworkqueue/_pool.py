@@ -478,7 +478,7 @@ class Pool:
                                 ep.nr_cur -= 1
                             else:
                                 ep.done(epoch)
-                            work._state = st & _NOT_RUNNING
+                            work._state &= _NOT_RUNNING  # re-read: the item activated may be work
                         if nxt is not None:  # R3: its next instance runs here, now
                             pwq, epoch = nxt
                     if nxt is None:
