@@ -875,3 +875,29 @@ async def test_r12_flush_of_running_and_pending_waits_for_the_run_when_pending_i
         gate.set()
         assert await flusher is True
         aw.cancel_work(w)
+
+
+@pytest.mark.asyncio
+async def test_r7_item_that_requeues_itself_into_a_full_queue_gets_its_own_slot_back() -> None:
+    """Queued again while it runs on a full max_active 1 queue, the item waits for a slot; the
+    end of its own run hands that slot to it (R7). Its state must come out of that exactly: it
+    runs once more, and ends idle, queueable and cancellable like any other item."""
+    runs = 0
+
+    def again(w: aw.Work) -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 4:
+            assert aw.queue_work(wq, w)  # over the limit: waits on the inactive list
+
+    w = aw.Work(again)
+    async with aw.alloc_workqueue("self-slot", 0, 1) as wq:
+        assert aw.queue_work(wq, w)
+        await wq.flush()
+        assert runs == 4 and not w.pending and not w.busy
+        assert w._state == 0  # nothing left over: not INACTIVE, not QUEUED, not RUNNING
+        assert aw.queue_work(wq, w) and aw.queue_work(wq, aw.Work(lambda w: None))
+        assert aw.cancel_work(w) and not w.pending
+        await wq.flush()
+        st = wq.stats()
+    assert runs == 4 and st.in_flight == 0 and st.queued == st.completed + st.cancelled

@@ -49,6 +49,7 @@ from ._work import (
     ASYNC_FN,
     CALL,
     DEFERRED,
+    INACTIVE,
     PENDING,
     QUEUED,
     REDO,
@@ -66,10 +67,21 @@ _log = logging.getLogger("aioworkqueue")
 _get_ident = threading.get_ident
 _current_task = asyncio.current_task
 _isawaitable = inspect.isawaitable
+_is_owned = LOCK._is_owned  # type: ignore[attr-defined]
+_acquire = LOCK.acquire
+_release = LOCK.release
 
 
 # How a run ended (Pwq.finish counts them).
 COMPLETED, FAILED, CUT = 0, 1, 2  # CUT: cancelled by a runtime shutdown
+
+# Masks of the worker's fast path (locals of the module, folded once).
+_SLOW_END = WAITED | DEFERRED  # the end of a run that Pool._finish must account
+_SLOW_START = RUNNING | REDO | WAITED  # a take that Pool._start must commit
+_NOT_RUNNING = ~RUNNING
+_NOT_INACTIVE = ~INACTIVE
+_NOT_PENDING_QUEUED = ~(PENDING | QUEUED)
+_ASYNC_OR_CALL = ASYNC_FN | CALL
 
 #: Items a worker runs back to back before it lets the rest of the loop run (cond_resched).
 _BATCH = 256
@@ -450,52 +462,58 @@ class Pool:
 
     async def _worker_main(self, worker: _Worker) -> None:
         _WORKER.set(worker)
-        lock = LOCK
         intr = INTR
+        hooks = HOOKS
         hi = self.hi
         worklist = self.worklist
         ub_hi = self.ub_hi
         ub = self.ub
         loop = self.loop
+        rescue = worker.rescue  # set once
         batch = 0
+        # The item being run, or that just ended (its end is accounted in the same section that
+        # takes the next one: one section per item, not two), and its queue link and epoch.
         work: Work | None = None
-        pwq: Pwq
+        pwq: Pwq = None  # type: ignore[assignment]  # set together with work
         epoch = 0
-        # The run that just ended is accounted in the same section that takes the next item:
-        # one lock round trip per item, not two.
-        done: Work | None = None
-        dpwq: Pwq = None  # type: ignore[assignment]  # set together with done
-        depoch = 0
         outcome = COMPLETED
         t0 = 0.0
         timed: Runner | None = None  # enable_timing's runner, for the next item only
+        fut: asyncio.Future[None] | None = None
         try:
             while True:
-                with lock:
+                # One section per item; explicit acquire/release, not ``with``: half the cost.
+                try:
+                    _acquire()  # in the try: an exception right after it still releases
                     nxt = None
-                    if done is not None:
-                        st = done._state
-                        if (
-                            st & (WAITED | DEFERRED)
-                            or outcome
-                            or dpwq.inactive
-                            or dpwq.freeze_gates
-                        ):
-                            nxt = self._finish(done, dpwq, depoch, outcome)
+                    if work is not None:  # the run of work ended
+                        st = work._state
+                        if st & _SLOW_END or outcome or pwq.freeze_gates:
+                            nxt = self._finish(work, pwq, epoch, outcome)
                         else:  # the common end of a run: Pwq.finish and Epochs.done, inline
-                            dpwq.nr_completed += 1
-                            dpwq.nr_active -= 1
-                            ep = dpwq.epochs
-                            if depoch == ep.cur:
+                            pwq.nr_completed += 1
+                            inactive = pwq.inactive
+                            if inactive and pwq.nr_active <= pwq.max_active:
+                                # Pwq._release_slot: the slot goes to the next waiting item (R7)
+                                w = inactive.popleft()
+                                w._state = (w._state & _NOT_INACTIVE) | QUEUED
+                                if hooks.on:
+                                    emit("workqueue_activate_work", w, pwq.wq)
+                                pwq.target.append(w)
+                                p = pwq.pool
+                                if p is not self or not self.nr_waking:
+                                    p.wake()
+                            else:
+                                pwq.nr_active -= 1
+                            ep = pwq.epochs
+                            if epoch == ep.cur:
                                 ep.total -= 1
                                 ep.nr_cur -= 1
                             else:
-                                ep.done(depoch)
-                            done._state = st & ~RUNNING
+                                ep.done(epoch)
+                            work._state &= _NOT_RUNNING  # re-read: the item activated may be work
                         if nxt is not None:  # R3: its next instance runs here, now
-                            work = done
                             pwq, epoch = nxt
-                        done = None
                     if nxt is None:
                         if worker.counted:
                             self.nr_waking -= 1
@@ -503,8 +521,8 @@ class Pool:
                         if self.stopping:
                             return  # a runtime shutdown: take nothing new
                         while True:
-                            if worker.rescue is not None:
-                                work = self._take_rescued(worker.rescue)
+                            if rescue is not None:
+                                work = self._take_rescued(rescue)
                                 if work is None:
                                     return  # nothing left for this rescuer
                             elif hi:
@@ -521,8 +539,8 @@ class Pool:
                                 self.idle.append(worker)
                                 break
                             st = work._state
-                            if not st & (RUNNING | REDO | WAITED):
-                                work._state = (st & ~(PENDING | QUEUED)) | RUNNING  # R2
+                            if not st & _SLOW_START:
+                                work._state = (st & _NOT_PENDING_QUEUED) | RUNNING  # R2
                                 break
                             if self._start(work):
                                 break
@@ -531,20 +549,28 @@ class Pool:
                             epoch = work._epoch
                             if (hi or worklist or ub_hi or ub) and not self.nr_waking:
                                 self._wake_local()  # need_more_worker: a successor for later
+                finally:
+                    if _is_owned():  # never held when a task step starts
+                        _release()
                 if intr.pending:
+                    worker.current = None  # replays run as interrupt context, not as an item
                     replay()
                 if work is None:
                     batch = 0
-                    await fut  # the waker counts us in nr_waking
+                    worker.current = None
+                    await fut  # type: ignore[misc]  # the waker counts us in nr_waking
                     continue
                 batch += 1
                 if batch >= _BATCH:  # let the rest of the loop run (the kernel's cond_resched)
                     batch = 0
+                    worker.current = None
                     await asyncio.sleep(0)
+                # Not cleared after the run: the next item, the park or the yield above
+                # overwrite it before anything else runs on this loop.
                 worker.current = work
                 worker.pwq = pwq
                 outcome = COMPLETED
-                if HOOKS.on:
+                if hooks.on:
                     t0 = _trace_start(work, pwq)
                     timed = HOOKS.run  # timing is on: the runner meters the item's CPU time
                 try:
@@ -552,7 +578,7 @@ class Pool:
                     if timed is not None:  # only ever set just above: one test when off
                         run, timed = timed, None
                         await run(work, pwq)
-                    elif st & ASYNC_FN and not st & CALL:
+                    elif st & _ASYNC_OR_CALL == ASYNC_FN:
                         await work.func(work)  # type: ignore[misc]
                     else:
                         if pwq.cpu_thread and not st & ASYNC_FN:
@@ -574,7 +600,7 @@ class Pool:
                             self.left.append((work, pwq, "running"))
                         else:
                             if _tearing_down(loop):
-                                with lock:  # the slot this run frees must not spawn a worker
+                                with LOCK:  # the slot this run frees must not spawn a worker
                                     self.dying = True
                             self._report(work, pwq, exc)
                         self._end_on_exit(worker, work, pwq, epoch, outcome=outcome, exc=exc)
@@ -588,14 +614,11 @@ class Pool:
                         self.fatal = (work, pwq, exc)
                     self._end_on_exit(worker, work, pwq, epoch, outcome=FAILED, exc=exc)
                     raise
-                worker.current = None
-                if HOOKS.on:
+                if hooks.on:
+                    worker.current = None
                     _trace_end(work, pwq, t0, outcome)
-                done = work
-                dpwq = pwq
-                depoch = epoch
         finally:
-            with lock:
+            with LOCK:
                 if worker in self.idle:
                     self.idle.remove(worker)  # cancelled while parked
                     if not self.stopping:

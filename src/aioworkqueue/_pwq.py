@@ -9,6 +9,7 @@ Owner: every attribute is changed under ``_lock.LOCK``.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,7 @@ class Pwq:
         "freeze_gates",
         "inactive",
         "limit",
+        "loop",
         "max_active",
         "nr_active",
         "nr_cancelled",
@@ -81,6 +83,8 @@ class Pwq:
 
         self.wq = wq  # set once
         self.pool = pool  # set once
+        # The pool's event loop (None for a runtime's shared unbound lists); set once.
+        self.loop: asyncio.AbstractEventLoop | None = getattr(pool, "loop", None)
         self.epochs = epochs  # the workqueue's flush epochs; set once
         self.bh = bool(wq.flags & WQ.BH)  # set once
         self.cpu_thread = bool(wq.flags & WQ.CPU_INTENSIVE)  # set once

@@ -30,16 +30,17 @@ from typing import Any
 from . import _lock
 from ._barrier import on_unqueue
 from ._errors import WorkqueueDestroyedError, WorkqueueError, describe
-from ._flags import WQ
 from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
-from ._timer import arm, disarm
+from ._timer import _fire, arm, disarm
 from ._work import (
     ARMED,
     ASYNC_FN,
     CALL,
     DISABLE_MASK,
+    INACTIVE,
     PENDING,
+    QUEUED,
     RUNNING,
     DelayedWork,
     Work,
@@ -52,6 +53,14 @@ from ._work import (
 from ._workqueue import _DESTROYED, Workqueue, check_workqueue, revive
 
 _get_running_loop = asyncio._get_running_loop
+_is_owned = LOCK._is_owned  # type: ignore[attr-defined]
+_acquire = LOCK.acquire
+_release = LOCK.release
+_PENDING_QUEUED = PENDING | QUEUED
+_PENDING_INACTIVE = PENDING | INACTIVE
+_PENDING_ARMED = PENDING | ARMED
+_INF = float("inf")
+_current_task = asyncio.current_task
 
 __all__ = (
     "mod_delayed_work",
@@ -86,7 +95,7 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
         if wq._status:
             wq._check_queueable(call, work)
         pwq = wq._pwq
-        if cpu is not None or wq._routed or pwq is None or _get_running_loop() is not pwq.pool.loop:
+        if cpu is not None or wq._routed or pwq is None or _get_running_loop() is not pwq.loop:
             pwq = wq._link(call, work, cpu)  # first: a rebind resets items stranded on a dead loop
         st = work._state
         if st & (PENDING | RUNNING) and work._pwq is not pwq:
@@ -184,11 +193,49 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
         check_workqueue("queue_work", wq)
     if not isinstance(work, Work):
         check_work("queue_work", work)
-    if LOCK._is_owned():  # type: ignore[attr-defined]
+    if _is_owned():
         return _queue_nested("queue_work", wq, work, None, None)
-    try:
+    try:  # free on 3.11+ unless raised
+        pwq = wq._pwq
+        if pwq is not None and _get_running_loop() is pwq.loop:
+            # The common case inline: the queue is bound to the caller's loop. It does what
+            # _queue + Pwq.insert do, in the same order; anything else takes _queue.
+            pool = pwq.pool
+            res = None  # None: not decided here, take _queue
+            try:
+                _acquire()  # in the try: an exception right after it still releases
+                st = work._state
+                if (
+                    not (wq._status or wq._routed or pwq.bh or HOOKS.on)
+                    and (work._pwq is pwq or not st & (PENDING | RUNNING))  # no revive
+                ):
+                    res = not st & (PENDING | DISABLE_MASK)  # R1
+                    if res:
+                        work._pwq = pwq
+                        ep = pwq.epochs
+                        work._epoch = ep.cur
+                        ep.nr_cur += 1
+                        ep.total += 1
+                        pwq.nr_queued += 1
+                        if pwq.nr_active < pwq.max_active:
+                            work._state = st | _PENDING_QUEUED
+                            pwq.nr_active += 1
+                            pwq.target.append(work)
+                            if not pool.nr_waking:
+                                pool.wake()
+                        else:
+                            work._state = st | _PENDING_INACTIVE
+                            pwq.nr_max_active_hits += 1
+                            pwq.inactive.append(work)
+            finally:
+                if _is_owned():  # not held on entry (nested calls returned above)
+                    _release()
+            if res is not None:
+                if INTR.pending:
+                    replay()
+                return res
         return _queue("queue_work", wq, work, None)
-    except AttributeError:  # free on 3.11+ unless raised: a subclass that skipped Work.__init__
+    except AttributeError:  # a subclass that skipped Work.__init__: say so
         check_initialised("queue_work", work)
         raise
 
@@ -217,11 +264,46 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
     Raises: as :func:`queue_work`; TypeError / ValueError for a bad delay.
     """
     call = "queue_delayed_work"
-    check_workqueue(call, wq)
-    check_delayed(call, dwork)
-    d = check_delay(call, delay, dwork)
-    if LOCK._is_owned():  # type: ignore[attr-defined]
+    if type(wq) is not Workqueue:
+        check_workqueue(call, wq)
+    if not isinstance(dwork, DelayedWork):
+        check_delayed(call, dwork)
+    # An ordinary positive float is what check_delay would return as it is.
+    d = delay if type(delay) is float and 0.0 < delay < _INF else check_delay(call, delay, dwork)
+    if _is_owned():
         return _queue_nested(call, wq, dwork, None, d)
+    pwq = wq._pwq
+    if d and pwq is not None:
+        pool = pwq.pool
+        loop = pwq.loop
+        if _get_running_loop() is loop:
+            # The queue's own loop, as in queue_work: arm() inline.
+            res = None
+            try:
+                _acquire()
+                st = dwork._state
+                if (
+                    not (wq._status or wq._routed or pwq.bh or HOOKS.on)
+                    and (dwork._pwq is pwq or not st & (PENDING | RUNNING))  # no revive
+                    and _current_task(loop) is not None  # the loop is awake (Pool.direct)
+                ):
+                    res = not st & (PENDING | DISABLE_MASK)  # R1
+                    if res:
+                        dwork._state = st | _PENDING_ARMED
+                        dwork._tloop = loop
+                        dwork._pwq = pwq
+                        dwork._deadline = deadline = loop.time() + d + pool.tres  # type: ignore[union-attr]
+                        gen = dwork._tgen = dwork._tgen + 1
+                        wq._armed[id(dwork)] = dwork
+                        dwork._timer = loop.call_at(deadline, _fire, dwork, gen)  # type: ignore[union-attr]
+                        pwq.nr_queued += 1
+            finally:
+                if _is_owned():  # not held on entry (nested calls returned above)
+                    _release()
+            if res is not None:
+                if INTR.pending:
+                    replay()
+                return res
     return _queue_delayed(call, wq, dwork, d, None)
 
 
@@ -329,7 +411,7 @@ def submit(
     if not callable(fn):
         raise TypeError(f"submit: fn must be callable, got {fn!r} (workqueue {wq.name!r})")
     st = CALL
-    if wq.flags & (WQ.BH | WQ.CPU_INTENSIVE) and is_async_callable(fn):
+    if wq._async_check and is_async_callable(fn):
         st |= ASYNC_FN  # these queues must know before calling; others look at the result
     work = _CallWork(fn, args, kwargs or None, st)
     if not queue_work(wq, work):  # pragma: no cover - a fresh work is never pending

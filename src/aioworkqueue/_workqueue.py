@@ -154,6 +154,7 @@ class Workqueue:
     __slots__ = (
         "__weakref__",
         "_armed",
+        "_async_check",
         "_bh",
         "_epochs",
         "_executor",
@@ -215,6 +216,8 @@ class Workqueue:
         # _timing.TimingAcc); created under LOCK, each written only by its own thread.
         self._timing: dict[int, Any] | None = None
         self._bh = bool(flags & WQ.BH)  # set once: int tests on the hot path, not IntFlag ones
+        # Set once: submit must tell async functions before the call on these queues.
+        self._async_check = bool(flags & (WQ.BH | WQ.CPU_INTENSIVE))
         # Set once (system queues set it again): a runtime decides where each item goes, so the
         # embedded fast path of queue_work (same loop as last time) does not apply.
         self._routed = self._runtime is not None
@@ -471,9 +474,7 @@ class Workqueue:
         Context: any, as :func:`queue_work`.
         Raises: as :func:`queue_work`; TypeError if ``fn`` is not callable.
         """
-        from ._queueing import submit
-
-        return submit(self, fn, args, kwargs)
+        return _submit(self, fn, args, kwargs)
 
     async def flush(self) -> None:
         """Same as :func:`flush_workqueue` ``(self)``."""
@@ -503,6 +504,15 @@ class Workqueue:
         tb: TracebackType | None,
     ) -> None:
         await self.destroy()
+
+
+def _submit(wq: Workqueue, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Work:
+    """The first ``submit``: import the implementation (a layer above) and use it from now on."""
+    global _submit
+    from ._queueing import submit
+
+    _submit = submit
+    return submit(wq, fn, args, kwargs)
 
 
 # One pool per event loop in the embedded mode; closed loops are dropped when the next binds.
