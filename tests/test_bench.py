@@ -8,6 +8,7 @@ by the ratios of a real run (``aioworkqueue bench``), never inside the test suit
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ GROUPS = {
     "flush.sleep0",
     "flush.plain",
     "runtime",
+    "tracecost",
 }
 
 
@@ -65,7 +67,7 @@ def test_smoke_run_prints_the_table_and_writes_json(
     ):
         assert text in out, text
     assert "Errors" not in out
-    assert "[1/9] asyncio: throughput, plain items" in err  # progress, on stderr
+    assert "[1/10] asyncio: throughput, plain items" in err  # progress, on stderr
 
     doc = json.loads(path.read_text(encoding="utf-8"))
     assert doc["header"]["mode"] == "smoke"
@@ -85,7 +87,7 @@ def test_smoke_run_prints_the_table_and_writes_json(
         r for r in groups["throughput.plain"]["rows"] if r["label"] == "asyncio.Queue + 4 workers"
     )
     assert base["loops"]["asyncio"]["ratio"] == 1.0
-    assert len(doc["targets"]) == 13
+    assert len(doc["targets"]) == 14
     for t in doc["targets"]:
         assert t["met"] in (True, False, None)
 
@@ -155,3 +157,46 @@ def test_bench_help_from_the_console_script() -> None:
     for option in ("--quick", "--loop", "--json", "--markdown", "--plot", "--only", *STEP_KEYS):
         assert option in proc.stdout, option
     assert "--smoke" not in proc.stdout  # for the test suite only
+
+
+def test_tracecost_builds_a_copy_without_hook_tests_that_runs(tmp_path: Path) -> None:
+    import aioworkqueue
+    from aioworkqueue._bench import _tracecost
+
+    src = Path(aioworkqueue.__file__).parent
+    in_source = _tracecost.hook_tests_left(src)  # the tests as the source has them
+    assert sum(f.startswith("_pool.py:") for f in in_source) >= 5  # 4 tracepoints, timed
+    stubbed, normal = tmp_path / "stubbed", tmp_path / "normal"
+    assert _tracecost.build(stubbed, stub=True) == len(in_source)
+    assert _tracecost.build(normal, stub=False) == 0
+    assert _tracecost.hook_tests_left(stubbed) == []
+    assert len(_tracecost.hook_tests_left(normal)) == len(in_source)
+    text = (stubbed / "aioworkqueue" / "_pool.py").read_text(encoding="utf-8")
+    assert "HOOKS.on" not in text and "timed is not None" not in text
+    # The stubbed build imports and runs work (tracing simply has no effect there).
+    code = (
+        "import asyncio, aioworkqueue as aw\n"
+        "async def main():\n"
+        "    ran = []\n"
+        "    async with aw.alloc_workqueue('q') as wq:\n"
+        "        aw.queue_work(wq, aw.Work(ran.append))\n"
+        "        aw.queue_work(wq, aw.Work(lambda w: None))\n"
+        "        await wq.flush()\n"
+        "    assert len(ran) == 1 and wq.stats().completed == 2\n"
+        "asyncio.run(main())\n"
+        "print(aw.__file__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=stubbed,
+        env={**os.environ, "PYTHONPATH": str(stubbed)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).is_relative_to(stubbed)
+    for kind in _tracecost.ORDER:  # each kind of child runs (no speed is asserted)
+        root = stubbed if kind == "stubbed" else normal
+        assert _tracecost._run_child(root, kind, "asyncio", 20, 1) > 0

@@ -14,7 +14,9 @@ Scenarios (one module each; every module's docstring says what it measures and h
 * ``_threads``: cross-thread submission from 1 and 4 producer threads;
 * ``_timers``: arm / cancel / re-arm cost, and firing lateness at 100k arms/s;
 * ``_latency``: latency to start on an idle loop, and flushing under continuous load;
-* ``_runtime``: ``Runtime(cpus=1)`` and ``cpus=2`` against the embedded mode.
+* ``_runtime``: ``Runtime(cpus=1)`` and ``cpus=2`` against the embedded mode;
+* ``_tracecost``: tracepoints off against a build without them, and tracing and timing on
+  (a process per run, A/B interleaved).
 
 Optional dependencies (the ``bench`` extra): aiojobs (its rows are skipped without it) and
 matplotlib (for ``--plot``).

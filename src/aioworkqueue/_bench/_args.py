@@ -24,6 +24,7 @@ STEP_KEYS = (
     "latency",
     "flush",
     "runtime",
+    "tracecost",
 )
 MISSING_MPL = (
     "--plot needs matplotlib, which is not installed here; install the bench extra "

@@ -76,6 +76,7 @@ class Sizes:
     backlog: int  # items the producer keeps outstanding in the flush-under-load scenario
     runtime_burst: int  # items per burst of the per-CPU runtime scenario
     runtime_rounds: int
+    tracecost_rounds: int  # rounds of one process per kind of build (``_tracecost``)
 
 
 FULL = Sizes(
@@ -96,6 +97,7 @@ FULL = Sizes(
     backlog=1_000,
     runtime_burst=10_000,
     runtime_rounds=7,
+    tracecost_rounds=7,
 )
 QUICK = Sizes(
     name="quick",
@@ -115,6 +117,7 @@ QUICK = Sizes(
     backlog=500,
     runtime_burst=3_000,
     runtime_rounds=3,
+    tracecost_rounds=3,
 )
 #: For the test suite: every code path, tiny sizes, one loop; the numbers mean nothing.
 SMOKE = Sizes(
@@ -135,6 +138,7 @@ SMOKE = Sizes(
     backlog=20,
     runtime_burst=40,
     runtime_rounds=1,
+    tracecost_rounds=1,
 )
 
 

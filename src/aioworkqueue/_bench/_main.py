@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from . import _latency, _memory, _runtime, _threads, _throughput, _timers
+from . import _latency, _memory, _runtime, _threads, _throughput, _timers, _tracecost
 from ._args import DESCRIPTION, MISSING_MPL, STEP_KEYS, add_arguments
 from ._common import FULL, QUICK, SMOKE, Ctx, Progress, Sizes, import_optional
 from ._model import Results
@@ -58,6 +58,7 @@ STEPS = (
     Step("latency", "latency to start", _latency.run_latency),
     Step("flush", "flush under continuous load", _latency.run_flush),
     Step("runtime", "per-CPU runtime vs embedded", _runtime.run),
+    Step("tracecost", "cost of the tracepoints, in processes", _tracecost.run),
 )
 assert tuple(s.key for s in STEPS) == STEP_KEYS
 

@@ -202,6 +202,20 @@ def _value(
     return check
 
 
+def _paired_at_most(
+    key: str, row: str, bound: float
+) -> Callable[[Results, str], tuple[str, bool] | None]:
+    """A ratio to the baseline taken run by run (``extra["paired"]``, median over rounds)."""
+
+    def check(res: Results, loop: str) -> tuple[str, bool] | None:
+        g = res.groups.get(key)
+        cell = None if g is None else g.cells.get(loop, {}).get(row)
+        r = None if cell is None else cell.extra.get("paired")
+        return None if r is None else (f"{r:.3f}x", r <= bound)
+
+    return check
+
+
 _REUSED = "aioworkqueue queue_work (reused Work)"
 _SUBMIT = "aioworkqueue wq.submit (fresh item)"
 TARGETS = (
@@ -258,6 +272,10 @@ TARGETS = (
     Target(
         "latency to start, median: queue_work <= loop.call_soon",
         _ratio_at_most("latency.median", "aioworkqueue queue_work", 1.0),
+    ),
+    Target(
+        "tracing and timing off cost <= 3%: normal / stubbed build <= 1.03 (paired runs)",
+        _paired_at_most("tracecost", "tracing and timing off (normal build)", 1.03),
     ),
 )
 
