@@ -23,10 +23,12 @@ work, etc. are all reachable. Long delays (an hour) make armed timers stay armed
 
 Everything is appended to one log, in the order it happens: each call (its log slot is taken
 *before* the call, so whatever the call sets off comes after it), each start and end of a run
-(with the pool it ran on), each background call and its return. A reference model of SPEC §3
-replays the log and checks every entry: return values and errors (R1, R9, R10, R11, R14), the
-pool an item was queued on (queue_work from a pool thread goes to that pool; ``*_on`` names it),
-starts (R2, R3, R4, R6, R7, R8, R18), the waits of every barrier (R11, R12, R13, R14, R18).
+(with the pool it ran on), each background call and its return. The reference model of SPEC §3
+shared with ``tests/test_model.py`` (``tests/_refmodel.py``), extended here with pools, drains,
+destroys, freezes and the shutdown (:class:`RuntimeModel`), replays the log and checks every
+entry: return values and errors (R1, R9, R10, R11, R14), the pool an item was queued on
+(queue_work from a pool thread goes to that pool; ``*_on`` names it), starts (R2, R3, R4, R6, R7,
+R8, R18), the waits of every barrier (R11, R12, R13, R14, R18).
 
 At the end the runtime is shut down, either after letting everything finish ("graceful": the
 armed items must be reported unfinished, nothing else) or at once with a short deadline
@@ -39,28 +41,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import initialize, invariant, precondition, rule, run_state_machine_as_test
 
 import aioworkqueue as aw
 
+from .. import _refmodel as ref
+from .._refmodel import Item, ModelMachine, a_run_waits, call_barrier, model_step, run_violations
 from ._support import GUARD, LOOP_KINDS, HostLoop, Producer, runtime_threads, wait_until_sync
 
 N_ITEMS = 4
@@ -107,86 +103,47 @@ _UNSET = object()  # the result slot of a logged call that has not returned yet
 Entry = list[Any]
 
 
-class Item(aw.DelayedWork):
-    __slots__ = ("idx",)
-
-    def __init__(self, func: aw.WorkFunc, idx: int) -> None:
-        super().__init__(func)
-        self.idx = idx
-
-
-# -- the reference model ----------------------------------------------------------------------
+# -- the reference model (tests/_refmodel.py), with pools, drains, destroys, freezes, a shutdown --
 
 
 @dataclass
-class Inst:
-    """One queued instance: from its insertion into a queue link to its end, cancel or move."""
-
-    iid: int
-    wq: str
-    link: int  # the pool (cpu) of a per-CPU queue's link; -1 for an unbound queue
-
-
-@dataclass
-class MItem:
-    armed: tuple[str, int, int] | None = None  # (workqueue, link, arm order) while armed
-    queued: Inst | None = None  # the pending instance, on a queue link
-    active: bool = False  # ... holding a max_active slot of that link (R7)
-    running: Inst | None = None
+class RtItem(ref.MItem):
     run_cpu: int | None = None  # the pool of the current (or last) run
-    released: bool = False
-    disabled: int = 0  # cancel_work_sync calls in progress (R11)
-    queues: int = 0  # successful queue_* (and mod_delayed_work of an idle item)
-    cancels: int = 0  # successful cancels, and pending instances taken back by the shutdown
-    starts: int = 0
-    ends: int = 0
-    fails: int = 0
-    cuts: int = 0
-
-    @property
-    def pending(self) -> bool:
-        return self.armed is not None or self.queued is not None
+    cuts: int = 0  # runs cut by the shutdown
 
 
-@dataclass
-class MWq:
-    name: str
+@dataclass(kw_only=True)
+class RtWq(ref.MWq):
     spec: WqSpec
-    inactive: dict[int, list[int]] = field(default_factory=dict)  # link -> items, FIFO
-    live: set[int] = field(default_factory=set)  # instances queued or running
     draining: int = 0
     destroying: bool = False
     destroyed: bool = False
-    queued: int = 0
-    cancelled: int = 0
-    completed: int = 0
-    failed: int = 0
 
 
 @dataclass
-class Bg:
-    desc: str
-    kind: str
-    item: int | None
-    wq: str | None
-    expect: object
-    waits_for: set[int] = field(default_factory=set)
+class Freeze(ref.Bg):
     thawed: bool = False
 
 
-class Model:
+class RuntimeModel(ref.RefModel):
     """SPEC §3 for a handful of items on the pools of one runtime, driven by the log."""
 
+    item_type = RtItem
+    items: list[RtItem]  # type: ignore[assignment]
+    wqs: dict[str, RtWq]  # type: ignore[assignment]
+    barrier_rules: ClassVar[dict[str, str]] = {
+        **ref.BARRIER_RULES,
+        "drain": "R14",
+        "destroy": "R14",
+        "destroy_again": "R14",
+        "freeze": "R18",
+    }
+    no_slot = "beyond max_active, out of FIFO order, or while frozen (R6/R7/R18)"
+
     def __init__(self) -> None:
-        self.items = [MItem() for _ in range(N_ITEMS)]
-        self.wqs = {name: MWq(name, spec) for name, spec in WQ_SPECS.items()}
-        self.live: set[int] = set()
-        self.next_iid = 0
-        self.arm_order = 0
+        wqs = {name: RtWq(spec.max_active, spec=spec) for name, spec in WQ_SPECS.items()}
+        super().__init__(N_ITEMS, wqs)  # type: ignore[arg-type]
         self.frozen = False
-        self.bgs: dict[int, Bg] = {}
-        self.auto_release = False
-        self.shut = False
         self.late_starts = 0  # starts after the shutdown began (a known bug)
         self.cut_log: list[tuple[int, str]] = []
 
@@ -194,80 +151,10 @@ class Model:
 
     def limit(self, wq: str) -> int:
         q = self.wqs[wq]
-        return 0 if self.frozen and q.spec.freezable else q.spec.max_active
-
-    def nr_active(self, wq: str, link: int) -> int:
-        n = 0
-        for it in self.items:
-            for inst, counts in ((it.queued, it.active), (it.running, True)):
-                if inst is not None and counts and inst.wq == wq and inst.link == link:
-                    n += 1
-        return n
+        return 0 if self.frozen and q.spec.freezable else super().limit(wq)
 
     def links(self, wq: str) -> list[int]:
-        return [-1] if self.wqs[wq].spec.unbound else [0, 1]
-
-    def insert(self, i: int, wq: str, link: int) -> None:
-        it = self.items[i]
-        inst = Inst(self.next_iid, wq, link)
-        self.next_iid += 1
-        self.live.add(inst.iid)
-        self.wqs[wq].live.add(inst.iid)
-        it.queued = inst
-        it.active = self.nr_active(wq, link) < self.limit(wq)
-        if not it.active:
-            self.wqs[wq].inactive.setdefault(link, []).append(i)
-
-    def activate(self, wq: str, link: int, all_: bool = False) -> None:
-        waiting = self.wqs[wq].inactive.get(link, [])
-        while waiting and self.nr_active(wq, link) < self.limit(wq):
-            self.items[waiting.pop(0)].active = True
-            if not all_:
-                return
-
-    def end_instance(self, inst: Inst) -> None:
-        self.live.discard(inst.iid)
-        self.wqs[inst.wq].live.discard(inst.iid)
-
-    def arm(self, i: int, wq: str, link: int) -> None:
-        self.items[i].armed = (wq, link, self.arm_order)
-        self.arm_order += 1
-
-    def steal(self, i: int) -> None:
-        """Take the pending instance back (cancel, or mod_delayed_work re-arming it)."""
-        it = self.items[i]
-        if it.armed is not None:
-            it.armed = None
-            return
-        inst = it.queued
-        assert inst is not None
-        it.queued = None
-        if it.active:
-            it.active = False
-            self.activate(inst.wq, inst.link)
-        else:
-            self.wqs[inst.wq].inactive[inst.link].remove(i)
-        self.end_instance(inst)
-
-    def pending_wq(self, i: int) -> str:
-        it = self.items[i]
-        if it.armed is not None:
-            return it.armed[0]
-        assert it.queued is not None
-        return it.queued.wq
-
-    def cancel(self, i: int) -> None:
-        it = self.items[i]
-        self.wqs[self.pending_wq(i)].cancelled += 1
-        it.cancels += 1
-        self.steal(i)
-
-    def fire(self, i: int) -> None:
-        it = self.items[i]
-        assert it.armed is not None
-        wq, link, _ = it.armed
-        it.armed = None
-        self.insert(i, wq, link)
+        return [ref.UNBOUND] if self.wqs[wq].spec.unbound else [0, 1]
 
     def thaw(self) -> None:
         self.frozen = False
@@ -276,80 +163,61 @@ class Model:
                 for link in self.links(name):
                     self.activate(name, link, all_=True)
         for bg in self.bgs.values():
-            if bg.kind == "freeze":
+            if isinstance(bg, Freeze):
                 bg.thawed = True
 
     # -- log entries --
 
-    def apply(self, e: Entry) -> None:
+    def apply(self, e: Sequence[Any]) -> None:
         kind = e[0]
         if kind == "op":
             self.op(e)
         elif kind == "start":
             self.start(e[1], e[2])
-        elif kind == "end":
-            self.end(e[1], e[2])
         elif kind == "cut":
             self.cut(e[1])
-        elif kind == "release":
-            it = self.items[e[1]]
-            assert it.running is not None and not it.released, f"release of item {e[1]}: {it}"
-            it.released = True
-        elif kind == "auto_release":
-            self.auto_release = True
-            for it in self.items:
-                it.released = it.running is not None
         elif kind == "thaw":
             self.thaw()
         elif kind == "shutdown":
             self.shut = True
-        elif kind == "bg_call":
-            self.bg_call(*e[1:])
-        elif kind == "bg_done":
-            self.bg_done(e[1], e[2])
         elif kind == "violation":
             raise AssertionError(e[1])
-        else:  # pragma: no cover
-            raise AssertionError(f"unknown log entry {e!r}")
+        else:
+            super().apply(e)
 
-    def op(self, e: Entry) -> None:
+    def op(self, e: Sequence[Any]) -> None:
         _, caller, name, i, wq, arg, result, place = e
         it = self.items[i]
         what = f"{name}(item {i}{', ' + wq if wq else ''}{f', {arg}' if arg is not None else ''})"
         what += f" from {caller}"
         if name == "cancel":
-            expect: object = it.pending
-            assert result == expect, f"{what} returned {result!r}, expected {expect!r} (R10)"
+            expect, why = self.expected(i, "cancel")
+            assert result == expect, f"{what} returned {result!r}, expected {expect!r} ({why})"
             if expect:
                 self.cancel(i)
             return
+        call = "mod" if name == "mod" else "queue"
         q = self.wqs[wq]
         own = None
         if caller.startswith("work:"):
             runner = self.items[int(caller[5:])].running
             assert runner is not None
             own = runner.wq
+        expect_: object
         if q.destroyed:
-            expect, why = "WorkqueueDestroyedError", "R14: destroyed"
+            expect_, why = "WorkqueueDestroyedError", "R14: destroyed"
         elif (q.draining or q.destroying) and own != wq:
-            expect, why = "WorkqueueDrainingError", "R14: draining, caller is not its own work"
-        elif name == "mod":
-            expect, why = it.pending and not it.disabled, "R9" if not it.disabled else "R11"
+            expect_, why = "WorkqueueDrainingError", "R14: draining, caller is not its own work"
         else:
-            expect, why = not it.pending and not it.disabled, "R1" if not it.disabled else "R11"
-        assert result == expect, f"{what} returned {result!r}, expected {expect!r} ({why}): {it}"
-        if isinstance(expect, str):
-            return
-        if name == "mod":
-            if it.disabled:
-                return  # a disabled item is not armed (R11)
-        elif not result:
+            expect_, why = self.expected(i, call)
+        assert result == expect_, f"{what} returned {result!r}, expected {expect_!r} ({why}): {it}"
+        if isinstance(expect_, str) or not self.takes_effect(i, call):
             return
         # Where it went: unbound queues have one link; *_on names the pool; from a pool thread
         # (a task, a callback or a running work item) the local pool (SPEC §2 "Runtime").
         cpu = arg[1] if name in ("delayed", "mod") else arg if name == "queue_on" else None
         if q.spec.unbound:
-            link = -1
+            link = ref.UNBOUND
         elif cpu is not None:
             link = cpu
         elif caller in ("pool0", "pool1cb"):
@@ -360,76 +228,40 @@ class Model:
             link = place  # round-robin from outside: whichever it chose
         assert place == link, f"{what} went to pool {place}, expected pool {link}"
         delay = arg[0] if name in ("delayed", "mod") else 0
-        if name == "mod":
-            if it.pending:
-                self.steal(i)
-            else:
-                it.queues += 1
-                q.queued += 1
-        else:
-            it.queues += 1
-            q.queued += 1
-        if delay:
-            self.arm(i, wq, link)
-        else:
-            self.insert(i, wq, link)
+        self.place(i, wq, mod=call == "mod", delay=delay, link=link)
 
-    def start(self, i: int, cpu: int) -> None:
-        it = self.items[i]
-        assert it.running is None, f"item {i} started on pool {cpu} while running (R3)"
-        assert it.armed is None, f"item {i} started with its timer armed (R8)"
-        inst = it.queued
-        assert inst is not None, f"item {i} started but was not pending (R4: ran too often)"
+    def starting(self, i: int, inst: ref.Inst) -> None:
         if self.shut:  # nothing should start once the deadline has passed
             assert KNOWN_SHUTDOWN_STARTS_WORK_BUG, f"item {i} started during the shutdown"
             self.late_starts += 1
+            it = self.items[i]
             if not it.active:
                 self.wqs[inst.wq].inactive[inst.link].remove(i)
                 it.active = True
-        assert it.active, (
-            f"item {i} started on {inst.wq} beyond max_active, out of FIFO order, or while "
-            f"frozen (R6/R7/R18); inactive={self.wqs[inst.wq].inactive}"
-        )
-        if inst.link >= 0:
+
+    def start(self, i: int, cpu: int) -> None:
+        it = self.items[i]
+        inst = self.started(i, f"on pool {cpu}")
+        if inst.link != ref.UNBOUND:
             assert cpu in (inst.link, it.run_cpu), (
                 f"item {i} queued on pool {inst.link} of {inst.wq} ran on pool {cpu}"
             )
-        it.queued = None
-        it.active = False
-        it.running = inst
         it.run_cpu = cpu
-        it.released = self.auto_release
-        it.starts += 1
-
-    def _ended(self, i: int) -> Inst:
-        it = self.items[i]
-        inst = it.running
-        assert inst is not None, f"item {i} ended but was not running"
-        it.running = None
-        it.released = False
-        self.end_instance(inst)
-        return inst
-
-    def end(self, i: int, outcome: str) -> None:
-        it = self.items[i]
-        assert it.running is not None and it.released, f"item {i} ended but was not released"
-        inst = self._ended(i)
-        it.ends += 1
-        if outcome == "raised":
-            it.fails += 1
-            self.wqs[inst.wq].failed += 1
-        else:
-            self.wqs[inst.wq].completed += 1
-        self.activate(inst.wq, inst.link)
 
     def cut(self, i: int) -> None:
         assert self.shut, f"the run of item {i} was cancelled outside a shutdown"
         it = self.items[i]
-        inst = self._ended(i)
+        inst = self.ended(i)
         self.cut_log.append((i, inst.wq))
         it.cuts += 1
         self.wqs[inst.wq].cancelled += 1
         self.activate(inst.wq, inst.link)
+
+    def runs_over(self, it: ref.MItem) -> int:
+        assert isinstance(it, RtItem)
+        return it.ends + it.cuts
+
+    # -- barriers --
 
     def freeze_ready(self) -> bool:
         return not any(
@@ -439,103 +271,47 @@ class Model:
             for link in self.links(name)
         )
 
-    def bg_call(self, bid: int, kind: str, i: int | None, wq: str | None, caller: str) -> None:
-        desc = f"{kind}({wq if i is None else f'item {i}'}) from {caller} #{bid}"
-        if kind == "flush_workqueue":
-            assert wq is not None
-            self.bgs[bid] = Bg(desc, kind, None, wq, None, set(self.wqs[wq].live))
-            return
-        if kind in ("drain", "destroy"):
-            assert wq is not None
-            q = self.wqs[wq]
-            if kind == "destroy" and (q.destroying or q.destroyed):
-                self.bgs[bid] = Bg(desc, "destroy_again", None, wq, None)
-                return
-            if kind == "destroy":
-                q.destroying = True
-                armed = sorted(
-                    (it.armed[2], j)
-                    for j, it in enumerate(self.items)
-                    if it.armed is not None and it.armed[0] == wq
-                )
-                for _, j in armed:  # fired at once, in the order they were armed (R14)
-                    self.fire(j)
-            else:
-                q.draining += 1
-            self.bgs[bid] = Bg(desc, kind, None, wq, None)
-            return
+    def barrier(self, desc: str, kind: str, i: int | None, wq: str | None) -> ref.Bg:
         if kind == "freeze":
             self.frozen = True
-            self.bgs[bid] = Bg(desc, kind, None, None, None)
-            return
-        assert i is not None
-        it = self.items[i]
-        if kind == "cancel_sync":
-            expect = it.pending
-            it.disabled += 1
-            if expect:
-                self.cancel(i)
-            waits = {it.running.iid} if it.running is not None else set()
-            self.bgs[bid] = Bg(desc, kind, i, None, expect, waits)
-            return
-        if kind == "flush_delayed_work" and it.armed is not None:
-            self.fire(i)  # fired at once (R12)
-        waits = set()
-        if it.queued is not None:
-            waits.add(it.queued.iid)
-        if it.running is not None:
-            waits.add(it.running.iid)  # SPEC §5: a running and pending work: both
-        self.bgs[bid] = Bg(desc, kind, i, None, bool(waits), waits)
+            return Freeze(desc, kind, None, None, None)
+        if kind not in ("drain", "destroy"):
+            return super().barrier(desc, kind, i, wq)
+        assert wq is not None
+        q = self.wqs[wq]
+        if kind == "drain":
+            q.draining += 1
+        elif q.destroying or q.destroyed:
+            return ref.Bg(desc, "destroy_again", None, wq, None)
+        else:
+            q.destroying = True
+            armed = sorted(
+                (it.armed.order, j)
+                for j, it in enumerate(self.items)
+                if it.armed is not None and it.armed.wq == wq
+            )
+            for _, j in armed:  # fired at once, in the order they were armed (R14)
+                self.fire(j)
+        return ref.Bg(desc, kind, None, wq, None)
 
-    def bg_ready(self, bg: Bg) -> bool:
+    def bg_ready(self, bg: ref.Bg) -> bool:
         if bg.kind in ("drain", "destroy"):
             return not self.wqs[bg.wq].live  # type: ignore[index]
-        if bg.kind == "freeze":
+        if isinstance(bg, Freeze):
             return bg.thawed or self.freeze_ready()
-        return not bg.waits_for & self.live
+        return super().bg_ready(bg)
 
-    def bg_done(self, bid: int, result: object) -> None:
-        bg = self.bgs.pop(bid)
-        assert not isinstance(result, BaseException), f"{bg.desc} raised {result!r}"
-        assert result == bg.expect, f"{bg.desc} returned {result!r}, expected {bg.expect!r}"
-        rule_ = {
-            "flush_workqueue": "R13",
-            "cancel_sync": "R11",
-            "drain": "R14",
-            "destroy": "R14",
-            "freeze": "R18",
-        }.get(bg.kind, "R12")
-        # After the shutdown began, its take-backs (known only from its return value, applied
-        # last) release barriers: what they waited for is checked at the very end instead.
-        assert self.shut or self.bg_ready(bg), (
-            f"{bg.desc} returned before what it waits for finished ({rule_}); "
-            f"left: {sorted(bg.waits_for & self.live)}"
-        )
-        if bg.kind == "cancel_sync":
-            it = self.items[bg.item]  # type: ignore[index]
-            it.disabled -= 1
-            assert self.shut or (not it.pending and it.running is None), (
-                f"{bg.desc}: on return {it} (R11)"
-            )
-        elif bg.kind == "drain":
+    def bg_done(self, bid: int, result: object) -> ref.Bg:
+        bg = super().bg_done(bid, result)
+        if bg.kind == "drain":
             self.wqs[bg.wq].draining -= 1  # type: ignore[index]
         elif bg.kind == "destroy":
             q = self.wqs[bg.wq]  # type: ignore[index]
             q.destroying = False
             q.destroyed = True
+        return bg
 
-    def stuck(self) -> list[str]:
-        """What should have happened by now, once the threads have had time to run."""
-        problems = []
-        for i, it in enumerate(self.items):
-            if it.queued is not None and it.active and it.running is None and not self.shut:
-                problems.append(f"item {i} is queued on {it.queued.wq} with a slot, not started")
-            if it.running is not None and it.released:
-                problems.append(f"item {i} was released but its run did not end")
-        for bg in self.bgs.values():
-            if self.bg_ready(bg):
-                problems.append(f"{bg.desc} did not return though what it waits for finished")
-        return problems
+    # -- the shutdown --
 
     def take_back(self, i: int, wq: str, state: str) -> None:
         """The shutdown reported item i's pending instance unfinished: it was taken back."""
@@ -572,33 +348,35 @@ class Env:
 ENV = Env()
 
 
-def _step(fn: Callable[..., None]) -> Callable[..., None]:
-    """Run a rule, then wait until the library and the model agree again."""
-
-    @functools.wraps(fn)
-    def wrapper(self: RuntimeMachine, *args: Any, **kwargs: Any) -> None:
-        self.broken = True
-        self.steps += 1
-        fn(self, *args, **kwargs)
-        self.settle()
-        self.broken = False
-
-    return wrapper
-
-
 def _cpu_of_thread() -> int:
     name = threading.current_thread().name
     assert name.startswith("aiowq/"), f"a work item ran on thread {name!r}"
     return int(name[6:])
 
 
-class RuntimeMachine(RuleBasedStateMachine):
+ITEM = st.integers(0, N_ITEMS - 1)
+WQ = st.sampled_from(WQ_NAMES)
+CALLER = st.sampled_from(CALLERS)
+BG_CALLER = st.sampled_from(BG_CALLERS)
+#: queue_delayed_work[_on] and mod_delayed_work[_on]: the delay, and the pool (None: no *_on)
+delayed_rule = rule(
+    i=ITEM,
+    wq=WQ,
+    delay=st.sampled_from([0, LONG]),
+    cpu=st.sampled_from([None, 0, 1]),
+    caller=CALLER,
+)
+room_for_bg = precondition(lambda self: len(self.bg) < MAX_BG)
+
+
+class RuntimeMachine(ModelMachine):
+    model: RuntimeModel
+
     def __init__(self) -> None:
         super().__init__()
         self.broken = True
-        self.steps = 0
         self.mode = "graceful"
-        self.model = Model()
+        self.model = RuntimeModel()
         self.log: list[Entry] = []
         self.seen = 0
         self.gates: list[concurrent.futures.Future[Any] | None] = [None] * N_ITEMS
@@ -641,13 +419,7 @@ class RuntimeMachine(RuleBasedStateMachine):
             self.in_run[i] += 1
             overlap = self.in_run[i] > 1
         self.log.append(["start", i, cpu])
-        # Checked here, independently of the model: R3, R2, current_work().
-        if overlap:
-            self.log.append(["violation", f"item {i} started while running (R3)"])
-        if aw.work_pending(work):
-            self.log.append(["violation", f"item {i} was pending when its function started (R2)"])
-        if aw.current_work() is not work:
-            self.log.append(["violation", f"current_work() is not item {i} in its function"])
+        self.log.extend(["violation", v] for v in run_violations(work, overlap))
         try:
             action = None if self.auto_release else await asyncio.wrap_future(gate)
         except asyncio.CancelledError:
@@ -742,22 +514,16 @@ class RuntimeMachine(RuleBasedStateMachine):
         async def run() -> None:
             self.log.append(["bg_call", bid, kind, i, wq, caller])
             r: object = None
+            q = None if wq is None else self.wqs[wq]
             try:
-                if kind == "flush_workqueue":
-                    await aw.flush_workqueue(self.wqs[wq])  # type: ignore[index]
-                elif kind == "drain":
-                    await aw.drain_workqueue(self.wqs[wq])  # type: ignore[index]
+                if kind == "drain":
+                    await aw.drain_workqueue(q)  # type: ignore[arg-type]
                 elif kind == "destroy":
-                    await aw.destroy_workqueue(self.wqs[wq])  # type: ignore[index]
+                    await aw.destroy_workqueue(q)  # type: ignore[arg-type]
                 elif kind == "freeze":
                     await aw.freeze_workqueues()
-                elif kind == "flush_work":
-                    r = await aw.flush_work(self.items[i])  # type: ignore[index]
-                elif kind == "flush_delayed_work":
-                    r = await aw.flush_delayed_work(self.items[i])  # type: ignore[index]
                 else:
-                    assert kind == "cancel_sync"
-                    r = await aw.cancel_work_sync(self.items[i])  # type: ignore[index]
+                    r = await call_barrier(kind, None if i is None else self.items[i], q)
             except Exception as exc:
                 r = exc
             self.log.append(["bg_done", bid, r])
@@ -786,38 +552,18 @@ class RuntimeMachine(RuleBasedStateMachine):
                 self.bg.pop(entry[1], None)
             self.model.apply(entry)
 
-    def disagreements(self) -> list[str]:
-        out = []
-        for i, w in enumerate(self.items):
-            it = self.model.items[i]
-            want = aw.WorkBusy(0)
-            if it.pending:
-                want |= aw.WorkBusy.PENDING
-            if it.running is not None:
-                want |= aw.WorkBusy.RUNNING
-            busy = aw.work_busy(w)
-            if busy != want:
-                out.append(f"work_busy(item {i}) is {busy!r}, model says {want!r}: {it}")
-        for name, wq in self.wqs.items():
-            m = self.model.wqs[name]
-            s = wq.stats()
-            armed = sum(1 for it in self.model.items if it.armed and it.armed[0] == name)
-            got = (s.queued, s.completed, s.failed, s.cancelled, s.in_flight, s.armed)
-            want_ = (m.queued, m.completed, m.failed, m.cancelled, len(m.live), armed)
-            if got != want_:
-                out.append(
-                    f"stats of {name} (queued, completed, failed, cancelled, in_flight, armed) "
-                    f"= {got}, model says {want_}"
-                )
-        return out
-
     def settle(self, limit: float = GUARD) -> None:
         """Wait until everything the last call set off has happened, and the library agrees."""
         problems: list[str] = []
+        failed: list[AssertionError] = []  # a check of the model failed: no use waiting
 
         def calm() -> bool:
             nonlocal problems
-            self.sync()
+            try:
+                self.sync()
+            except AssertionError as exc:
+                failed.append(exc)
+                return True
             problems = self.model.stuck() + self.disagreements()
             return not problems
 
@@ -825,6 +571,10 @@ class RuntimeMachine(RuleBasedStateMachine):
             wait_until_sync(calm, "the runtime to settle", limit)
         except AssertionError:
             raise AssertionError("no agreement: " + "; ".join(problems)) from None
+        if failed:
+            raise failed[0]
+
+    catch_up = settle
 
     # -- rules --
 
@@ -832,98 +582,71 @@ class RuntimeMachine(RuleBasedStateMachine):
     def choose_ending(self, mode: str) -> None:
         self.mode = mode
 
-    @rule(
-        i=st.integers(0, N_ITEMS - 1), wq=st.sampled_from(WQ_NAMES), caller=st.sampled_from(CALLERS)
-    )
-    @_step
+    @rule(i=ITEM, wq=WQ, caller=CALLER)
+    @model_step
     def queue_work(self, i: int, wq: str, caller: str) -> None:
         self.op(caller, "queue", i, wq, None)
 
-    @rule(
-        i=st.integers(0, N_ITEMS - 1),
-        wq=st.sampled_from(WQ_NAMES),
-        cpu=st.integers(0, 1),
-        caller=st.sampled_from(CALLERS),
-    )
-    @_step
+    @rule(i=ITEM, wq=WQ, cpu=st.integers(0, 1), caller=CALLER)
+    @model_step
     def queue_work_on(self, i: int, wq: str, cpu: int, caller: str) -> None:
         self.op(caller, "queue_on", i, wq, cpu)
 
-    @rule(
-        i=st.integers(0, N_ITEMS - 1),
-        wq=st.sampled_from(WQ_NAMES),
-        delay=st.sampled_from([0, LONG]),
-        cpu=st.sampled_from([None, 0, 1]),
-        caller=st.sampled_from(CALLERS),
-    )
-    @_step
+    @delayed_rule
+    @model_step
     def queue_delayed_work(
         self, i: int, wq: str, delay: float, cpu: int | None, caller: str
     ) -> None:
         self.op(caller, "delayed", i, wq, (delay, cpu))
 
-    @rule(
-        i=st.integers(0, N_ITEMS - 1),
-        wq=st.sampled_from(WQ_NAMES),
-        delay=st.sampled_from([0, LONG]),
-        cpu=st.sampled_from([None, 0, 1]),
-        caller=st.sampled_from(CALLERS),
-    )
-    @_step
+    @delayed_rule
+    @model_step
     def mod_delayed_work(self, i: int, wq: str, delay: float, cpu: int | None, caller: str) -> None:
         self.op(caller, "mod", i, wq, (delay, cpu))
 
-    @rule(
-        i=st.integers(0, N_ITEMS - 1),
-        kind=st.sampled_from(["work", "delayed"]),
-        caller=st.sampled_from(CALLERS),
-    )
-    @_step
+    @rule(i=ITEM, kind=st.sampled_from(["work", "delayed"]), caller=CALLER)
+    @model_step
     def cancel(self, i: int, kind: str, caller: str) -> None:
         self.op(caller, "cancel", i, None, kind)
 
-    @precondition(lambda self: any(it.running and not it.released for it in self.model.items))
+    @a_run_waits
     @rule(
-        k=st.integers(0, N_ITEMS - 1),
+        k=ITEM,
         action=st.one_of(
             st.none(),
-            st.tuples(st.just("requeue"), st.sampled_from(WQ_NAMES)),
-            st.tuples(st.just("queue"), st.integers(0, N_ITEMS - 1), st.sampled_from(WQ_NAMES)),
+            st.tuples(st.just("requeue"), WQ),
+            st.tuples(st.just("queue"), ITEM, WQ),
             st.just(("raise",)),
         ),
     )
-    @_step
+    @model_step
     def release(self, k: int, action: tuple[Any, ...] | None) -> None:
-        running = [i for i, it in enumerate(self.model.items) if it.running and not it.released]
+        running = self.model.releasable()
         i = running[k % len(running)]
         gate = self.gates[i]
         assert gate is not None and not gate.done()
         self.log.append(["release", i])
         gate.set_result(action)
 
-    @precondition(lambda self: len(self.bg) < MAX_BG)
+    @room_for_bg
     @rule(
-        kind=st.sampled_from(["flush_work", "flush_delayed_work", "cancel_sync"]),
-        i=st.integers(0, N_ITEMS - 1),
-        caller=st.sampled_from(BG_CALLERS),
+        kind=st.sampled_from(["flush_work", "flush_delayed_work", "cancel_work_sync"]),
+        i=ITEM,
+        caller=BG_CALLER,
     )
-    @_step
+    @model_step
     def barrier_on_item(self, kind: str, i: int, caller: str) -> None:
         self.start_bg(caller, kind, i=i)
 
-    @precondition(lambda self: len(self.bg) < MAX_BG)
-    @rule(
-        kind=st.sampled_from(["flush_workqueue", "drain"]),
-        wq=st.sampled_from(WQ_NAMES),
-        caller=st.sampled_from(BG_CALLERS),
-    )
-    @_step
+    @room_for_bg
+    @rule(kind=st.sampled_from(["flush_workqueue", "drain"]), wq=WQ, caller=BG_CALLER)
+    @model_step
     def barrier_on_queue(self, kind: str, wq: str, caller: str) -> None:
         self.start_bg(caller, kind, wq=wq)
 
     @precondition(lambda self: len(self.bg) < MAX_BG and self.steps >= 12)
-    @rule(wq=st.sampled_from(DESTROYABLE), caller=st.sampled_from(BG_CALLERS))
-    @_step
+    @rule(wq=st.sampled_from(DESTROYABLE), caller=BG_CALLER)
+    @model_step
     def destroy(self, wq: str, caller: str) -> None:
         self.start_bg(caller, "destroy", wq=wq)
 
@@ -932,8 +655,8 @@ class RuntimeMachine(RuleBasedStateMachine):
             len(self.bg) < MAX_BG and sum(b.kind == "freeze" for b in self.model.bgs.values()) < 2
         )
     )
-    @rule(caller=st.sampled_from(BG_CALLERS))
-    @_step
+    @rule(caller=BG_CALLER)
+    @model_step
     def freeze(self, caller: str) -> None:
         # Overlapping freezes (each waits for the items active when it began) hung the first
         # one until 28a7b36; the model allows two at once.
@@ -941,7 +664,7 @@ class RuntimeMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.model.frozen)
     @rule()
-    @_step
+    @model_step
     def thaw(self) -> None:
         self.log.append(["thaw"])
         aw.thaw_workqueues()
@@ -957,18 +680,22 @@ class RuntimeMachine(RuleBasedStateMachine):
         self.log.append(["shutdown"])
         return self.host.call(self.rt.shutdown(timeout=timeout), GUARD + timeout)
 
-    def _finish(self) -> None:
+    def _release_all(self) -> None:
+        """From now on every run ends without waiting for the test."""
+        self.auto_release = True
+        for gate in self.gates:
+            if gate is not None and not gate.done():
+                gate.set_result(None)
+
+    def finish(self) -> None:
         m = self.model
         self.sync()
         if self.mode == "graceful":
             if m.frozen:
                 self.log.append(["thaw"])
                 aw.thaw_workqueues()
-            self.auto_release = True
             self.log.append(["auto_release"])
-            for gate in self.gates:
-                if gate is not None and not gate.done():
-                    gate.set_result(None)
+            self._release_all()
             self.settle()
             assert not self.bg, f"background calls still waiting: {sorted(self.bg)}"
         # What the model says cannot finish: blocked runs (cut), and pending instances.
@@ -985,35 +712,20 @@ class RuntimeMachine(RuleBasedStateMachine):
         for w, q, s in unfinished:
             if s != "running":
                 m.take_back(w.idx, q.name[2:], s)  # type: ignore[attr-defined]
-        for i, it in enumerate(m.items):
-            assert it.running is None, f"item {i}: run still going after the shutdown: {it}"
-            assert not it.pending, f"item {i} pending after the shutdown, not reported: {it}"
+        # Idle, and R4: each successful queue ran exactly once, or was cancelled, or was reported.
+        m.check_end(took_back="cancelled or reported unfinished")
         assert not m.bgs, f"barriers never returned: {[b.desc for b in m.bgs.values()]}"
         assert not self.disagreements(), self.disagreements()
-        for i, it in enumerate(m.items):
-            # R4: each successful queue ran exactly once, or was cancelled, or was reported.
-            assert it.starts == it.queues - it.cancels, (
-                f"item {i} ran {it.starts} times; queued {it.queues}, cancelled or reported "
-                f"unfinished {it.cancels} (R4)"
-            )
-            assert it.starts == it.ends + it.cuts
         assert len(self.errors) == sum(it.fails for it in m.items), self.errors
         assert not runtime_threads(), runtime_threads()
 
-    def teardown(self) -> None:
+    def close(self) -> None:
+        self._release_all()
         try:
-            if not self.broken:
-                self._finish()
+            if self.rt.running:
+                self.host.call(self.rt.shutdown(timeout=0.05), GUARD)
         finally:
-            self.auto_release = True
-            for gate in self.gates:
-                if gate is not None and not gate.done():
-                    gate.set_result(None)
-            try:
-                if self.rt.running:
-                    self.host.call(self.rt.shutdown(timeout=0.05), GUARD)
-            finally:
-                aw.thaw_workqueues()  # the frozen flag is global
+            aw.thaw_workqueues()  # the frozen flag is global
 
 
 @pytest.fixture(params=LOOP_KINDS)
