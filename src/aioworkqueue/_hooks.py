@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ._work import Work
 
-__all__ = ("HOOKS", "Instrument", "Runner", "add_instrument", "emit", "remove_instrument")
+__all__ = ("HOOKS", "POINTS", "Instrument", "Runner", "add_instrument", "emit", "remove_instrument")
 
 _log = logging.getLogger("aioworkqueue")
 
@@ -59,13 +59,24 @@ class Instrument(Protocol):
 Runner = Callable[[Any, Any], Coroutine[Any, Any, None]]
 
 
+POINTS = (
+    "workqueue_queue_work",
+    "workqueue_activate_work",
+    "workqueue_execute_start",
+    "workqueue_execute_end",
+)
+
+
 class _Hooks:
-    __slots__ = ("instruments", "on", "run")
+    __slots__ = ("instruments", "on", "points", "run")
 
     def __init__(self) -> None:
         #: Read on the hot path: is anybody listening?
         self.on = False
         self.instruments: list[object] = []
+        #: Tracepoint -> (instrument, its bound method) for each instrument that has it: looked
+        #: up once when instruments change, not at every event. Replaced, never mutated.
+        self.points: dict[str, tuple[tuple[object, Callable[..., Any]], ...]] = {}
         #: Set while timing is on (``enable_timing``); read by a worker behind ``on`` only.
         self.run: Runner | None = None
 
@@ -73,12 +84,22 @@ class _Hooks:
 HOOKS = _Hooks()
 
 
+def _rebuild() -> None:
+    # Context: under LOCK.
+    HOOKS.points = {
+        point: tuple(
+            (inst, method)
+            for inst in HOOKS.instruments
+            if (method := getattr(inst, point, None)) is not None
+        )
+        for point in POINTS
+    }
+    HOOKS.on = bool(HOOKS.instruments)
+
+
 def emit(point: str, *args: Any) -> None:
     """Call ``point`` on every instrument that has it. Context: any; behind ``HOOKS.on``."""
-    for inst in list(HOOKS.instruments):
-        method = getattr(inst, point, None)
-        if method is None:
-            continue
+    for inst, method in HOOKS.points.get(point, ()):
         try:
             method(*args)
         except Exception:
@@ -96,7 +117,7 @@ def add_instrument(instrument: object) -> None:
     with LOCK:
         if instrument not in HOOKS.instruments:
             HOOKS.instruments.append(instrument)
-        HOOKS.on = True
+        _rebuild()
 
 
 def remove_instrument(instrument: object) -> None:
@@ -106,4 +127,4 @@ def remove_instrument(instrument: object) -> None:
     with LOCK:
         if instrument in HOOKS.instruments:
             HOOKS.instruments.remove(instrument)
-        HOOKS.on = bool(HOOKS.instruments)
+        _rebuild()
