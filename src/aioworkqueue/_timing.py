@@ -291,9 +291,13 @@ def run_timed(work: Work, pwq: Pwq) -> Generator[Any, Any, None]:
                 value = None
     finally:
         acc = _own_acc(pwq.wq)
-        # Charged only if execute_start counted the run (timing may have come on in between).
-        if acc is not None and acc.cpu0.pop(id(work), None) is not None:
-            acc.cpu += spent
+        if acc is not None:
+            key = id(work)
+            # Not running any more, even if no execute_end follows (a cancelled worker).
+            acc.since.pop(key, None)
+            # Charged only if execute_start counted the run (timing may have come on since).
+            if acc.cpu0.pop(key, None) is not None:
+                acc.cpu += spent
 
 
 def enable_timing() -> None:
