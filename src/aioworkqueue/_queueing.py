@@ -24,6 +24,8 @@ so w runs twice, never concurrently (R2, R3).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +34,7 @@ from ._barrier import on_unqueue
 from ._errors import WorkqueueDestroyedError, WorkqueueError, describe
 from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
-from ._timer import _fire, arm, disarm
+from ._timer import arm, disarm, next_gen, retime
 from ._work import (
     ARMED,
     ASYNC_FN,
@@ -61,6 +63,8 @@ _PENDING_INACTIVE = PENDING | INACTIVE
 _PENDING_ARMED = PENDING | ARMED
 _INF = float("inf")
 _current_task = asyncio.current_task
+_heappush = heapq.heappush
+_ceil = math.ceil
 
 __all__ = (
     "mod_delayed_work",
@@ -285,17 +289,23 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                 if (
                     not (wq._status or wq._routed or pwq.bh or HOOKS.on)
                     and (dwork._pwq is pwq or not st & (PENDING | RUNNING))  # no revive
-                    and _current_task(loop) is not None  # the loop is awake (Pool.direct)
                 ):
                     res = not st & (PENDING | DISABLE_MASK)  # R1
                     if res:
+                        # _timer.arm, inline: push on the pool's timer heap
                         dwork._state = st | _PENDING_ARMED
-                        dwork._tloop = loop
+                        dwork._tpool = pool
                         dwork._pwq = pwq
-                        dwork._deadline = deadline = loop.time() + d + pool.tres  # type: ignore[union-attr]
-                        gen = dwork._tgen = dwork._tgen + 1
+                        t = pool.tclock() + d
+                        if pool.tms:
+                            t = _ceil(t * 1000.0) / 1000.0
+                        dwork._deadline = t
+                        gen = dwork._tgen = next_gen()
                         wq._armed[id(dwork)] = dwork
-                        dwork._timer = loop.call_at(deadline, _fire, dwork, gen)  # type: ignore[union-attr]
+                        _heappush(pool.theap, (t, gen, dwork))
+                        if t < pool.twhen:  # the new earliest: the loop timer moves
+                            # directly only from a task: the loop is awake (Pool.direct)
+                            retime(pool, t, _current_task(loop) is not None)
                         pwq.nr_queued += 1
             finally:
                 if _is_owned():  # not held on entry (nested calls returned above)
