@@ -201,18 +201,22 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
         return _queue_nested("queue_work", wq, work, None, None)
     try:  # free on 3.11+ unless raised
         pwq = wq._pwq
-        if pwq is not None and _get_running_loop() is pwq.loop:
-            # The common case inline: the queue is bound to the caller's loop. It does what
-            # _queue + Pwq.insert do, in the same order; anything else takes _queue.
-            pool = pwq.pool
+        running = _get_running_loop()
+        if pwq is not None and (running is pwq.loop or running is None):
+            # The common cases inline, doing what _queue + Pwq.insert do in the same order: the
+            # queue is bound to the caller's loop, or (embedded mode) the caller is a thread
+            # with no loop, which hands off to the bound loop. Anything else takes _queue.
             res = None  # None: not decided here, take _queue
             try:
                 _acquire()  # in the try: an exception right after it still releases
+                remote = running is None  # the caller is not on the pool's loop thread
                 st = work._state
                 if (
                     not (wq._status or wq._routed or pwq.bh or HOOKS.on)
                     and (work._pwq is pwq or not st & (PENDING | RUNNING))  # no revive
+                    and not (remote and pwq.loop.is_closed())  # type: ignore[union-attr]
                 ):
+                    pool = pwq.pool
                     res = not st & (PENDING | DISABLE_MASK)  # R1
                     if res:
                         work._pwq = pwq
@@ -225,8 +229,34 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                             work._state = st | _PENDING_QUEUED
                             pwq.nr_active += 1
                             pwq.target.append(work)
-                            if not pool.nr_waking:
-                                pool.wake()
+                            if pool.nr_waking:
+                                pass  # a worker is on its way
+                            elif remote:
+                                # Another thread: one coalesced call_soon_threadsafe(_kick)
+                                # per burst (design §6, cross-thread hand-off).
+                                if not pool.kick_armed:
+                                    pool.wake(False)
+                            else:
+                                idle = pool.idle
+                                if (
+                                    idle
+                                    and not (pool.stopping or pool.dying)
+                                    and _current_task(pwq.loop) is not None
+                                ):
+                                    # Pool._wake_local, inline: from a task the loop is awake;
+                                    # the parked worker's future is completed now, so it runs
+                                    # in the very turn a call_soon made here would.
+                                    worker = idle.pop()
+                                    fut = worker.fut
+                                    worker.fut = None
+                                    if fut is not None and not fut.done():
+                                        worker.counted = True
+                                        pool.nr_waking += 1
+                                        fut.set_result(None)
+                                    else:  # cancelled while parked: the general path
+                                        pool.wake()
+                                else:
+                                    pool.wake()
                         else:
                             work._state = st | _PENDING_INACTIVE
                             pwq.nr_max_active_hits += 1
