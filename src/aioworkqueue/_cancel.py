@@ -8,13 +8,12 @@ item stops, R11), take the pending instance back, wait for the running one, lowe
 
 from __future__ import annotations
 
-import asyncio
-
 from ._barrier import WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import INTR, LOCK, replay, run_redo
 from ._pool import current_worker_work
 from ._queueing import steal
+from ._timer import compact
 from ._work import (
     ARMED,
     DISABLE_MASK,
@@ -29,7 +28,6 @@ from ._work import (
     check_work,
 )
 
-_get_running_loop = asyncio._get_running_loop
 _is_owned = LOCK._is_owned  # type: ignore[attr-defined]
 _acquire = LOCK.acquire
 _release = LOCK.release
@@ -96,35 +94,33 @@ def cancel_delayed_work(dwork: Work) -> bool:
     """Cancel a pending DelayedWork, armed or queued (R10). Context, Returns: as cancel_work."""
     if not isinstance(dwork, DelayedWork):
         return _cancel("cancel_delayed_work", check_delayed("cancel_delayed_work", dwork))
-    pwq = dwork._pwq
-    if pwq is not None:
-        loop = pwq.loop
-        if _get_running_loop() is loop and not _is_owned():
-            # On the item's own loop, an armed item nobody waits on: _grab + disarm inline;
-            # anything else takes _cancel.
-            res = None
-            try:
-                _acquire()
-                st = dwork._state
-                if not st & PENDING:
-                    res = False
-                elif st & _FAST_CANCEL == ARMED and dwork._tloop is loop:
-                    dwork._state = st & _NOT_PENDING_ARMED
-                    dwork._tgen += 1
-                    timer = dwork._timer
-                    dwork._timer = None
-                    del pwq.wq._armed[id(dwork)]
-                    pwq.nr_cancelled += 1
-                    if timer is not None:
-                        timer.cancel()
-                    res = True
-            finally:
-                if _is_owned():  # not held on entry
-                    _release()
-            if res is not None:
-                if INTR.pending:
-                    replay()
-                return res
+    if not _is_owned():
+        # An armed item nobody waits on, from any thread: _grab + disarm inline (its timer
+        # heap entry just turns into garbage); anything else takes _cancel.
+        res = None
+        try:
+            _acquire()  # in the try: an exception right after it still releases
+            st = dwork._state
+            if not st & PENDING:
+                res = False
+            elif st & _FAST_CANCEL == ARMED:
+                dwork._state = st & _NOT_PENDING_ARMED
+                dwork._tgen = 0
+                pwq = dwork._pwq
+                del pwq.wq._armed[id(dwork)]  # type: ignore[union-attr]
+                pwq.nr_cancelled += 1  # type: ignore[union-attr]
+                pool = dwork._tpool
+                n = pool.tdead = pool.tdead + 1
+                if n > len(pool.theap) >> 1:
+                    compact(pool)
+                res = True
+        finally:
+            if _is_owned():  # not held on entry
+                _release()
+        if res is not None:
+            if INTR.pending:
+                replay()
+            return res
     return _cancel("cancel_delayed_work", dwork)
 
 

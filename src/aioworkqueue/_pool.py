@@ -37,6 +37,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
@@ -205,8 +206,14 @@ class Pool:
         "pwqs",
         "rescuers",
         "stopping",
+        "tclock",
+        "tdead",
+        "thandle",
+        "theap",
         "tid",
-        "tres",
+        "tkick",
+        "tms",
+        "twhen",
         "ub",
         "ub_hi",
         "workers",
@@ -223,10 +230,27 @@ class Pool:
         self.loop = loop  # set once
         self.cpu = cpu  # set once
         self.tid = _get_ident()  # the loop's thread; set once, by a caller running on the loop
-        # How far loop.time() may trail the real clock: asyncio's loop.time() is time.monotonic()
-        # itself; uvloop's is truncated to whole milliseconds, and loops that do not declare a
-        # _clock_resolution (as asyncio's do) get that 1 ms. Set once.
-        self.tres = 0.0 if isinstance(getattr(loop, "_clock_resolution", None), float) else 0.001
+        # Timers (``_timer.py``). The clock of deadlines: asyncio's loop.time() is
+        # time.monotonic() itself (called directly, it is cheaper); another asyncio loop's own
+        # (a virtual clock); for loops that do not declare a _clock_resolution (uvloop: its
+        # loop.time() is time.monotonic() truncated to whole milliseconds) time.monotonic(), and
+        # deadlines rounded up to the loop's next millisecond (tms). Set once.
+        if type(loop).time is asyncio.BaseEventLoop.time:
+            self.tclock: Callable[[], float] = time.monotonic
+            self.tms = False
+        elif isinstance(getattr(loop, "_clock_resolution", None), float):
+            self.tclock = loop.time
+            self.tms = False
+        else:
+            self.tclock = time.monotonic
+            self.tms = True
+        # Armed items: a heap of (deadline, gen, dwork); entries whose gen is not the item's
+        # _tgen any more are garbage (tdead counts them). One loop timer, for the earliest.
+        self.theap: list[tuple[float, int, Any]] = []
+        self.tdead = 0
+        self.thandle: asyncio.TimerHandle | None = None  # loop thread only
+        self.twhen = float("inf")  # the deadline thandle is set for (loop thread only)
+        self.tkick = False  # a call_soon_threadsafe(_timer._retime) is on its way
         self.max_workers = max_workers
         self.worklist: deque[Work] = deque()  # active items, FIFO
         self.hi: deque[Work] = deque()  # active WQ.HIGHPRI items, served first

@@ -24,6 +24,8 @@ so w runs twice, never concurrently (R2, R3).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +34,7 @@ from ._barrier import on_unqueue
 from ._errors import WorkqueueDestroyedError, WorkqueueError, describe
 from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
-from ._timer import _fire, arm, disarm
+from ._timer import arm, disarm, next_gen, retime
 from ._work import (
     ARMED,
     ASYNC_FN,
@@ -61,6 +63,8 @@ _PENDING_INACTIVE = PENDING | INACTIVE
 _PENDING_ARMED = PENDING | ARMED
 _INF = float("inf")
 _current_task = asyncio.current_task
+_heappush = heapq.heappush
+_ceil = math.ceil
 
 __all__ = (
     "mod_delayed_work",
@@ -197,18 +201,22 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
         return _queue_nested("queue_work", wq, work, None, None)
     try:  # free on 3.11+ unless raised
         pwq = wq._pwq
-        if pwq is not None and _get_running_loop() is pwq.loop:
-            # The common case inline: the queue is bound to the caller's loop. It does what
-            # _queue + Pwq.insert do, in the same order; anything else takes _queue.
-            pool = pwq.pool
+        running = _get_running_loop()
+        if pwq is not None and (running is pwq.loop or running is None):
+            # The common cases inline, doing what _queue + Pwq.insert do in the same order: the
+            # queue is bound to the caller's loop, or (embedded mode) the caller is a thread
+            # with no loop, which hands off to the bound loop. Anything else takes _queue.
             res = None  # None: not decided here, take _queue
             try:
                 _acquire()  # in the try: an exception right after it still releases
+                remote = running is None  # the caller is not on the pool's loop thread
                 st = work._state
                 if (
                     not (wq._status or wq._routed or pwq.bh or HOOKS.on)
                     and (work._pwq is pwq or not st & (PENDING | RUNNING))  # no revive
+                    and not (remote and pwq.loop.is_closed())  # type: ignore[union-attr]
                 ):
+                    pool = pwq.pool
                     res = not st & (PENDING | DISABLE_MASK)  # R1
                     if res:
                         work._pwq = pwq
@@ -221,8 +229,34 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                             work._state = st | _PENDING_QUEUED
                             pwq.nr_active += 1
                             pwq.target.append(work)
-                            if not pool.nr_waking:
-                                pool.wake()
+                            if pool.nr_waking:
+                                pass  # a worker is on its way
+                            elif remote:
+                                # Another thread: one coalesced call_soon_threadsafe(_kick)
+                                # per burst (design §6, cross-thread hand-off).
+                                if not pool.kick_armed:
+                                    pool.wake(False)
+                            else:
+                                idle = pool.idle
+                                if (
+                                    idle
+                                    and not (pool.stopping or pool.dying)
+                                    and _current_task(pwq.loop) is not None
+                                ):
+                                    # Pool._wake_local, inline: from a task the loop is awake;
+                                    # the parked worker's future is completed now, so it runs
+                                    # in the very turn a call_soon made here would.
+                                    worker = idle.pop()
+                                    fut = worker.fut
+                                    worker.fut = None
+                                    if fut is not None and not fut.done():
+                                        worker.counted = True
+                                        pool.nr_waking += 1
+                                        fut.set_result(None)
+                                    else:  # cancelled while parked: the general path
+                                        pool.wake()
+                                else:
+                                    pool.wake()
                         else:
                             work._state = st | _PENDING_INACTIVE
                             pwq.nr_max_active_hits += 1
@@ -285,17 +319,23 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                 if (
                     not (wq._status or wq._routed or pwq.bh or HOOKS.on)
                     and (dwork._pwq is pwq or not st & (PENDING | RUNNING))  # no revive
-                    and _current_task(loop) is not None  # the loop is awake (Pool.direct)
                 ):
                     res = not st & (PENDING | DISABLE_MASK)  # R1
                     if res:
+                        # _timer.arm, inline: push on the pool's timer heap
                         dwork._state = st | _PENDING_ARMED
-                        dwork._tloop = loop
+                        dwork._tpool = pool
                         dwork._pwq = pwq
-                        dwork._deadline = deadline = loop.time() + d + pool.tres  # type: ignore[union-attr]
-                        gen = dwork._tgen = dwork._tgen + 1
+                        t = pool.tclock() + d
+                        if pool.tms:
+                            t = _ceil(t * 1000.0) / 1000.0
+                        dwork._deadline = t
+                        gen = dwork._tgen = next_gen()
                         wq._armed[id(dwork)] = dwork
-                        dwork._timer = loop.call_at(deadline, _fire, dwork, gen)  # type: ignore[union-attr]
+                        _heappush(pool.theap, (t, gen, dwork))
+                        if t < pool.twhen:  # the new earliest: the loop timer moves
+                            # directly only from a task: the loop is awake (Pool.direct)
+                            retime(pool, t, _current_task(loop) is not None)
                         pwq.nr_queued += 1
             finally:
                 if _is_owned():  # not held on entry (nested calls returned above)

@@ -363,7 +363,7 @@ class Runtime:
                     while p.inactive:
                         left.append(_take_back(p.inactive.popleft(), "queued"))
             for dwork in list(wq._armed.values()):
-                if dwork._tloop is pool.loop:  # its timer was armed on the dead loop
+                if dwork._tpool is pool:  # armed in the dead pool's timer heap
                     left.append(_take_back(dwork, "armed"))
         return left
 

@@ -240,11 +240,11 @@ def _until_next_timer(wqs: list[Workqueue], loop: asyncio.AbstractEventLoop) -> 
     wait = 3600.0
     for wq in wqs:
         for dwork in wq._armed.values():
-            tloop = dwork._tloop
-            if tloop is loop:
-                wait = min(wait, dwork._deadline - loop.time())
-            else:  # another loop's clock: poll it
-                wait = min(wait, dwork._deadline - tloop.time(), 0.005)
+            tpool = dwork._tpool  # deadlines are on its timer clock
+            if tpool.loop is loop:
+                wait = min(wait, dwork._deadline - tpool.tclock())
+            else:  # another loop's: poll it
+                wait = min(wait, dwork._deadline - tpool.tclock(), 0.005)
     return max(wait, 0.0)
 
 

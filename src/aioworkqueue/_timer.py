@@ -1,33 +1,54 @@
-"""Delayed work: arming, firing and disarming loop timers (R8, R9).
+"""Delayed work: arming, firing and disarming timers (R8, R9), one timer heap per pool.
 
-A timer is armed with ``loop.call_at(deadline)`` on the loop of the target pool. When it fires it
-checks the deadline again and re-arms if the loop woke it early (uvloop rounds timeouts to whole
-milliseconds and fires up to 1 ms early; asyncio fires up to its clock resolution early), so an
-item is never queued before ``delay`` has passed (R8). The deadline also adds the loop clock's own
-resolution, since uvloop's ``loop.time()`` is truncated to the millisecond: measured on the real
-clock, ``now + delay`` computed from it could otherwise fall up to 1 ms short.
+Each pool keeps its armed items in a binary heap of ``(deadline, gen, dwork)`` entries and holds
+one loop ``TimerHandle``, for the earliest deadline. Arming is a ``heappush``; the loop timer is
+touched only when the new deadline is earlier than the one it is set for. Disarming (cancel, a
+re-arm, firing at once) only invalidates the entry: ``gen`` is unique over all arms, and an entry
+whose ``gen`` is no longer the item's ``_tgen`` is garbage, dropped when it reaches the top or
+when garbage exceeds half of the heap (compaction). So neither arming nor disarming has to be on
+the pool's loop, and a cancel is a few stores.
 
-Cancellation is by generation: disarming bumps ``_tgen``, and a callback that carries an older one
-does nothing. On the timer's own loop we also cancel the handle, so it leaves the heap; from another
-thread ``TimerHandle.cancel`` is not safe, and the stale callback simply runs once and returns.
+Deadlines are on the pool's clock ``Pool.tclock``: ``time.monotonic()`` for asyncio's loops
+(their ``loop.time()`` is that) and for uvloop (whose ``loop.time()`` is the same clock truncated to
+whole milliseconds); ``loop.time()`` for other asyncio loops (a virtual clock). On a loop whose own
+clock is truncated (``Pool.tms``) a deadline is rounded up to the next whole millisecond: then the
+item waits ``delay`` both on the real clock and on the loop's, and the loop's millisecond timer can
+be set for it exactly. When the loop timer fires, every entry that is due on the real clock is
+queued, in deadline order (ties: in arming order); if the timer fired early (uvloop may; asyncio
+by up to its clock resolution), nothing is queued early (R8) and it is set again for the remainder.
 
-Owner: every field is changed under ``_lock.LOCK``; handles are created on the pool's loop.
+Arming from anywhere but a task of the pool's loop, when the deadline is the new earliest, asks
+the loop to re-set its timer with one ``call_soon_threadsafe`` (coalesced by ``Pool.tkick``):
+``TimerHandle`` is not thread-safe, and a plain ``call_at`` from a signal handler would not wake a
+loop asleep in ``select()`` (design §5).
+
+Owner: the heap and every field are changed under ``_lock.LOCK``; the loop ``TimerHandle``
+(``Pool.thandle``, ``Pool.twhen``) is only touched on the pool's loop thread.
 """
 
 from __future__ import annotations
 
-import asyncio
+import heapq
+import itertools
+import math
 from typing import TYPE_CHECKING
 
 from ._lock import INTR, LOCK, replay
 from ._work import ARMED, DelayedWork
 
 if TYPE_CHECKING:
+    from ._pool import Pool
     from ._pwq import Pwq
 
-__all__ = ("arm", "disarm", "fire_now")
+__all__ = ("arm", "compact", "disarm", "fire_now", "next_gen", "retime")
 
-_get_running_loop = asyncio._get_running_loop
+#: Arm generations, unique over all items and pools (0 is never issued: "not armed").
+next_gen = itertools.count(1).__next__
+_heappush = heapq.heappush
+_heappop = heapq.heappop
+_ceil = math.ceil
+_INF = float("inf")
+_NOT_ARMED = ~ARMED
 
 
 def arm(dwork: DelayedWork, pwq: Pwq, delay: float, direct: bool | None = None) -> None:
@@ -36,55 +57,112 @@ def arm(dwork: DelayedWork, pwq: Pwq, delay: float, direct: bool | None = None) 
     Context: under LOCK, any thread; ``dwork`` has PENDING set and sits nowhere yet.
     """
     pool = pwq.pool.timer_pool()
-    loop = pool.loop
-    dwork._tloop = loop
+    dwork._tpool = pool
     dwork._pwq = pwq
-    # loop.time() may trail the real clock by up to the loop's resolution (uvloop: 1 ms), so
-    # the deadline carries it too: otherwise "delay after the call" could be up to 1 ms short.
-    dwork._deadline = deadline = loop.time() + delay + pool.tres
-    gen = dwork._tgen = dwork._tgen + 1
+    t = pool.tclock() + delay
+    if pool.tms:  # the loop's own clock is whole milliseconds: round up to its next tick
+        t = _ceil(t * 1000.0) / 1000.0
+    dwork._deadline = t
+    gen = dwork._tgen = next_gen()
     dwork._state |= ARMED
     pwq.wq._armed[id(dwork)] = dwork
-    if direct is None or pool is not pwq.pool:
-        direct = pool.direct()
+    _heappush(pool.theap, (t, gen, dwork))
+    if t < pool.twhen:
+        if direct is None or pool is not pwq.pool:
+            direct = pool.direct()
+        retime(pool, t, direct)
+
+
+def retime(pool: Pool, when: float, direct: bool) -> None:
+    """A deadline ``when`` earlier than the loop timer's was pushed: have the timer set for it.
+
+    Context: under LOCK, any thread; ``direct``: the caller runs in a task of the pool's loop.
+    """
     if direct:
-        dwork._timer = loop.call_at(deadline, _fire, dwork, gen)
-    else:
-        dwork._timer = None
-        loop.call_soon_threadsafe(_arm_here, dwork, gen)
+        _set(pool, when)
+    elif not pool.tkick:
+        pool.tkick = True
+        try:
+            pool.loop.call_soon_threadsafe(_retime, pool)
+        except RuntimeError:
+            if not (pool.dying or pool.dead):
+                raise
+            # Its loop has closed: the entry stays armed and is reported with the pool's items.
 
 
-def _arm_here(dwork: DelayedWork, gen: int) -> None:
+def _set(pool: Pool, when: float) -> None:
+    # Context: under LOCK, on the pool's loop thread.
+    handle = pool.thandle
+    if handle is not None:
+        handle.cancel()
+    pool.twhen = when
+    pool.thandle = pool.loop.call_at(when, _expire, pool)
+
+
+def _retime(pool: Pool) -> None:
+    """Set the loop timer for the earliest live deadline. Context: the pool's loop thread."""
     with LOCK:
-        if dwork._tgen == gen and dwork._state & ARMED:
-            loop = dwork._tloop
-            dwork._timer = loop.call_at(dwork._deadline, _fire, dwork, gen)
-
-
-def _fire(dwork: DelayedWork, gen: int) -> None:
-    with LOCK:
-        if dwork._tgen != gen or not dwork._state & ARMED:
-            return
-        loop = dwork._tloop
-        if loop.time() < dwork._deadline:  # woken early: never queue before the deadline (R8)
-            dwork._timer = loop.call_at(dwork._deadline, _fire, dwork, gen)
-            return
-        fire_now(dwork, direct=True)
+        pool.tkick = False  # first, then look: an arm after this sends another (design §6)
+        heap = pool.theap
+        while heap:
+            t, gen, dwork = heap[0]
+            if dwork._tgen == gen:
+                if t < pool.twhen:
+                    _set(pool, t)
+                break
+            _heappop(heap)
+            pool.tdead -= 1
     if INTR.pending:
         replay()
 
 
+def _expire(pool: Pool) -> None:
+    """The loop timer fired: queue every item that is due, then set it for the next one."""
+    with LOCK:
+        pool.thandle = None
+        pool.twhen = _INF
+        heap = pool.theap
+        now = pool.tclock()
+        while heap:
+            t, gen, dwork = heap[0]
+            if dwork._tgen != gen:  # cancelled or re-armed: garbage
+                _heappop(heap)
+                pool.tdead -= 1
+            elif now < t:  # not due yet (or the loop woke early): never queue early (R8)
+                _set(pool, t)
+                break
+            else:
+                _heappop(heap)
+                dwork._state &= _NOT_ARMED
+                dwork._tgen = 0
+                pwq = dwork._pwq
+                assert pwq is not None
+                del pwq.wq._armed[id(dwork)]
+                pwq.insert(dwork, True if pwq.pool is pool else None)
+    if INTR.pending:
+        replay()
+
+
+def compact(pool: Pool) -> None:
+    """Drop the garbage entries of ``pool``'s heap. Context: under LOCK, any thread."""
+    heap = pool.theap
+    heap[:] = [e for e in heap if e[2]._tgen == e[1]]
+    heapq.heapify(heap)
+    pool.tdead = 0
+
+
 def disarm(dwork: DelayedWork) -> None:
     """Disarm an armed ``dwork`` (it stays PENDING). Context: under LOCK, any thread."""
-    dwork._state &= ~ARMED
-    dwork._tgen += 1
-    timer = dwork._timer
-    dwork._timer = None
+    dwork._state &= _NOT_ARMED
+    dwork._tgen = 0  # its heap entry is garbage now
     pwq = dwork._pwq
     assert pwq is not None
     del pwq.wq._armed[id(dwork)]
-    if timer is not None and _get_running_loop() is dwork._tloop:
-        timer.cancel()
+    pool = dwork._tpool
+    assert pool is not None
+    pool.tdead += 1
+    if pool.tdead > len(pool.theap) >> 1:
+        compact(pool)
 
 
 def fire_now(dwork: DelayedWork, direct: bool | None = None) -> None:
@@ -92,4 +170,4 @@ def fire_now(dwork: DelayedWork, direct: bool | None = None) -> None:
     disarm(dwork)
     pwq = dwork._pwq
     assert pwq is not None
-    pwq.insert(dwork, direct if pwq.pool.timer_pool() is pwq.pool else None)
+    pwq.insert(dwork, direct if pwq.pool is dwork._tpool else None)

@@ -148,19 +148,17 @@ class DelayedWork(Work):
     Context: construct anywhere.
     """
 
-    __slots__ = ("_deadline", "_tgen", "_timer", "_tloop")
+    __slots__ = ("_deadline", "_tgen", "_tpool")
 
-    _deadline: float  # loop time before which the armed instance must not be queued (R8)
-    _tgen: int  # arm generation: a timer callback with an older one is stale
-    _timer: Any  # asyncio.TimerHandle of the armed instance, when armed on its own loop
-    _tloop: Any  # the loop the timer is armed on
+    _deadline: float  # pool-clock time before which the armed instance must not be queued (R8)
+    _tgen: int  # the arm's generation, unique; its heap entry is garbage once this changes
+    _tpool: Any  # the pool whose timer heap holds the armed instance (_timer.py)
 
     def __init__(self, func: WorkFunc) -> None:
         super().__init__(func)
         self._deadline = 0.0
         self._tgen = 0
-        self._timer = None
-        self._tloop = None
+        self._tpool = None
 
     async def flush(self) -> bool:
         """Same as :func:`flush_delayed_work`."""
