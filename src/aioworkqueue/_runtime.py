@@ -334,6 +334,10 @@ class Runtime:
                     del self._tids[tid]  # a new thread may get the same ident
             left = self._sweep(pool)
             self._lost_with_pools += left
+            if self.unbound.hi or self.unbound.worklist:
+                # A wake-up for the shared lists may have gone to this pool between its loop
+                # stopping and now, and been lost with it: hand them to a live pool.
+                self.unbound.wake(False)
             fatal = pool.fatal
         cause = f"{type(exc).__name__}: {exc}" if exc is not None else "its loop ended"
         if fatal is not None:

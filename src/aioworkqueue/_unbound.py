@@ -69,7 +69,7 @@ class UnboundPool:
         rank = 3
         for i in range(n):
             pool = pools[(start + i) % n]
-            if pool.nr_waking or pool.dead:
+            if pool.nr_waking or pool.dying:  # dying: its loop is ending, or has (dead)
                 continue
             # A pool whose workers are all parked (or that has none yet) is surely turning; one
             # with a parked worker and a busy one may be stuck in that busy item; one with none
