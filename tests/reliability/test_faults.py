@@ -351,6 +351,7 @@ async def test_a_task_the_work_does_not_await_may_flush_its_queue() -> None:
 
     async def fn(w: aw.Work) -> None:
         async def later() -> None:
+            order.append("flush called")  # while the item runs: this is what must not raise
             await aw.flush_workqueue(wq)
             order.append("flushed")
 
@@ -363,7 +364,7 @@ async def test_a_task_the_work_does_not_await_may_flush_its_queue() -> None:
         assert aw.queue_work(wq, aw.Work(fn))
         await guarded(aw.flush_workqueue(wq), "flush")
         await guarded(spawned[0], "detached flush")
-    assert order == ["work ends", "flushed"]
+    assert order == ["flush called", "work ends", "flushed"]
 
 
 # -- freezing from the wrong context, twice ------------------------------------------------------
