@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def run_trial(tmp_path: Path, seed: int, loop_kind: str) -> tuple[dict[str, int]
         proc.communicate()
         raise
     assert proc.returncode == 0, err[-3000:]
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:  # a bare `with` commits but does not close
         rows = conn.execute("SELECT id, kind, info FROM events").fetchall()
     return check_ledger(rows)
 
