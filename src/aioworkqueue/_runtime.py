@@ -273,25 +273,20 @@ class Runtime:
             self.monitor_address = self._monitor.address
 
     def _thread_main(self, cpu: int, ready: threading.Event, errors: list[BaseException]) -> None:
-        ended: BaseException | None = None
+        ended: BaseException | None = None  # what ended the loop, if anything did
         try:
             if self.pin:
                 os.sched_setaffinity(threading.get_native_id(), {self.pinned_to[cpu]})
             with asyncio.Runner(loop_factory=self._checked_factory) as runner:
                 try:
                     runner.run(self._serve(cpu, ready))
-                except BaseException as exc:
-                    ended = exc
-                    raise
                 finally:
-                    if ended is not None or not self._ending():
-                        self._pool_dying(cpu)
+                    self._pool_dying(cpu)  # before the runner's close cancels the workers
         except BaseException as exc:
             if not ready.is_set():
                 errors.append(exc)  # a failed start: start() re-raises it
                 return
-            if ended is None:
-                ended = exc
+            ended = exc
         finally:
             ready.set()
         if ended is not None or not self._ending():
@@ -311,8 +306,9 @@ class Runtime:
             return self._state >= _STOPPING
 
     def _pool_dying(self, cpu: int) -> None:
-        # Context: the pool's thread, its loop stopped and not yet closed. The runner's close
-        # cancels the remaining workers: whatever slot they free must not spawn a new one.
+        # Context: the pool's thread, its loop stopped (a shutdown, or a fault) and not yet
+        # closed. The runner's close cancels the remaining workers: whatever slot they free
+        # must not spawn a new one.
         with LOCK:
             if cpu < len(self.pools) and self.pools[cpu] is not None:
                 self.pools[cpu].dying = True
