@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._barrier import WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import INTR, LOCK, replay, run_redo
-from ._pool import current_worker_work
+from ._pool import Pool, current_worker_work
 from ._queueing import steal
 from ._timer import compact
 from ._work import (
@@ -109,7 +109,7 @@ def cancel_delayed_work(dwork: Work) -> bool:
                 pwq = dwork._pwq
                 del pwq.wq._armed[id(dwork)]  # type: ignore[union-attr]
                 pwq.nr_cancelled += 1  # type: ignore[union-attr]
-                pool = dwork._tpool
+                pool: Pool = dwork._tpool  # type: ignore[assignment]  # set while ARMED
                 n = pool.tdead = pool.tdead + 1
                 if n > len(pool.theap) >> 1:
                     compact(pool)

@@ -56,6 +56,7 @@ from ._work import (
     REDO,
     RUNNING,
     WAITED,
+    DelayedWork,
     Work,
 )
 
@@ -246,7 +247,7 @@ class Pool:
             self.tms = True
         # Armed items: a heap of (deadline, gen, dwork); entries whose gen is not the item's
         # _tgen any more are garbage (tdead counts them). One loop timer, for the earliest.
-        self.theap: list[tuple[float, int, Any]] = []
+        self.theap: list[tuple[float, int, DelayedWork]] = []
         self.tdead = 0
         self.thandle: asyncio.TimerHandle | None = None  # loop thread only
         self.twhen = float("inf")  # the deadline thandle is set for (loop thread only)
@@ -676,10 +677,11 @@ class Pool:
                     if self._start(work):
                         break
                     work = None
-                if work is None:
-                    break
-                pwq: Pwq = work._pwq  # type: ignore[assignment]
-                epoch = work._epoch
+                if work is not None:
+                    pwq: Pwq = work._pwq  # type: ignore[assignment]
+                    epoch = work._epoch
+            if work is None:  # not a break inside the with: mypyc does not compile that
+                break
             if INTR.pending:
                 replay()
             nxt: tuple[Pwq, int] | None = (pwq, epoch)

@@ -241,6 +241,7 @@ def _until_next_timer(wqs: list[Workqueue], loop: asyncio.AbstractEventLoop) -> 
     for wq in wqs:
         for dwork in wq._armed.values():
             tpool = dwork._tpool  # deadlines are on its timer clock
+            assert tpool is not None  # set while ARMED
             if tpool.loop is loop:
                 wait = min(wait, dwork._deadline - tpool.tclock())
             else:  # another loop's: poll it

@@ -35,6 +35,7 @@ from ._errors import describe
 from ._flags import WorkBusy
 
 if TYPE_CHECKING:
+    from ._pool import Pool as _Pool
     from ._pwq import Pwq as _Pwq
 
 __all__ = ("DelayedWork", "Work", "WorkFunc")
@@ -152,7 +153,7 @@ class DelayedWork(Work):
 
     _deadline: float  # pool-clock time before which the armed instance must not be queued (R8)
     _tgen: int  # the arm's generation, unique; its heap entry is garbage once this changes
-    _tpool: Any  # the pool whose timer heap holds the armed instance (_timer.py)
+    _tpool: _Pool | None  # the pool whose timer heap holds the armed instance (_timer.py)
 
     def __init__(self, func: WorkFunc) -> None:
         super().__init__(func)
