@@ -24,6 +24,15 @@ EXPECTED = {
     "interrupt_handler.py": [
         "every successful queue_work ran exactly once: True",
     ],
+    "observability.py": [
+        "instrument saw: {'completed': 102, 'failed': 1, 'queue_work': 103}",
+        "started=103 completed=102 failed=1",
+        "latency p50 known: True; cpu_time > 0.04 s: True",
+        "CPU hog counted: True",
+        "show_state names the running item and for how long: True",
+        "monitor exit status: 0; lists the queue: True",
+        "unfinished at shutdown: []",
+    ],
     "per_cpu_runtime.py": [
         "hashed 16 chunks; runs per pool thread:",
         "  aiowq/0 (queue_work_on): 1",
