@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import signal
+import sys
 import threading
 
 import pytest
@@ -252,3 +253,32 @@ async def test_signal_handler_that_interrupts_our_own_section_is_deferred_not_de
             signal.signal(signal.SIGUSR1, old)
         await wq.flush()
     assert sorted(ran) == ["a", "bind"]
+
+
+@pytest.mark.asyncio
+async def test_items_are_idle_when_a_flush_on_another_thread_returns() -> None:
+    """The end of a run releases flush_workqueue / flush_work waiters; one on another thread may
+    run before the pool thread's section ends. The item must already read as idle then:
+    ``work_busy`` is lock-free, and "flush returned" means "it finished". Found by the bad-input
+    suite under load (RUNNING was cleared after the barriers); a tiny switch interval makes the
+    interleaving frequent (60 busy reads in 300 rounds before the fix, every time)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    busy = 0
+    try:
+        async with aw.Runtime(cpus=2, loop_factory="asyncio"):
+            wq = aw.alloc_workqueue("idle-after-flush", 0, 4)
+            items = [aw.Work(lambda w: None) for _ in range(8)]
+            for _ in range(300):
+                for k, w in enumerate(items):
+                    assert aw.queue_work_on(k % 2, wq, w)
+                await aw.flush_workqueue(wq)
+                busy += sum(1 for w in items if aw.work_busy(w))
+                for k, w in enumerate(items):
+                    assert aw.queue_work_on(k % 2, wq, w)
+                for w in items:
+                    await aw.flush_work(w)
+                    busy += bool(aw.work_busy(w))
+    finally:
+        sys.setswitchinterval(old)
+    assert busy == 0

@@ -428,7 +428,12 @@ class Pool:
 
         Context: under LOCK.
         """
-        if work._state & WAITED:
+        st = work._state
+        if not st & DEFERRED:
+            # First: the barriers below may release a waiter on another thread, which must find
+            # the item idle (work_busy reads the state without the lock).
+            work._state = st & ~RUNNING
+        if st & WAITED:
             _barrier.on_end(work)
         pwq.finish(epoch, outcome)
         st = work._state
@@ -449,7 +454,6 @@ class Pool:
             if st & REDO:
                 record(functools.partial(run_redo, work))
             return work._pwq, work._epoch  # type: ignore[return-value]
-        work._state = st & ~RUNNING
         return None
 
     def _end_on_exit(
@@ -516,6 +520,9 @@ class Pool:
                         if st & _SLOW_END or outcome or pwq.freeze_gates:
                             nxt = self._finish(work, pwq, epoch, outcome)
                         else:  # the common end of a run: Pwq.finish and Epochs.done, inline
+                            # Not RUNNING first: ep.done() may release a flush on another
+                            # thread, which must find the item idle (as in _finish).
+                            work._state = st & _NOT_RUNNING
                             pwq.nr_completed += 1
                             inactive = pwq.inactive
                             if inactive and pwq.nr_active <= pwq.max_active:
@@ -536,7 +543,6 @@ class Pool:
                                 ep.nr_cur -= 1
                             else:
                                 ep.done(epoch)
-                            work._state &= _NOT_RUNNING  # re-read: the item activated may be work
                         if nxt is not None:  # R3: its next instance runs here, now
                             pwq, epoch = nxt
                     if nxt is None:
