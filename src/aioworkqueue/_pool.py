@@ -283,9 +283,10 @@ class Pool:
         self.dead = False
         # What went through a worker and ended the loop: (work, link, exception), for the report.
         self.fatal: tuple[Work, Pwq, BaseException] | None = None
-        # A worker was cancelled while parked, outside a runtime shutdown: the loop is being torn
-        # down (asyncio.run's cancel-all). No new worker task may start then, asyncio would never
-        # cancel it; what is left is reported when its queue binds to another loop.
+        # A worker was cancelled while every task of its loop was being cancelled (asyncio.run's
+        # teardown, see _tearing_down), or the runtime pool's loop stopped. No new worker task
+        # may start then, asyncio would never cancel it; what is left is reported when its queue
+        # binds to another loop (embedded) or by Runtime._pool_died.
         self.dying = False
         self.left: list[tuple[Work, Pwq, str]] = []  # what stopping workers left unfinished
 
@@ -652,8 +653,8 @@ class Pool:
             with LOCK:
                 if worker in self.idle:
                     self.idle.remove(worker)  # cancelled while parked
-                    if not self.stopping:
-                        self.dying = True
+                    if not self.stopping and _tearing_down(loop):
+                        self.dying = True  # the same rule as for a worker cancelled mid-run
                 if worker.counted:
                     self.nr_waking -= 1  # cancelled after a waker counted it as on its way
                     worker.counted = False

@@ -673,3 +673,24 @@ async def test_a_worker_cancelled_from_outside_is_replaced_while_the_loop_runs(
     assert ran == [1, 1, 1]
     assert any("f-worker-cancelled" in m and "cancelled" in m for m in expect_errors.messages)
     await guarded(aw.destroy_workqueue(wq), "destroy")
+
+
+@pytest.mark.asyncio
+async def test_a_parked_worker_cancelled_from_outside_is_replaced_while_the_loop_runs() -> None:
+    """As above, for a worker cancelled while it waits for work: the pool must not give up
+    spawning workers while the loop goes on (it did: any parked cancel marked it dying)."""
+    wq = aw.alloc_workqueue("f-parked-cancelled", 0, 1)
+    ran: list[int] = []
+    assert aw.queue_work(wq, aw.Work(lambda w: ran.append(0)))
+    await guarded(aw.flush_workqueue(wq), "first flush")  # a worker now parks, idle
+    me = asyncio.current_task()
+    workers = [t for t in asyncio.all_tasks() if t is not me and t.get_name().startswith("aiowq/")]
+    assert workers
+    for t in workers:
+        t.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    for i in range(1, 4):
+        assert aw.queue_work(wq, aw.Work(lambda w, i=i: ran.append(i)))
+    await guarded(aw.flush_workqueue(wq), "flush after the parked workers were cancelled")
+    assert ran == [0, 1, 2, 3]
+    await guarded(aw.destroy_workqueue(wq), "destroy")
