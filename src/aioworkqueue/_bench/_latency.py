@@ -6,7 +6,9 @@ the alternatives are interleaved, and the loop goes idle (the worker parks) betw
 
 * aioworkqueue: ``queue_work(wq, work)``, an ``async def`` item, a parked worker;
 * ``loop.call_soon(callback)``: the baseline, the least the loop can do;
-* ``loop.create_task(item())``: a Task per item.
+* ``loop.create_task(item())``: a Task per item;
+* the floor (``_floor.py``): the lean queue with a lock, one parked worker task woken by its
+  future, as the library's is.
 
 Median and p99, microseconds, lower is better.
 
@@ -30,6 +32,7 @@ from typing import Any
 import aioworkqueue as aw
 
 from ._common import BenchError, Ctx, ItemFn, Kind, median, percentile
+from ._floor import LeanItem, LeanQueue
 from ._model import Cell
 from ._throughput import cancel_all
 
@@ -39,6 +42,7 @@ LATENCY_LABELS = {
     "aw": "aioworkqueue queue_work",
     "soon": "loop.call_soon",
     "task": "loop.create_task",
+    "floor": "floor: parked worker + lock",
 }
 LATENCY_BASELINE = LATENCY_LABELS["soon"]
 FLUSH_BASELINE = "asyncio.Queue + 4 workers: join()"
@@ -76,6 +80,9 @@ async def run_latency(ctx: Ctx) -> None:
         stamp[0] = _ns()
         done[0].set_result(None)
 
+    lean = LeanQueue(1, locked=True)
+    await lean.start()
+    lean_item = LeanItem(item)
     async with aw.alloc_workqueue("bench-latency") as wq:
         probe = _Probe()
         aw.queue_work(wq, aw.Work(lambda _w: None))  # bind, start a worker
@@ -99,6 +106,10 @@ async def run_latency(ctx: Ctx) -> None:
                         t0 = _ns()
                         loop.call_soon(callback)
                         await fut
+                    elif key == "floor":
+                        t0 = _ns()
+                        lean.queue(lean_item)
+                        await fut
                     else:
                         t0 = _ns()
                         task = loop.create_task(item())
@@ -108,6 +119,7 @@ async def run_latency(ctx: Ctx) -> None:
                 if i >= 20:
                     samples[key].append((t1 - t0) / 1e3)
         await aw.flush_workqueue(wq)
+    await lean.close()
     for q, name in ((0.5, "median"), (0.99, "p99")):
         g = ctx.results.group(
             f"latency.{name}",

@@ -154,7 +154,8 @@ def markdown(
     for t in evaluated:
         status = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
         got = ", ".join(f"{lp} {v}" for lp, v in t["measured"].items()) or "not measured"
-        lines.append(f"- {status}: {t['target']} ({got})")
+        why = verdict(t)
+        lines.append(f"- {status}: {t['target']} ({got})" + (f"; {why}" if why else ""))
     if results.errors:
         lines += ["", "Errors:", ""] + [f"- {e}" for e in results.errors]
     return "\n".join(lines) + "\n"
@@ -167,6 +168,8 @@ class Target:
     text: str
     check: Callable[[Results, str], tuple[str, bool] | None]
     loops: tuple[str, ...] | None = None  # None: every loop of the run
+    # The same check on the floor's row (``_floor.py``): does the least design meet it?
+    floor: Callable[[Results, str], tuple[str, bool] | None] | None = None
 
 
 def _ratio_at_least(
@@ -218,22 +221,31 @@ def _paired_at_most(
 
 _REUSED = "aioworkqueue queue_work (reused Work)"
 _SUBMIT = "aioworkqueue wq.submit (fresh item)"
+_GATHER = "create_task per item + gather"
+# The floors with the lock a thread-safe queue_work needs (see _floor.py).
+_FLOOR = "floor: deque + 4 workers + lock, reused item"
+_FLOOR_FRESH = "floor: deque + 4 workers + lock, fresh item"
+_FLOOR_THREADS = "floor: deque + 4 workers + lock, def item"
 TARGETS = (
     Target(
         "reused Work, plain items: >= 1.6x asyncio.Queue + 4 workers, on every loop",
         _ratio_at_least("throughput.plain", _REUSED, 1.6),
+        floor=_ratio_at_least("throughput.plain", _FLOOR, 1.6),
     ),
     Target(
         "reused Work, plain items: >= 10x create_task per item + gather",
-        _ratio_at_least("throughput.plain", _REUSED, 10.0, "create_task per item + gather"),
+        _ratio_at_least("throughput.plain", _REUSED, 10.0, _GATHER),
+        floor=_ratio_at_least("throughput.plain", _FLOOR, 10.0, _GATHER),
     ),
     Target(
         "wq.submit, plain items: >= 1.2x asyncio.Queue + 4 workers",
         _ratio_at_least("throughput.plain", _SUBMIT, 1.2),
+        floor=_ratio_at_least("throughput.plain", _FLOOR_FRESH, 1.2),
     ),
     Target(
         "reused Work, sleep0 items: >= 1.5x asyncio.Queue + 4 workers",
         _ratio_at_least("throughput.sleep0", _REUSED, 1.5),
+        floor=_ratio_at_least("throughput.sleep0", _FLOOR, 1.5),
     ),
     Target(
         "memory per pending fresh item (wq.submit): <= 100 B",
@@ -247,19 +259,23 @@ TARGETS = (
         "cross-thread, 1 producer (def item): >= 1M items/s on the stdlib loop",
         _value("threads.1", "aioworkqueue queue_work, def item", lambda v: v >= 1e6),
         ("asyncio",),
+        floor=_value("threads.1", _FLOOR_THREADS, lambda v: v >= 1e6),
     ),
     Target(
         "cross-thread, 1 producer (def item): >= 5x call_soon_threadsafe on the stdlib loop",
         _ratio_at_least("threads.1", "aioworkqueue queue_work, def item", 5.0),
         ("asyncio",),
+        floor=_ratio_at_least("threads.1", _FLOOR_THREADS, 5.0),
     ),
     Target(
         "timer arm: queue_delayed_work costs <= loop.call_later",
         _ratio_at_most("timers.arm", "aioworkqueue queue_delayed_work", 1.0),
+        floor=_ratio_at_most("timers.arm", "floor: lock section + heap push", 1.0),
     ),
     Target(
         "timer cancel: cancel_delayed_work costs <= TimerHandle.cancel",
         _ratio_at_most("timers.cancel", "aioworkqueue cancel_delayed_work", 1.0),
+        floor=_ratio_at_most("timers.cancel", "floor: lock section", 1.0),
     ),
     Target(
         "no timer fires early, on every loop",
@@ -272,6 +288,7 @@ TARGETS = (
     Target(
         "latency to start, median: queue_work <= loop.call_soon",
         _ratio_at_most("latency.median", "aioworkqueue queue_work", 1.0),
+        floor=_ratio_at_most("latency.median", "floor: parked worker + lock", 1.0),
     ),
     Target(
         "tracing and timing off cost <= 3%: normal / stubbed build <= 1.03 (paired runs)",
@@ -287,22 +304,38 @@ def evaluate(results: Results, loops: Sequence[str]) -> list[dict[str, Any]]:
         want = [lp for lp in loops if t.loops is None or lp in t.loops]
         measured = {lp: got for lp in want if (got := t.check(results, lp)) is not None}
         met: bool | None = all(ok for _v, ok in measured.values()) if measured else None
-        out.append(
-            {
-                "target": t.text,
-                "met": met,
-                "measured": {lp: v for lp, (v, _ok) in measured.items()},
-            }
-        )
+        entry: dict[str, Any] = {
+            "target": t.text,
+            "met": met,
+            "measured": {lp: v for lp, (v, _ok) in measured.items()},
+        }
+        if t.floor is not None:
+            floor = {lp: got for lp in want if (got := t.floor(results, lp)) is not None}
+            entry["floor"] = {lp: v for lp, (v, _ok) in floor.items()}
+            entry["floor_met"] = all(ok for _v, ok in floor.values()) if floor else None
+        out.append(entry)
     return out
+
+
+def verdict(t: dict[str, Any]) -> str:
+    """What the floor says about a target that was not met ("" when there is nothing to say)."""
+    if t["met"] is not False or t.get("floor_met") is None:
+        return ""
+    got = ", ".join(f"{lp} {v}" for lp, v in t["floor"].items())
+    if t["floor_met"]:
+        return f"the floor meets it ({got}): the gap is this library's"
+    return f"out of reach: the floor misses it too ({got})"
 
 
 def print_targets(evaluated: list[dict[str, Any]], out: TextIO) -> None:
     print("\nTargets of the issue (informational; the command never fails on them)", file=out)
+    print("  (a floor is the least design that does the job with a lock; see _floor.py)", file=out)
     for t in evaluated:
         status = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
         got = ", ".join(f"{lp} {v}" for lp, v in t["measured"].items()) or "not measured"
         print(f"  {status:<8} {t['target']}: {got}", file=out)
+        if why := verdict(t):
+            print(f"  {'':<8}   {why}", file=out)
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -7,7 +7,9 @@ items/s, hand-off and execution included. Higher is better.
 
 * aioworkqueue: ``queue_work`` from the threads onto a workqueue bound to the loop (pre-allocated
   items, one set per thread), with a plain ``def`` work function and with an ``async def`` one;
-* the baseline: ``loop.call_soon_threadsafe(callback)`` per item, a plain ``def`` callback.
+* the baseline: ``loop.call_soon_threadsafe(callback)`` per item, a plain ``def`` callback;
+* the floor (``_floor.py``): the lean queue with a lock and 4 workers, ``def`` items, woken by
+  one coalesced ``call_soon_threadsafe`` per burst as the library's are.
 
 The ``def`` rows compare like with like (call_soon_threadsafe cannot run a coroutine function);
 the ``async def`` row is what the rest of the suite measures.
@@ -24,6 +26,7 @@ from typing import Any
 import aioworkqueue as aw
 
 from ._common import BenchError, Counter, Ctx, best, median
+from ._floor import LeanItem, LeanQueue
 from ._model import Cell
 
 __all__ = ("BASELINE", "LABELS", "PRODUCERS", "run")
@@ -32,6 +35,7 @@ LABELS = {
     "aw_def": "aioworkqueue queue_work, def item",
     "aw_async": "aioworkqueue queue_work, async def item",
     "cst": "loop.call_soon_threadsafe, def callback",
+    "floor": "floor: deque + 4 workers + lock, def item",
 }
 BASELINE = LABELS["cst"]
 PRODUCERS = (1, 4)
@@ -53,7 +57,9 @@ class _Burst:
             self.done.set_result(None)
 
 
-async def _burst(variant: str, producers: int, n: int, wq: aw.Workqueue, bound: float) -> float:
+async def _burst(
+    variant: str, producers: int, n: int, wq: aw.Workqueue, *, lean: LeanQueue, bound: float
+) -> float:
     loop = asyncio.get_running_loop()
     per = n // producers
     b = _Burst(per * producers)
@@ -68,6 +74,18 @@ async def _burst(variant: str, producers: int, n: int, wq: aw.Workqueue, bound: 
             def produce() -> None:
                 for _ in range(per):
                     cst(cb)
+
+            return produce
+    elif variant == "floor":
+        hit = b.hit
+        lq = lean.queue
+
+        def make(_k: int) -> Callable[[], None]:
+            items = [LeanItem(hit) for _ in range(per)]
+
+            def produce() -> None:
+                for w in items:
+                    lq(w)
 
             return produce
     else:
@@ -138,30 +156,35 @@ async def run(ctx: Ctx) -> None:
     s = ctx.sizes
     n = s.threads
     timeout = max(10.0, n / 20_000)
-    async with aw.alloc_workqueue("bench-threads") as wq:
-        # Bind the queue to this loop: first use from a coroutine on it.
-        aw.queue_work(wq, aw.Work(lambda _w: None))
-        await aw.flush_workqueue(wq)
-        for p in PRODUCERS:
-            g = ctx.results.group(
-                f"threads.{p}",
-                f"Cross-thread, {p} producer thread{'s' if p > 1 else ''}: {n:,} items per "
-                f"burst, end to end",
-                "items/s",
-                "higher",
-                BASELINE,
-            )
-            times: dict[str, list[float]] = {v: [] for v in LABELS}
-            for rnd in range(s.thread_rounds + 1):  # round 0 warms up
-                for v, label in LABELS.items():
-                    ctx.progress.show(f"{p} producer(s), {label} {rnd}/{s.thread_rounds}")
-                    dt = await _burst(v, p, n, wq, timeout)
-                    if rnd:
-                        times[v].append(dt)
-            total = (n // p) * p
-            for v, label in LABELS.items():
-                g.put(
-                    ctx.loop_name,
-                    label,
-                    Cell(total / best(times[v]), extra={"median": total / median(times[v])}),
+    lean = LeanQueue(4, locked=True)
+    await lean.start()
+    try:
+        async with aw.alloc_workqueue("bench-threads") as wq:
+            # Bind the queue to this loop: first use from a coroutine on it.
+            aw.queue_work(wq, aw.Work(lambda _w: None))
+            await aw.flush_workqueue(wq)
+            for p in PRODUCERS:
+                g = ctx.results.group(
+                    f"threads.{p}",
+                    f"Cross-thread, {p} producer thread{'s' if p > 1 else ''}: {n:,} items per "
+                    f"burst, end to end",
+                    "items/s",
+                    "higher",
+                    BASELINE,
                 )
+                times: dict[str, list[float]] = {v: [] for v in LABELS}
+                for rnd in range(s.thread_rounds + 1):  # round 0 warms up
+                    for v, label in LABELS.items():
+                        ctx.progress.show(f"{p} producer(s), {label} {rnd}/{s.thread_rounds}")
+                        dt = await _burst(v, p, n, wq, lean=lean, bound=timeout)
+                        if rnd:
+                            times[v].append(dt)
+                total = (n // p) * p
+                for v, label in LABELS.items():
+                    g.put(
+                        ctx.loop_name,
+                        label,
+                        Cell(total / best(times[v]), extra={"median": total / median(times[v])}),
+                    )
+    finally:
+        await lean.close()

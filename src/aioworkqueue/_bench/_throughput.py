@@ -11,7 +11,10 @@ A burst queues ``sizes.burst`` items and waits until every one of them has run:
 * a Task per item: ``create_task`` + ``gather``, and ``asyncio.TaskGroup``;
 * aiojobs (when installed): ``Scheduler(limit=None)``, ``spawn`` per item, ``wait_and_close``;
 * an anyio memory object stream (unbounded buffer) with 4 worker tasks, completion counted by
-  the workers.
+  the workers;
+* the floors (``_floor.py``): a pending bit, a deque and 4 parked workers, without a lock and
+  with the two lock sections per item that a thread-safe ``queue_work`` needs (reused items, and
+  a fresh item per queue).
 
 Every alternative is set up once; then one warm-up burst each, then ``sizes.rounds`` rounds in
 which each alternative runs one burst in turn (so a slow moment of the machine hits all of them),
@@ -43,6 +46,7 @@ from ._common import (
     make_work_fn,
     median,
 )
+from ._floor import LeanItem, LeanQueue
 from ._model import Cell
 
 __all__ = ("BASELINE", "LABELS", "run_plain", "run_sleep0")
@@ -55,6 +59,9 @@ LABELS = {
     "taskgroup": "asyncio.TaskGroup",
     "aiojobs": "aiojobs spawn + wait_and_close",
     "anyio": "anyio memory stream + 4 workers",
+    "floor": "floor: deque + 4 workers, no lock",
+    "floor_locked": "floor: deque + 4 workers + lock, reused item",
+    "floor_fresh": "floor: deque + 4 workers + lock, fresh item",
 }
 _perf = time.perf_counter
 
@@ -221,6 +228,35 @@ class _Anyio(_Alt):
             self.recv.close()
 
 
+class _Floor(_Alt):
+    """A floor (``_floor.py``): reused items, or (``fresh``) a new item per queue."""
+
+    def __init__(self, kind: Kind, n: int, *, locked: bool, fresh: bool) -> None:
+        super().__init__(kind, n)
+        self.locked = locked
+        self.fresh = fresh
+        self.label = LABELS["floor_fresh" if fresh else "floor_locked" if locked else "floor"]
+
+    async def setup(self) -> None:
+        self.lq = LeanQueue(4, locked=self.locked)
+        await self.lq.start()
+        self.items = [LeanItem(self.item) for _ in range(self.n)]
+
+    async def _burst(self) -> None:
+        queue = self.lq.queue
+        if self.fresh:
+            item = self.item
+            for _ in range(self.n):
+                queue(LeanItem(item))
+        else:
+            for w in self.items:
+                queue(w)
+        await self.lq.flush()
+
+    async def close(self) -> None:
+        await self.lq.close()
+
+
 def queue_label(workers: int) -> str:
     return f"asyncio.Queue + {workers} worker" + ("s" if workers != 1 else "")
 
@@ -239,6 +275,11 @@ def _alternatives(kind: Kind, n: int, aiojobs: Any | None) -> list[_Alt]:
     if aiojobs is not None:
         alts.append(_Aiojobs(kind, n, aiojobs))
     alts.append(_Anyio(kind, n))
+    alts += [
+        _Floor(kind, n, locked=False, fresh=False),
+        _Floor(kind, n, locked=True, fresh=False),
+        _Floor(kind, n, locked=True, fresh=True),
+    ]
     return alts
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import aioworkqueue as aw
 
 from ._common import BenchError, Ctx, best, median, percentile
+from ._floor import LeanTimer, LeanTimers
 from ._model import Cell
 
 __all__ = ("AW", "BASE", "run_cost", "run_lateness")
@@ -63,7 +64,15 @@ async def run_cost(ctx: Ctx) -> None:
         )
         for op, (_mine, base) in rows.items()
     }
-    times: dict[str, list[float]] = {f"{who}.{op}": [] for op in rows for who in ("aw", "lp")}
+    floor = {
+        "arm": "floor: lock section + heap push",
+        "cancel": "floor: lock section",
+        "rearm": "floor: lock section + lock section + heap push",
+    }
+    who_all = ("aw", "lp", "fl")
+    times: dict[str, list[float]] = {f"{who}.{op}": [] for op in rows for who in who_all}
+    lean = LeanTimers()
+    lean_items = [LeanTimer() for _ in range(n)]
     async with aw.alloc_workqueue("bench-timers") as wq:
         items = [aw.DelayedWork(_noop) for _ in range(n)]
         qd, cd, mod = aw.queue_delayed_work, aw.cancel_delayed_work, aw.mod_delayed_work
@@ -112,6 +121,26 @@ async def run_cost(ctx: Ctx) -> None:
             for h in again:
                 h.cancel()
             del handles, again
+            # The floor, the same steps.
+            larm, lcancel = lean.arm, lean.cancel
+            t0 = _perf()
+            for lt in lean_items:
+                larm(lt, _FAR)
+            t["fl.arm"] = _perf() - t0
+            t0 = _perf()
+            for lt in lean_items:
+                lcancel(lt)
+            t["fl.cancel"] = _perf() - t0
+            for lt in lean_items:
+                larm(lt, _FAR)
+            t0 = _perf()
+            for lt in lean_items:
+                lcancel(lt)
+                larm(lt, _FARTHER)
+            t["fl.rearm"] = _perf() - t0
+            for lt in lean_items:
+                lcancel(lt)
+            lean.clear()
             await asyncio.sleep(0)
             if rnd:
                 for k, v in t.items():
@@ -120,7 +149,8 @@ async def run_cost(ctx: Ctx) -> None:
             raise BenchError("timers: items still armed after the last cancel")
     for op, (mine, _base) in rows.items():
         g = groups[op]
-        for who, label in (("aw", f"aioworkqueue {mine}"), ("lp", g.baseline)):
+        labels = (("aw", f"aioworkqueue {mine}"), ("lp", g.baseline), ("fl", floor[op]))
+        for who, label in labels:
             ts = times[f"{who}.{op}"]
             g.put(
                 ctx.loop_name,
