@@ -8,6 +8,7 @@ package (``pip install -e '.[dev]'``), next to ``tests/conftest.py``'s own loop 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 import aioworkqueue as aw
+from aioworkqueue._lock import LOCK
 from aioworkqueue._runtime import ACTIVE
 from aioworkqueue._testing import ErrorGuard, ManualClock, VirtualClockLoop
 from tests.conftest import ExpectedErrors
@@ -118,6 +120,39 @@ async def test_runtime_fixture(aiowq_runtime: aw.Runtime, aiowq_idle: Callable[.
     aw.schedule_delayed_work(aw.DelayedWork(lambda w: ran.append(-1)), 0.05)
     await aiowq_idle(timeout=10)
     assert sorted(ran) == [-1, *range(20)]
+
+
+@pytest.mark.asyncio
+async def test_idle_sees_an_item_that_ends_between_its_looks(
+    aiowq_runtime: aw.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """idle() looked at a queue (busy: an item running on a runtime thread), then took the lock
+    to start a flush of it; an item that ended in between left nothing to flush and no timer,
+    and idle() slept an hour instead of looking again (seen once, under load, as a timeout of
+    test_runtime_fixture). Here the item ends exactly in that window."""
+    from aioworkqueue import _testing
+
+    release = threading.Event()
+    wq = aw.alloc_workqueue("idle-window", aw.WQ.UNBOUND)
+    wq.submit(release.wait, 10)
+    real_busy = _testing._busy
+
+    def busy_then_end(q: aw.Workqueue) -> bool:
+        was = real_busy(q)
+        if q is wq and was and not release.is_set():
+            release.set()
+            if not LOCK._is_owned():  # type: ignore[attr-defined]
+                # A window between this look and the flush's section: the item ends in it, on
+                # its pool's thread. (Looked at under the lock, there is no such window.)
+                deadline = time.monotonic() + 10
+                while q.stats().in_flight and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                assert not q.stats().in_flight
+        return was
+
+    monkeypatch.setattr(_testing, "_busy", busy_then_end)
+    await _testing.idle(timeout=5)
+    assert release.is_set()
 
 
 @pytest.mark.asyncio

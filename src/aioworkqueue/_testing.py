@@ -214,16 +214,18 @@ def _set_done(fut: asyncio.Future[None]) -> None:
 
 async def _wait_idle(loop: asyncio.AbstractEventLoop) -> None:
     while True:
-        busy = [wq for wq in _bound_queues() if _busy(wq)]
-        if not busy:
-            return
+        # The look and the flush in one section: an item that ended in between (on a runtime
+        # pool's thread) would leave nothing to flush and no timer to wait for.
         with LOCK:
+            busy = [wq for wq in _bound_queues() if _busy(wq)]
             futs = [
                 f for wq in busy if wq._epochs.total and (f := wq._epochs.start_flush()) is not None
             ]
-            wait = 0.0 if futs else _until_next_timer(busy, loop)
+            wait = 0.0 if futs or not busy else _until_next_timer(busy, loop)
         if INTR.pending:
             replay()
+        if not busy:
+            return
         if futs:
             await asyncio.gather(*futs)
         else:
