@@ -12,12 +12,16 @@ and the gap is the library's.
   targets were set against. Locked, it adds what the contract's first line costs: ``queue_work``
   is synchronous and callable from any thread, so the test-and-set of the pending bit and the
   hand-over to a worker are one section under a ``threading`` lock on each side (two per item:
-  the queue, and the end of a run merged with the next take, as the library does).
-  No max_active, no flush epochs (R13), no non-reentrancy (R3), no interrupt context, no
-  statistics, no type checks.
+  the queue, and the end of a run merged with the next take, as the library does), plus the two
+  checks the contract asks of every call: the argument's type (bad input gets a clear error) and
+  whether the caller interrupted its own thread's section (a signal handler must not block on
+  the lock the interrupted code holds: an ``RLock``'s ``_is_owned()``, as in the library).
+  No max_active, no flush epochs (R13), no non-reentrancy (R3), no replay of interrupt-context
+  calls, no statistics.
 * :class:`LeanTimers`: arm = one locked section that sets the pending bit and pushes
   (deadline, generation, item) on a heap; cancel = one locked section that clears the bit and
-  bumps the generation (lazy deletion). No loop timer per item, as in the library.
+  bumps the generation (lazy deletion). No loop timer per item, as in the library. The same two
+  checks per call.
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ __all__ = ("LeanItem", "LeanQueue", "LeanTimer", "LeanTimers")
 
 _PENDING, _RUNNING = 1, 2
 _ARMED = 4
+
+
+def _nested(what: object) -> RuntimeError:
+    return RuntimeError(f"the floor is not callable from interrupt context: {what!r}")
+
+
+def _wrong(what: object) -> TypeError:
+    return TypeError(f"the floor takes its own items, got {type(what).__name__}")
 
 
 class LeanItem:
@@ -59,9 +71,10 @@ class LeanQueue:
         self.waiter: asyncio.Future[None] | None = None
         self.kick_armed = False
         self.tasks: list[asyncio.Task[None]] = []
-        lock = threading.Lock()
+        lock = threading.RLock()
         self._acq = lock.acquire
         self._rel = lock.release
+        self._owned: Callable[[], bool] = lock._is_owned  # type: ignore[attr-defined]
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -71,8 +84,12 @@ class LeanQueue:
 
     def queue(self, item: LeanItem) -> bool:
         """Queue ``item``; False if it is pending already."""
+        if type(item) is not LeanItem:
+            raise _wrong(item)
         locked = self.locked
         if locked:
+            if self._owned():
+                raise _nested(item)
             self._acq()
         try:
             if item.st & _PENDING:
@@ -163,11 +180,16 @@ class LeanTimers:
     def __init__(self) -> None:
         self.heap: list[tuple[float, int, LeanTimer]] = []
         self.dead = 0
-        lock = threading.Lock()
+        lock = threading.RLock()
         self._acq = lock.acquire
         self._rel = lock.release
+        self._owned: Callable[[], bool] = lock._is_owned  # type: ignore[attr-defined]
 
     def arm(self, t: LeanTimer, delay: float) -> bool:
+        if type(t) is not LeanTimer or type(delay) is not float:
+            raise _wrong(t)
+        if self._owned():
+            raise _nested(t)
         self._acq()
         try:
             if t.st & _PENDING:
@@ -180,6 +202,10 @@ class LeanTimers:
             self._rel()
 
     def cancel(self, t: LeanTimer) -> bool:
+        if type(t) is not LeanTimer:
+            raise _wrong(t)
+        if self._owned():
+            raise _nested(t)
         self._acq()
         try:
             if not t.st & _ARMED:
