@@ -542,8 +542,14 @@ class Pool:
                             if epoch == ep.cur:
                                 ep.total -= 1
                                 ep.nr_cur -= 1
-                            else:
-                                ep.done(epoch)
+                            else:  # Epochs.done, inline: a burst flushed after it was queued
+                                old = ep.old
+                                n = old[epoch] - 1
+                                if n:
+                                    ep.total -= 1
+                                    old[epoch] = n
+                                else:  # the last of its epoch: flushers may be released
+                                    ep.done(epoch)
                         if nxt is not None:  # R3: its next instance runs here, now
                             pwq, epoch = nxt
                     if nxt is None:
