@@ -55,7 +55,7 @@ def new_waiter() -> asyncio.Future[None]:
 class Epochs:
     """Flush epochs of one workqueue. Owner: ``LOCK``."""
 
-    __slots__ = ("cur", "flushers", "nr_cur", "old", "total")
+    __slots__ = ("cur", "flushers", "nr_cur", "old")
 
     def __init__(self) -> None:
         #: Epoch given to instances queued now.
@@ -66,12 +66,15 @@ class Epochs:
         self.old: dict[int, int] = {}
         #: Flushes waiting, oldest first: (last epoch they wait for, future).
         self.flushers: deque[tuple[int, asyncio.Future[None]]] = deque()
-        #: All instances in flight (what drain waits to reach 0).
-        self.total = 0
+
+    @property
+    def total(self) -> int:
+        """All instances in flight (what drain waits to reach 0). Derived, not kept: the hot
+        paths would pay an update per queue and per end for a number only barriers read."""
+        return self.nr_cur + sum(self.old.values())
 
     def done(self, epoch: int) -> None:
         """An instance of ``epoch`` ended (ran or was cancelled)."""
-        self.total -= 1
         if epoch == self.cur:
             self.nr_cur -= 1
             return

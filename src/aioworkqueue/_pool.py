@@ -540,13 +540,11 @@ class Pool:
                                 pwq.nr_active -= 1
                             ep = pwq.epochs
                             if epoch == ep.cur:
-                                ep.total -= 1
                                 ep.nr_cur -= 1
                             else:  # Epochs.done, inline: a burst flushed after it was queued
                                 old = ep.old
                                 n = old[epoch] - 1
                                 if n:
-                                    ep.total -= 1
                                     old[epoch] = n
                                 else:  # the last of its epoch: flushers may be released
                                     ep.done(epoch)

@@ -123,7 +123,6 @@ class Pwq:
         ep = self.epochs
         work._epoch = ep.cur
         ep.nr_cur += 1
-        ep.total += 1
         if self.nr_active < self.max_active:
             self.nr_active += 1
             work._state |= QUEUED

@@ -223,7 +223,6 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                         ep = pwq.epochs
                         work._epoch = ep.cur
                         ep.nr_cur += 1
-                        ep.total += 1
                         pwq.nr_queued += 1
                         if pwq.nr_active < pwq.max_active:
                             work._state = st | _PENDING_QUEUED
