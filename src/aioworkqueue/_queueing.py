@@ -61,6 +61,8 @@ _release = LOCK.release
 _PENDING_QUEUED = PENDING | QUEUED
 _PENDING_INACTIVE = PENDING | INACTIVE
 _PENDING_ARMED = PENDING | ARMED
+_PENDING_RUNNING = PENDING | RUNNING
+_PENDING_DISABLED = PENDING | DISABLE_MASK
 _INF = float("inf")
 _current_task = asyncio.current_task
 _heappush = heapq.heappush
@@ -102,10 +104,10 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
         if cpu is not None or wq._routed or pwq is None or _get_running_loop() is not pwq.loop:
             pwq = wq._link(call, work, cpu)  # first: a rebind resets items stranded on a dead loop
         st = work._state
-        if st & (PENDING | RUNNING) and work._pwq is not pwq:
+        if st & _PENDING_RUNNING and work._pwq is not pwq:
             revive(work)  # stranded on a dead loop by another queue? then it is free again
             st = work._state
-        if st & (PENDING | DISABLE_MASK):
+        if st & _PENDING_DISABLED:
             ok = False
         else:
             if st & ASYNC_FN and wq._bh:
@@ -130,10 +132,10 @@ def _queue_delayed(
             wq._check_queueable(call, dwork)
         pwq = wq._link(call, dwork, cpu)
         st = dwork._state
-        if st & (PENDING | RUNNING) and dwork._pwq is not pwq:
+        if st & _PENDING_RUNNING and dwork._pwq is not pwq:
             revive(dwork)
             st = dwork._state
-        if st & (PENDING | DISABLE_MASK):
+        if st & _PENDING_DISABLED:
             ok = False
         else:
             _check_bh(call, wq, dwork)
@@ -162,7 +164,7 @@ def _queue_nested(
     _check_bh(call, wq, work)
     shadow = INTR.shadow
     key = id(work)
-    if work._state & (PENDING | DISABLE_MASK) or key in shadow:
+    if work._state & _PENDING_DISABLED or key in shadow:
         return False
     shadow[key] = 1
 
@@ -213,11 +215,11 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                 st = work._state
                 if (
                     not (wq._status or wq._routed or pwq.bh or HOOKS.on)
-                    and (work._pwq is pwq or not st & (PENDING | RUNNING))  # no revive
+                    and (work._pwq is pwq or not st & _PENDING_RUNNING)  # no revive
                     and not (remote and pwq.loop.is_closed())  # type: ignore[union-attr]
                 ):
                     pool = pwq.pool
-                    res = not st & (PENDING | DISABLE_MASK)  # R1
+                    res = not st & _PENDING_DISABLED  # R1
                     if res:
                         work._pwq = pwq
                         ep = pwq.epochs
@@ -317,9 +319,9 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                 st = dwork._state
                 if (
                     not (wq._status or wq._routed or pwq.bh or HOOKS.on)
-                    and (dwork._pwq is pwq or not st & (PENDING | RUNNING))  # no revive
+                    and (dwork._pwq is pwq or not st & _PENDING_RUNNING)  # no revive
                 ):
-                    res = not st & (PENDING | DISABLE_MASK)  # R1
+                    res = not st & _PENDING_DISABLED  # R1
                     if res:
                         # _timer.arm, inline: push on the pool's timer heap
                         dwork._state = st | _PENDING_ARMED
