@@ -16,7 +16,7 @@ import threading
 import pytest
 
 import aioworkqueue as aw
-from aioworkqueue import _lock
+from aioworkqueue import _lock, _queueing
 
 
 class Counted(aw.Work):
@@ -143,12 +143,14 @@ async def test_queue_from_signal_handler_at_random_moments_of_a_busy_loop() -> N
         ran += 1
 
     sig_items = [aw.Work(fn) for _ in range(8)]
-    queued_by_handler = 0
+    handler_results: list[bool] = []
 
     def handler(signum: int, frame: object) -> None:
-        nonlocal queued_by_handler
+        # Appended, never `n += queue_work(...)`: handlers nest (a signal that arrives while this
+        # one runs is handled inside it, e.g. inside queue_work), and `n += f()` reads n before
+        # the call, so it overwrites the inner handler's counts (see the next test).
         for it in sig_items:
-            queued_by_handler += aw.queue_work(wq, it)
+            handler_results.append(aw.queue_work(wq, it))
 
     busy = [aw.Work(fn) for _ in range(64)]
     queued_busy = 0
@@ -174,8 +176,86 @@ async def test_queue_from_signal_handler_at_random_moments_of_a_busy_loop() -> N
             signal.signal(signal.SIGUSR2, old)
         await wq.flush()
         await wq.flush()
+    queued_by_handler = sum(handler_results)
     assert queued_by_handler > 0
     assert ran == queued_busy + queued_by_handler
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where", ["inline", "tracepoint"])
+async def test_signal_handler_interrupted_by_a_second_signal_inside_queue_work(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python signal handlers nest: CPython runs a handler at the next check between bytecodes,
+    even inside another handler. Here the second signal lands inside the first handler's
+    queue_work while that holds the state lock (deterministically: from the inline path's task
+    lookup, or from a tracepoint under the lock). The inner handler's calls are nested: answered
+    from a snapshot, replayed when the outer section ends. R1 and R4 hold per item.
+
+    Under load this nesting made the busy-loop test above flaky (ran == queued + 2 once in ~25
+    suite runs; one run in five with a 1 us switch interval and two CPU hogs): its handler
+    counted with ``n += queue_work(...)``, which loads ``n`` before the call and stores after
+    it, dropping the inner handler's increments. Counted that way here: 1 queue, not 4.
+    """
+    runs = [0] * 4
+
+    def fn(w: aw.Work) -> None:
+        runs[items.index(w)] += 1
+
+    items = [aw.Work(fn) for _ in range(4)]
+    results: list[tuple[int, int, bool]] = []  # (handler depth, item, queue_work's answer)
+    owned: list[bool] = []  # per handler, outermost first: did it interrupt a locked section?
+    depth = 0
+    fired = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal depth
+        depth += 1
+        owned.append(_lock.LOCK._is_owned())  # type: ignore[attr-defined]
+        try:
+            for i, it in enumerate(items):
+                results.append((depth, i, aw.queue_work(wq, it)))
+        finally:
+            depth -= 1
+
+    def second_signal() -> None:
+        nonlocal fired
+        if depth == 1 and not fired:
+            fired = True
+            signal.raise_signal(signal.SIGUSR2)  # its handler runs before this returns
+
+    class Tracepoint:
+        def workqueue_queue_work(self, *args: object) -> None:
+            second_signal()
+
+    def current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[object] | None:
+        second_signal()
+        return asyncio.current_task(loop)
+
+    tracepoint = Tracepoint()
+    async with aw.alloc_workqueue("signest2", 0, 8) as wq:
+        aw.queue_work(wq, aw.Work(lambda w: None))  # bind; a worker parks: the inline wake-up
+        await wq.flush()
+        old = signal.signal(signal.SIGUSR2, handler)
+        try:
+            if where == "inline":
+                monkeypatch.setattr(_queueing, "_current_task", current_task)
+            else:
+                aw.add_instrument(tracepoint)
+            signal.raise_signal(signal.SIGUSR2)
+        finally:
+            aw.remove_instrument(tracepoint)
+            monkeypatch.undo()
+            signal.signal(signal.SIGUSR2, old)
+        assert all(w.pending for w in items)
+        await wq.flush()
+    assert fired and owned == [False, True]  # the inner handler interrupted the outer's section
+    # The outer queued item 0 (the inner saw it pending); the inner queued 1-3, recorded, and the
+    # outer saw those pending once its section had replayed them.
+    assert sorted(results) == [(1, 0, True)] + [(1, i, False) for i in (1, 2, 3)] + [
+        (2, 0, False)
+    ] + [(2, i, True) for i in (1, 2, 3)]
+    assert runs == [1, 1, 1, 1]  # R4: one run per True
 
 
 @pytest.mark.asyncio

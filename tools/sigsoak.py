@@ -4,7 +4,10 @@ The scenario of ``tests/test_threads.py::test_queue_from_signal_handler_at_rando
 busy_loop``, repeated and counted per item (which item ran more or fewer times than its
 successful queues, and whether it was queued by the handler or by the loop). That test failed
 once (ran == successful queues + 2) in about 25 runs of the whole suite with four suites at once
-on two cores; this script has not reproduced it yet. Run it under load, on both loops:
+on two cores. The cause was its count, not the library: Python signal handlers nest (a signal
+that lands while the handler runs is handled inside it, e.g. inside queue_work), and the test
+counted with ``n += queue_work(...)``, which drops the inner handler's increments. This script
+appends each answer (nesting-safe), so it never saw that. Run it under load, on both loops:
 
     python tools/sigsoak.py 500
     python tools/sigsoak.py 500 uvloop hooks timing
