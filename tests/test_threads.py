@@ -336,6 +336,45 @@ async def test_signal_handler_that_interrupts_our_own_section_is_deferred_not_de
 
 
 @pytest.mark.asyncio
+async def test_a_signal_that_lands_at_the_end_of_a_replay_is_replayed_too() -> None:
+    """A replay runs under the lock, so a signal that lands in it is nested and recorded. One that
+    landed after the replay's last op (here: while it forgot what it had replayed) was recorded
+    and left behind: its queue had answered True, yet nothing queued the item until some later
+    section on any thread happened to replay. On a quiet loop, never."""
+    ran: list[str] = []
+    a = aw.Work(lambda w: ran.append("a"))
+    b = aw.Work(lambda w: ran.append("b"))
+    results: list[bool] = []
+    target = [a]
+
+    class Shadow(dict[int, int]):
+        def clear(self) -> None:
+            super().clear()
+            if target == [a]:  # the first replay's end: the second signal lands here
+                target[:] = [b]
+                signal.raise_signal(signal.SIGUSR1)
+
+    async with aw.alloc_workqueue("sigreplay") as wq:
+        aw.queue_work(wq, aw.Work(lambda w: ran.append("bind")))
+        await wq.flush()
+        old = signal.signal(signal.SIGUSR1, lambda s, f: results.append(aw.queue_work(wq, *target)))
+        saved = _lock.INTR.shadow
+        _lock.INTR.shadow = Shadow()
+        try:
+            with _lock.LOCK:
+                signal.raise_signal(signal.SIGUSR1)  # nested: recorded
+            _lock.replay()
+            assert results == [True, True]
+            assert not _lock.INTR.pending  # nothing recorded is left behind
+            assert a.pending and b.pending
+        finally:
+            _lock.INTR.shadow = saved
+            signal.signal(signal.SIGUSR1, old)
+        await wq.flush()
+    assert sorted(ran) == ["a", "b", "bind"]
+
+
+@pytest.mark.asyncio
 async def test_items_are_idle_when_a_flush_on_another_thread_returns() -> None:
     """The end of a run releases flush_workqueue / flush_work waiters; one on another thread may
     run before the pool thread's section ends. The item must already read as idle then:

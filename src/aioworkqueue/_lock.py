@@ -78,18 +78,21 @@ def replay() -> None:
 
     Context: any thread, not under ``LOCK`` (when nested, the outermost section replays).
     """
-    if LOCK._is_owned():  # type: ignore[attr-defined]
-        return
-    with LOCK:
-        INTR.pending = False
-        ops = INTR.ops
-        while ops:
-            op = ops.popleft()
-            try:
-                op()
-            except Exception:  # a replay must never take the others down with it
-                _log.exception("aioworkqueue: replaying an interrupt-context call failed")
-        INTR.shadow.clear()
+    # A replay is a section too: a signal that lands in it after its last op is recorded, and
+    # must be replayed before this returns (the caller has looked at INTR.pending already).
+    while INTR.pending:
+        if LOCK._is_owned():  # type: ignore[attr-defined]
+            return
+        with LOCK:
+            INTR.pending = False
+            ops = INTR.ops
+            while ops:
+                op = ops.popleft()
+                try:
+                    op()
+                except Exception:  # a replay must never take the others down with it
+                    _log.exception("aioworkqueue: replaying an interrupt-context call failed")
+            INTR.shadow.clear()
 
 
 # id(work) → queue calls to replay when the pending instance of that work starts (bit REDO).
