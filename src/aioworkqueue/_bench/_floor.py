@@ -22,6 +22,11 @@ and the gap is the library's.
   (deadline, generation, item) on a heap; cancel = one locked section that clears the bit and
   bumps the generation (lazy deletion). No loop timer per item, as in the library. The same two
   checks per call.
+
+Two more floors live with their scenarios: latency to start (``_latency.py``: this module's
+locked queue, one parked worker) and timer lateness (``_timers.py``: the loop's own ``call_at``
+for the deadline, rounded up to the loop's tick and set again if it fires early, so it never
+fires early on either clock, R8).
 """
 
 from __future__ import annotations
