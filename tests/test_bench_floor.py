@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -90,29 +91,44 @@ def test_lean_timers_arm_once_and_cancel_only_what_is_armed() -> None:
     assert lt.dead == 1
 
 
-def _results(lib: float, floor: float, base: float) -> Results:
+def _results(lib: dict[str, float], floor: dict[str, float]) -> Results:
     res = Results()
     g = res.group("throughput.plain", "t", "items/s", "higher", "asyncio.Queue + 4 workers")
-    g.put("asyncio", "asyncio.Queue + 4 workers", Cell(base))
-    g.put("asyncio", "aioworkqueue queue_work (reused Work)", Cell(lib))
-    g.put("asyncio", "floor: deque + 4 workers + lock, reused item", Cell(floor))
+    for loop, value in lib.items():
+        g.put(loop, "asyncio.Queue + 4 workers", Cell(100.0))
+        g.put(loop, "aioworkqueue queue_work (reused Work)", Cell(value))
+        g.put(loop, "floor: deque + 4 workers + lock, reused item", Cell(floor[loop]))
     return res
 
 
-def test_the_verdict_says_whether_the_floor_meets_a_missed_target() -> None:
+def test_the_verdict_says_per_loop_whether_the_floor_meets_a_missed_target() -> None:
     assert TARGETS[0].text.startswith("reused Work, plain items: >= 1.6x")
 
-    def first(res: Results) -> dict[str, object]:
-        return evaluate(res, ["asyncio"])[0]
+    def first(lib: dict[str, float], floor: dict[str, float]) -> dict[str, Any]:
+        return evaluate(_results(lib, floor), list(lib))[0]
 
-    out = first(_results(lib=100.0, floor=120.0, base=100.0))  # both miss 1.6x
+    out = first({"asyncio": 100.0}, {"asyncio": 120.0})  # both miss 1.6x
     assert out["met"] is False
     assert out["floor"] == {"asyncio": "1.20x"}
-    assert verdict(out) == "out of reach: the floor misses it too (asyncio 1.20x)"
+    assert verdict(out) == "out of reach on asyncio: the floor misses it too (floor: asyncio 1.20x)"
 
-    out = first(_results(lib=100.0, floor=200.0, base=100.0))
-    assert verdict(out) == "the floor meets it (asyncio 2.00x): the gap is this library's"
+    out = first({"asyncio": 100.0}, {"asyncio": 200.0})
+    assert verdict(out) == (
+        "the gap is this library's on asyncio: the floor meets it (floor: asyncio 2.00x)"
+    )
 
-    out = first(_results(lib=170.0, floor=200.0, base=100.0))
+    # Missed on both loops; the floor misses on one and meets on the other.
+    out = first({"asyncio": 100.0, "uvloop": 100.0}, {"asyncio": 120.0, "uvloop": 200.0})
+    assert verdict(out) == (
+        "out of reach on asyncio: the floor misses it too; "
+        "the gap is this library's on uvloop: the floor meets it "
+        "(floor: asyncio 1.20x, uvloop 2.00x)"
+    )
+
+    # Missed on uvloop only: asyncio's floor is not part of the verdict.
+    out = first({"asyncio": 170.0, "uvloop": 100.0}, {"asyncio": 120.0, "uvloop": 120.0})
+    assert verdict(out).startswith("out of reach on uvloop: the floor misses it too (")
+
+    out = first({"asyncio": 170.0}, {"asyncio": 200.0})
     assert out["met"] is True
     assert verdict(out) == ""  # met: nothing to explain

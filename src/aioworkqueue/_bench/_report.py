@@ -312,20 +312,29 @@ def evaluate(results: Results, loops: Sequence[str]) -> list[dict[str, Any]]:
         }
         if t.floor is not None:
             floor = {lp: got for lp in want if (got := t.floor(results, lp)) is not None}
+            entry["met_on"] = {lp: ok for lp, (_v, ok) in measured.items()}
             entry["floor"] = {lp: v for lp, (v, _ok) in floor.items()}
-            entry["floor_met"] = all(ok for _v, ok in floor.values()) if floor else None
+            entry["floor_met_on"] = {lp: ok for lp, (_v, ok) in floor.items()}
         out.append(entry)
     return out
 
 
 def verdict(t: dict[str, Any]) -> str:
-    """What the floor says about a target that was not met ("" when there is nothing to say)."""
-    if t["met"] is not False or t.get("floor_met") is None:
+    """What the floor says about a target that was not met ("" when there is nothing to say):
+    per loop it was missed on, out of reach (the floor misses it too) or the library's gap."""
+    if t["met"] is not False or not t.get("floor_met_on"):
         return ""
+    floor_ok: dict[str, bool] = t["floor_met_on"]
+    missed = [lp for lp, ok in t["met_on"].items() if not ok and lp in floor_ok]
+    beyond = [lp for lp in missed if not floor_ok[lp]]
+    ours = [lp for lp in missed if floor_ok[lp]]
+    parts = []
+    if beyond:
+        parts.append(f"out of reach on {', '.join(beyond)}: the floor misses it too")
+    if ours:
+        parts.append(f"the gap is this library's on {', '.join(ours)}: the floor meets it")
     got = ", ".join(f"{lp} {v}" for lp, v in t["floor"].items())
-    if t["floor_met"]:
-        return f"the floor meets it ({got}): the gap is this library's"
-    return f"out of reach: the floor misses it too ({got})"
+    return "; ".join(parts) + f" (floor: {got})"
 
 
 def print_targets(evaluated: list[dict[str, Any]], out: TextIO) -> None:
