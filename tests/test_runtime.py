@@ -472,6 +472,8 @@ async def test_running_work_queued_on_another_pool_waits_for_the_run_to_end() ->
         g = Gauge()
         started = threading.Event()
         gate = threading.Event()
+        again = threading.Event()  # the second run has started
+        gate2 = threading.Event()
         runs: list[str] = []
 
         async def fn(w: aw.Work) -> None:
@@ -482,7 +484,8 @@ async def test_running_work_queued_on_another_pool_waits_for_the_run_to_end() ->
                     started.set()
                     await wait_event(gate)
                 else:
-                    await yields(3)
+                    again.set()
+                    await wait_event(gate2)
             finally:
                 g.leave()
 
@@ -495,7 +498,14 @@ async def test_running_work_queued_on_another_pool_waits_for_the_run_to_end() ->
         assert runs == ["aiowq/0"]
         assert aw.work_busy(w) == aw.WorkBusy.PENDING | aw.WorkBusy.RUNNING
         gate.set()
-        assert await asyncio.wait_for(aw.flush_work(w), GUARD) is True
+        await wait_event(again)
+        # Waits for the second run, which cannot end before it is released: under load the
+        # pools once finished both runs before this thread got to call flush_work.
+        flush = asyncio.ensure_future(aw.flush_work(w))
+        await yields(3)  # flush_work registers its waiter in its first step
+        assert not flush.done()
+        gate2.set()
+        assert await asyncio.wait_for(flush, GUARD) is True
         assert len(runs) == 2
         await asyncio.wait_for(aw.flush_workqueue(wq), GUARD)
         assert len(runs) == 2  # exactly once more
