@@ -583,7 +583,7 @@ class Pool:
                         if work is not None:
                             pwq = work._pwq  # type: ignore[assignment]
                             epoch = work._epoch
-                            if (hi or worklist or ub_hi or ub) and not self.nr_waking:
+                            if not self.nr_waking and (hi or worklist or ub_hi or ub):
                                 self._wake_local()  # need_more_worker: a successor for later
                 finally:
                     if _is_owned():  # never held when a task step starts
