@@ -5,7 +5,7 @@ A profile that does not depend on the machine: every Python frame is traced at t
 opcodes are counted per source line. The count is exact and the same on every run of the same
 build (C code, such as a lock's ``acquire`` or ``deque.append``, counts as the one opcode that
 calls it, so the count is a floor of the cost, not the cost). Next to the library: the floors of
-``aioworkqueue bench`` (``_bench/_floor.py``) and the stdlib loop's own ``call_later`` /
+``aioworkqueue bench`` (``_tools/bench/_floor.py``) and the stdlib loop's own ``call_later`` /
 ``TimerHandle.cancel`` (pure Python there; uvloop's are C and cannot be counted).
 
 Usage::
@@ -28,7 +28,7 @@ from types import FrameType
 from typing import Any
 
 import aioworkqueue as aw
-from aioworkqueue._bench._floor import LeanItem, LeanQueue, LeanTimer, LeanTimers
+from aioworkqueue._tools.bench._floor import LeanItem, LeanQueue, LeanTimer, LeanTimers
 
 N = 200
 Key = tuple[str, int, str]  # file, line, function

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from aioworkqueue._bench import main
+from aioworkqueue._tools.bench import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="benchmarks/run.py"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from aioworkqueue._bench import STEP_KEYS, main
+from aioworkqueue._tools.bench import STEP_KEYS, main
 
 GROUPS = {
     "throughput.plain",
@@ -161,7 +161,7 @@ def test_bench_help_from_the_console_script() -> None:
 
 def test_tracecost_builds_a_copy_without_hook_tests_that_runs(tmp_path: Path) -> None:
     import aioworkqueue
-    from aioworkqueue._bench import _tracecost
+    from aioworkqueue._tools.bench import _tracecost
 
     src = Path(aioworkqueue.__file__).parent
     in_source = _tracecost.hook_tests_left(src)  # the tests as the source has them

@@ -1,7 +1,7 @@
-"""The floors of ``aioworkqueue bench`` (``_bench/_floor.py``) do the job they are measured on,
-and the report reads them right. A floor that dropped items or ran one twice would make every
-"out of reach" verdict a lie, so their correctness is tested like the library's; their speed,
-like everything's, only in a real bench run."""
+"""The floors of ``aioworkqueue bench`` (``_tools/bench/_floor.py``) do the job they are
+measured on, and the report reads them right. A floor that dropped items or ran one twice would
+make every "out of reach" verdict a lie, so their correctness is tested like the library's; their
+speed, like everything's, only in a real bench run."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from aioworkqueue._bench._floor import LeanItem, LeanQueue, LeanTimer, LeanTimers
-from aioworkqueue._bench._model import Cell, Results
-from aioworkqueue._bench._report import TARGETS, evaluate, verdict
+from aioworkqueue._tools.bench._floor import LeanItem, LeanQueue, LeanTimer, LeanTimers
+from aioworkqueue._tools.bench._model import Cell, Results
+from aioworkqueue._tools.bench._report import TARGETS, evaluate, verdict
 
 
 @pytest.mark.asyncio

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from aioworkqueue._demo import run_demo
+from aioworkqueue._tools.demo import run_demo
 
 
 def _summary(out: str) -> dict[str, str]:

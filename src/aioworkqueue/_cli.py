@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._bench import DESCRIPTION as BENCH_DESCRIPTION
-from ._bench import add_arguments as add_bench_arguments
+from ._tools.bench import DESCRIPTION as BENCH_DESCRIPTION
+from ._tools.bench import add_arguments as add_bench_arguments
 
 __all__ = ("main",)
 
@@ -66,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "demo":
-        from ._demo import run_demo
+        from ._tools.demo import run_demo
 
         status: int = run_demo(seconds=args.seconds, datagrams=args.datagrams, seed=args.seed)
         return status
     if args.command == "bench":
-        from ._bench import run as run_bench
+        from ._tools.bench import run as run_bench
 
         bench_argv = argv[argv.index("bench") + 1 :]
         return run_bench(args, bench_argv)

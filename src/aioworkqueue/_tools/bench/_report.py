@@ -44,7 +44,7 @@ def _version(dist: str) -> str | None:
 
 def header(sizes: Sizes, loops: Sequence[str]) -> dict[str, Any]:
     """What the run was measured on: enough to tell two runs' machines apart."""
-    from .. import __version__
+    from ... import __version__
 
     getaffinity = getattr(os, "sched_getaffinity", None)
     usable = len(getaffinity(0)) if getaffinity is not None else os.cpu_count()

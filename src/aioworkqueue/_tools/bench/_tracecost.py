@@ -11,7 +11,7 @@ through the same ``ast.parse``/``ast.unparse`` round trip so that they differ in
   checked to read ``.on`` nowhere any more;
 * *normal*: the same code with the tracepoints in place.
 
-Each run is a fresh process (``python -m aioworkqueue._bench._tracecost child ...``, the copy
+Each run is a fresh process (``python -m aioworkqueue._tools.bench._tracecost child ...``, the copy
 first on ``PYTHONPATH``) that measures the reused-Work throughput scenario: bursts of
 ``sizes.burst`` plain items, each burst queued with ``queue_work`` and flushed, best of
 ``sizes.rounds`` bursts after a warm-up burst. Four kinds of run: stubbed, normal (tracing and
@@ -120,7 +120,7 @@ def build(dest: Path, *, stub: bool) -> int:
 
     Returns: how many ``if`` statements were removed (0 for the normal build).
     """
-    src = Path(__file__).resolve().parent.parent
+    src = Path(__file__).resolve().parents[2]
     pkg = dest / "aioworkqueue"
     shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     removed = 0
@@ -157,7 +157,7 @@ def _run_child(root: Path, kind: str, loop_name: str, n: int, rounds: int) -> fl
         [
             sys.executable,
             "-m",
-            "aioworkqueue._bench._tracecost",
+            "aioworkqueue._tools.bench._tracecost",
             "child",
             kind,
             loop_name,
