@@ -18,6 +18,7 @@ from ._work import (
     ARMED,
     DISABLE_MASK,
     DISABLE_UNIT,
+    FORMS,
     PENDING,
     REDO,
     RUNNING,
@@ -210,3 +211,8 @@ def enable_work(work: Work) -> bool:
             raise WorkqueueError(f"{call}: {describe(work)} is not disabled")
         work._state -= DISABLE_UNIT
         return not work._state & DISABLE_MASK
+
+
+# The method forms ``work.cancel()`` and ``await work.cancel_sync()`` (``_work.py``) call these.
+FORMS.cancel_work = cancel_work
+FORMS.cancel_work_sync = cancel_work_sync

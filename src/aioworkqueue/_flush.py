@@ -13,8 +13,16 @@ from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import INTR, LOCK, replay
 from ._pool import current_worker_work
 from ._timer import fire_now
-from ._work import ARMED, PENDING, RUNNING, DelayedWork, Work, check_delayed, check_work
-from ._workqueue import _DESTROYED, _DESTROYING, _DRAIN_UNIT, Workqueue, check_workqueue, revive
+from ._work import ARMED, FORMS, PENDING, RUNNING, DelayedWork, Work, check_delayed, check_work
+from ._workqueue import (
+    _DESTROYED,
+    _DESTROYING,
+    _DRAIN_UNIT,
+    WQ_FORMS,
+    Workqueue,
+    check_workqueue,
+    revive,
+)
 
 __all__ = (
     "destroy_workqueue",
@@ -166,3 +174,12 @@ async def destroy_workqueue(wq: Workqueue) -> None:
         wq._executor = None
     if executor is not None:
         executor.shutdown(wait=False)
+
+
+# The method forms ``await work.flush()`` (``_work.py``) and ``await wq.flush()``, ``drain()``,
+# ``destroy()`` (``_workqueue.py``) call these.
+FORMS.flush_work = flush_work
+FORMS.flush_delayed_work = flush_delayed_work
+WQ_FORMS.flush_workqueue = flush_workqueue
+WQ_FORMS.drain_workqueue = drain_workqueue
+WQ_FORMS.destroy_workqueue = destroy_workqueue

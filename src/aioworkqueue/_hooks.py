@@ -33,6 +33,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._lock import LOCK
+
 if TYPE_CHECKING:
     from ._work import Work
 
@@ -112,8 +114,6 @@ def add_instrument(instrument: object) -> None:
 
     Context: any.
     """
-    from ._lock import LOCK
-
     with LOCK:
         if instrument not in HOOKS.instruments:
             HOOKS.instruments.append(instrument)
@@ -122,8 +122,6 @@ def add_instrument(instrument: object) -> None:
 
 def remove_instrument(instrument: object) -> None:
     """Unsubscribe ``instrument``; a no-op if it is not subscribed. Context: any."""
-    from ._lock import LOCK
-
     with LOCK:
         if instrument in HOOKS.instruments:
             HOOKS.instruments.remove(instrument)

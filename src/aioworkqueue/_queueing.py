@@ -52,7 +52,7 @@ from ._work import (
     check_work,
     is_async_callable,
 )
-from ._workqueue import _DESTROYED, Workqueue, check_workqueue, revive
+from ._workqueue import _DESTROYED, WQ_FORMS, Workqueue, check_workqueue, revive
 
 _get_running_loop = asyncio._get_running_loop
 _is_owned = LOCK._is_owned  # type: ignore[attr-defined]
@@ -458,3 +458,12 @@ def submit(
     if not queue_work(wq, work):  # pragma: no cover - a fresh work is never pending
         raise AssertionError("submit: a fresh work was pending")
     return work
+
+
+# The method forms ``wq.queue(work)``, ``wq.queue_on()``, ``wq.queue_delayed()``,
+# ``wq.mod_delayed()`` and ``wq.submit()`` (``_workqueue.py``) call these.
+WQ_FORMS.queue_work = queue_work
+WQ_FORMS.queue_work_on = queue_work_on
+WQ_FORMS.queue_delayed_work = queue_delayed_work
+WQ_FORMS.mod_delayed_work = mod_delayed_work
+WQ_FORMS.submit = submit

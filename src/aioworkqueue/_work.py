@@ -28,7 +28,7 @@ import functools
 import inspect
 import math
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._errors import describe
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ._pool import Pool as _Pool
     from ._pwq import Pwq as _Pwq
 
-__all__ = ("DelayedWork", "Work", "WorkFunc")
+__all__ = ("FORMS", "DelayedWork", "Work", "WorkFunc")
 
 #: A work function: receives the work item itself; plain or ``async def``.
 WorkFunc: TypeAlias = Callable[[Any], "Awaitable[None] | None"]
@@ -124,21 +124,15 @@ class Work:
 
     def cancel(self) -> bool:
         """Same as :func:`cancel_work` (or :func:`cancel_delayed_work` for a DelayedWork)."""
-        from ._cancel import cancel_work
-
-        return cancel_work(self)
+        return FORMS.cancel_work(self)
 
     async def cancel_sync(self) -> bool:
         """Same as :func:`cancel_work_sync`."""
-        from ._cancel import cancel_work_sync
-
-        return await cancel_work_sync(self)
+        return await FORMS.cancel_work_sync(self)
 
     async def flush(self) -> bool:
         """Same as :func:`flush_work` (:func:`flush_delayed_work` for a DelayedWork)."""
-        from ._flush import flush_work
-
-        return await flush_work(self)
+        return await FORMS.flush_work(self)
 
 
 class DelayedWork(Work):
@@ -163,9 +157,29 @@ class DelayedWork(Work):
 
     async def flush(self) -> bool:
         """Same as :func:`flush_delayed_work`."""
-        from ._flush import flush_delayed_work
+        return await FORMS.flush_delayed_work(self)
 
-        return await flush_delayed_work(self)
+
+class _Forms:
+    """The functions behind the method forms of :class:`Work` (``work.cancel()``, ...).
+
+    They sit layers above (``_cancel.py``, ``_flush.py``), which this module must not import:
+    each fills its entries here when it is imported, as the kernel's lower layers call up
+    through a table of function pointers. ``import aioworkqueue`` (which any import of a
+    submodule runs first) imports both, so the table is full before user code holds a Work.
+
+    Owner: set once, at import.
+    """
+
+    __slots__ = ("cancel_work", "cancel_work_sync", "flush_delayed_work", "flush_work")
+
+    cancel_work: Callable[[Work], bool]
+    cancel_work_sync: Callable[[Work], Coroutine[Any, Any, bool]]
+    flush_work: Callable[[Work], Coroutine[Any, Any, bool]]
+    flush_delayed_work: Callable[[DelayedWork], Coroutine[Any, Any, bool]]
+
+
+FORMS = _Forms()
 
 
 def check_work(call: str, work: object) -> Work:

@@ -15,7 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -28,9 +28,11 @@ from ._lock import LOCK
 from ._pool import Pool, current_worker_work
 from ._pwq import Pwq
 from ._runtime import ACTIVE, Runtime
+from ._timing import summarize
 from ._work import ARMED, PENDING, RUNNING, WHERE, DelayedWork, Work
 
 __all__ = (
+    "WQ_FORMS",
     "ExceptionHandler",
     "check_workqueue",
     "Workqueue",
@@ -420,9 +422,7 @@ class Workqueue:
             for p in pwqs:
                 waiting += len(p.inactive) + sum(1 for w in p.target if w._pwq is p)
             timing: dict[str, Any] = {}
-            if self._timing is not None:
-                from ._timing import summarize  # only where timing was ever on
-
+            if self._timing is not None:  # only where timing was ever on
                 timing = summarize(list(self._timing.values()))
             return WorkqueueStats(
                 name=self.name,
@@ -445,27 +445,19 @@ class Workqueue:
 
     def queue(self, work: Work) -> bool:
         """Same as :func:`queue_work` ``(self, work)``."""
-        from ._queueing import queue_work
-
-        return queue_work(self, work)
+        return WQ_FORMS.queue_work(self, work)
 
     def queue_on(self, cpu: int, work: Work) -> bool:
         """Same as :func:`queue_work_on` ``(cpu, self, work)``."""
-        from ._queueing import queue_work_on
-
-        return queue_work_on(cpu, self, work)
+        return WQ_FORMS.queue_work_on(cpu, self, work)
 
     def queue_delayed(self, dwork: DelayedWork, delay: float) -> bool:
         """Same as :func:`queue_delayed_work` ``(self, dwork, delay)``."""
-        from ._queueing import queue_delayed_work
-
-        return queue_delayed_work(self, dwork, delay)
+        return WQ_FORMS.queue_delayed_work(self, dwork, delay)
 
     def mod_delayed(self, dwork: DelayedWork, delay: float) -> bool:
         """Same as :func:`mod_delayed_work` ``(self, dwork, delay)``."""
-        from ._queueing import mod_delayed_work
-
-        return mod_delayed_work(self, dwork, delay)
+        return WQ_FORMS.mod_delayed_work(self, dwork, delay)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Work:
         """Queue ``fn(*args, **kwargs)`` (plain or async) as a fresh Work and return it.
@@ -474,25 +466,19 @@ class Workqueue:
         Context: any, as :func:`queue_work`.
         Raises: as :func:`queue_work`; TypeError if ``fn`` is not callable.
         """
-        return _submit(self, fn, args, kwargs)
+        return WQ_FORMS.submit(self, fn, args, kwargs)
 
     async def flush(self) -> None:
         """Same as :func:`flush_workqueue` ``(self)``."""
-        from ._flush import flush_workqueue
-
-        await flush_workqueue(self)
+        await WQ_FORMS.flush_workqueue(self)
 
     async def drain(self) -> None:
         """Same as :func:`drain_workqueue` ``(self)``."""
-        from ._flush import drain_workqueue
-
-        await drain_workqueue(self)
+        await WQ_FORMS.drain_workqueue(self)
 
     async def destroy(self) -> None:
         """Same as :func:`destroy_workqueue` ``(self)``."""
-        from ._flush import destroy_workqueue
-
-        await destroy_workqueue(self)
+        await WQ_FORMS.destroy_workqueue(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -506,13 +492,38 @@ class Workqueue:
         await self.destroy()
 
 
-def _submit(wq: Workqueue, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Work:
-    """The first ``submit``: import the implementation (a layer above) and use it from now on."""
-    global _submit
-    from ._queueing import submit
+class _Forms:
+    """The functions behind the method forms of :class:`Workqueue` (``wq.queue(work)``, ...).
 
-    _submit = submit
-    return submit(wq, fn, args, kwargs)
+    They sit a layer above (``_queueing.py``, ``_flush.py``), which this module must not import:
+    each fills its entries here when it is imported (as ``_work.FORMS`` for Work's forms).
+    ``import aioworkqueue`` imports both, so the table is full before user code holds a queue.
+
+    Owner: set once, at import.
+    """
+
+    __slots__ = (
+        "destroy_workqueue",
+        "drain_workqueue",
+        "flush_workqueue",
+        "mod_delayed_work",
+        "queue_delayed_work",
+        "queue_work",
+        "queue_work_on",
+        "submit",
+    )
+
+    queue_work: Callable[[Workqueue, Work], bool]
+    queue_work_on: Callable[[int, Workqueue, Work], bool]
+    queue_delayed_work: Callable[[Workqueue, DelayedWork, float], bool]
+    mod_delayed_work: Callable[[Workqueue, DelayedWork, float], bool]
+    submit: Callable[[Workqueue, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Work]
+    flush_workqueue: Callable[[Workqueue], Coroutine[Any, Any, None]]
+    drain_workqueue: Callable[[Workqueue], Coroutine[Any, Any, None]]
+    destroy_workqueue: Callable[[Workqueue], Coroutine[Any, Any, None]]
+
+
+WQ_FORMS = _Forms()
 
 
 # One pool per event loop in the embedded mode; closed loops are dropped when the next binds.
