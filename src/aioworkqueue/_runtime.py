@@ -57,16 +57,57 @@ _NEW, _STARTING, _RUNNING, _STOPPING, _STOPPED = range(5)
 _MAX_CPUS = 1024
 
 
-class _Active:
-    """The running runtime, if any. Owner: LOCK."""
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of one worker pool."""
 
-    __slots__ = ("rt",)
+    #: The pool's cpu (0 in the embedded mode).
+    cpu: int
+    #: Worker tasks alive (rescuers not included).
+    workers: int
+    #: Workers parked, waiting for items.
+    idle: int
+    #: Workers running an item right now (rescuers included).
+    running: int
+    #: Items on the pool's own worklists, waiting for a worker.
+    waiting: int
+    #: Rescuers running (R19).
+    rescuers: int
 
-    def __init__(self) -> None:
-        self.rt: Runtime | None = None
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStats:
+    """A snapshot of a runtime: its pools and the workqueues bound to it."""
+
+    #: Pools, by cpu.
+    pools: tuple[PoolStats, ...]
+    #: Items on the shared WQ.UNBOUND lists.
+    unbound_waiting: int
+    #: Each workqueue bound to the runtime.
+    workqueues: tuple[WorkqueueStats, ...]
 
 
-ACTIVE = _Active()
+def _pool_stats(pool: Pool) -> PoolStats:
+    # Context: under LOCK.
+    return PoolStats(
+        cpu=pool.cpu,
+        workers=pool.nr_workers,
+        idle=len(pool.idle),
+        running=sum(1 for w in pool.workers if w.current is not None),
+        waiting=len(pool.hi) + len(pool.worklist) + len(pool.bh),
+        rescuers=len(pool.rescuers),
+    )
+
+
+def runtime_stats(rt: Runtime) -> RuntimeStats:
+    """Implementation of ``Runtime.stats()``. Context: any."""
+    with LOCK:
+        pools = tuple(_pool_stats(p) for p in rt.pools if p is not None)
+        unbound = len(rt.unbound.hi) + len(rt.unbound.worklist)
+        wqs = sorted(rt._wqs, key=lambda q: q.name)
+    return RuntimeStats(
+        pools=pools, unbound_waiting=unbound, workqueues=tuple(q.stats() for q in wqs)
+    )
 
 
 def _resolve_loop_factory(loop_factory: object) -> tuple[str, LoopFactory]:

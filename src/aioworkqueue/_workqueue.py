@@ -56,6 +56,18 @@ _DESTROYING = 1 << 1
 _DRAIN_UNIT = 1 << 4  # drain_workqueue nests: a count above this bit
 
 
+class _Active:
+    """The running runtime, if any. Owner: LOCK."""
+
+    __slots__ = ("rt",)
+
+    def __init__(self) -> None:
+        self.rt: Runtime | None = None
+
+
+ACTIVE = _Active()
+
+
 @dataclass(frozen=True, slots=True)
 class WorkqueueStats:
     """A snapshot of one workqueue's counters (``wq.stats()``)."""
