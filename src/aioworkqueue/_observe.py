@@ -7,16 +7,14 @@ running) come from ``_timing.py`` and exist only while ``enable_timing()`` is on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from . import _timing
 from ._barrier import _WAITERS, WAIT_PENDING
 from ._lock import LOCK
 from ._pool import Pool
-from ._runtime import ACTIVE, Runtime
+from ._runtime import ACTIVE, PoolStats, RuntimeStats, _pool_stats, runtime_stats
 from ._timing import timing_enabled
 from ._work import WAITED, Work
-from ._workqueue import _POOLS, Workqueue, WorkqueueStats
+from ._workqueue import _POOLS, Workqueue
 
 __all__ = ("PoolStats", "RuntimeStats", "runtime_stats", "show_state")
 

@@ -26,8 +26,9 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 from ._barrier import on_unqueue
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
@@ -38,18 +39,15 @@ from ._timer import disarm
 from ._unbound import UnboundPool
 from ._watchdog import Watchdog
 from ._work import ARMED, PENDING, WHERE, DelayedWork, Work
+from ._workqueue import ACTIVE, ExceptionHandler, Workqueue, WorkqueueStats
 
-if TYPE_CHECKING:
-    from ._observe import RuntimeStats
-    from ._workqueue import ExceptionHandler, Workqueue
-
-__all__ = ("ACTIVE", "Runtime", "Unfinished")
+__all__ = ("ACTIVE", "PoolStats", "Runtime", "RuntimeStats", "Unfinished", "runtime_stats")
 
 _log = logging.getLogger("aioworkqueue")
 
 #: ``(work, workqueue, state)``: an item the shutdown could not finish; state is ``"running"``
 #: (its run was cancelled), ``"queued"`` (it never started) or ``"armed"`` (its timer never fired).
-Unfinished = tuple[Work, "Workqueue", str]
+Unfinished = tuple[Work, Workqueue, str]
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -219,8 +217,6 @@ class Runtime:
 
     def stats(self) -> RuntimeStats:
         """Return a snapshot of the pools and workqueues of this runtime. Context: any."""
-        from ._observe import runtime_stats
-
         return runtime_stats(self)
 
     @property

@@ -15,10 +15,11 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from ._barrier import Epochs, on_end, on_unqueue
 from ._config import CONFIG
@@ -27,12 +28,14 @@ from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
 from ._lock import LOCK
 from ._pool import Pool, current_worker_work
 from ._pwq import Pwq
-from ._runtime import ACTIVE, Runtime
 from ._timing import summarize
+from ._unbound import UnboundPool
 from ._work import ARMED, PENDING, RUNNING, WHERE, DelayedWork, Work
 
 __all__ = (
+    "ACTIVE",
     "WQ_FORMS",
+    "RuntimeView",
     "ExceptionHandler",
     "check_workqueue",
     "Workqueue",
@@ -56,13 +59,31 @@ _DESTROYING = 1 << 1
 _DRAIN_UNIT = 1 << 4  # drain_workqueue nests: a count above this bit
 
 
+class RuntimeView(Protocol):
+    """What routing needs of a :class:`~aioworkqueue._runtime.Runtime`, which sits layers above
+    (it starts pools, shuts them down, and takes back what they held; this module only routes).
+    ``Runtime`` implements it; see that class for each member."""
+
+    cpus: int
+    pools: list[Pool]
+    unbound: UnboundPool
+    exception_handler: ExceptionHandler | None
+    _wqs: weakref.WeakSet[Workqueue]
+
+    def accepts(self) -> bool: ...
+
+    def local_cpu(self) -> int | None: ...
+
+    def next_cpu(self) -> int: ...
+
+
 class _Active:
     """The running runtime, if any. Owner: LOCK."""
 
     __slots__ = ("rt",)
 
     def __init__(self) -> None:
-        self.rt: Runtime | None = None
+        self.rt: RuntimeView | None = None
 
 
 ACTIVE = _Active()
@@ -219,7 +240,7 @@ class Workqueue:
         self._handler = exception_handler  # None: the runtime's, else the default
         self._pwq: Pwq | None = None  # embedded mode: the link to the pool of its loop
         self._runtime = ACTIVE.rt  # the runtime it was allocated in (set once), or None
-        self._rt: Runtime | None = None  # the runtime that ``_rt_pwqs`` belong to
+        self._rt: RuntimeView | None = None  # the runtime that ``_rt_pwqs`` belong to
         self._rt_pwqs: list[Pwq] = []  # in a runtime: one link per cpu, or one if unbound
         self._status = 0
         self._epochs = Epochs()
@@ -307,7 +328,7 @@ class Workqueue:
             )
         return link
 
-    def _link_runtime(self, rt: Runtime, call: str, work: Work, cpu: int | None) -> Pwq:
+    def _link_runtime(self, rt: RuntimeView, call: str, work: Work, cpu: int | None) -> Pwq:
         """Route to a pool of ``rt``: the given cpu, else the caller's own pool, else the next in
         turn; unbound queues have one shared link. Context: under LOCK."""
         if not rt.accepts():
@@ -336,7 +357,7 @@ class Workqueue:
             )
         return pwq
 
-    def _bind_runtime(self, rt: Runtime) -> list[Pwq]:
+    def _bind_runtime(self, rt: RuntimeView) -> list[Pwq]:
         if self.flags & WQ.UNBOUND:
             pwqs = [Pwq(self, rt.unbound, self.max_active, self._epochs)]  # type: ignore[arg-type]
         else:
@@ -352,7 +373,7 @@ class Workqueue:
         """Every queue link this queue has. Context: under LOCK."""
         return ([self._pwq] if self._pwq is not None else []) + self._rt_pwqs
 
-    def _links_in(self, rt: Runtime) -> list[Pwq]:
+    def _links_in(self, rt: RuntimeView) -> list[Pwq]:
         """The links of this queue into ``rt``'s pools. Context: under LOCK."""
         return self._rt_pwqs if self._rt is rt else []
 
