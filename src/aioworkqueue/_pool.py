@@ -39,7 +39,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import _barrier
 from ._awaitgraph import awaits
@@ -60,10 +60,34 @@ from ._work import (
     Work,
 )
 
-if TYPE_CHECKING:
-    from ._pwq import Pwq
+__all__ = ("COMPLETED", "CUT", "FAILED", "Pool", "Pwq", "current_worker_work")
 
-__all__ = ("COMPLETED", "CUT", "FAILED", "Pool", "current_worker_work")
+
+class Pwq(Protocol):
+    """A queue link (``_pwq.Pwq``) as the pool sees it: a forward declaration. The class sits
+    in the layer above (it queues onto pools, so it imports this module); this names what a pool
+    reads and calls on the links it serves, and mypy checks that ``_pwq.Pwq`` provides it."""
+
+    wq: Any  # its workqueue (``_workqueue.Workqueue``), layers above: opaque here
+    pool: Pool  # the pool it queues onto (or a runtime's shared unbound lists)
+    epochs: _barrier.Epochs
+    target: deque[Work]
+    inactive: deque[Work]
+    max_active: int
+    nr_active: int
+    cpu_thread: bool
+    reclaim: bool
+    freezable: bool
+    freeze_gates: list[Any]
+    nr_completed: int
+    nr_cancelled: int
+    nr_mayday: int
+    nr_rescued: int
+
+    def finish(self, epoch: int, outcome: int) -> None: ...
+
+    def unqueue(self, work: Work) -> None: ...
+
 
 _log = logging.getLogger("aioworkqueue")
 _get_ident = threading.get_ident

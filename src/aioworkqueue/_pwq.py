@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._barrier import wake
 from ._errors import describe
+from ._flags import WQ
 from ._hooks import HOOKS, emit
 from ._pool import _remove
 from ._work import DEFERRED, INACTIVE, PENDING, QUEUED, WHERE, Work
@@ -22,9 +23,18 @@ from ._work import DEFERRED, INACTIVE, PENDING, QUEUED, WHERE, Work
 if TYPE_CHECKING:
     from ._barrier import Epochs
     from ._pool import Pool
-    from ._workqueue import Workqueue
 
 __all__ = ("FROZEN", "FreezeGate", "Pwq")
+
+
+class Workqueue(Protocol):
+    """A workqueue (``_workqueue.Workqueue``) as its link sees it: a forward declaration. The
+    class sits in the layer above (it makes links, so it imports this module); a link reads
+    only these when it is made. Past that, ``Pwq.wq`` is opaque (``Any``) to the layers between:
+    each layer that owns a workqueue knows its type."""
+
+    name: str
+    flags: WQ
 
 
 class _Frozen:
@@ -79,9 +89,7 @@ class Pwq:
     )
 
     def __init__(self, wq: Workqueue, pool: Pool, max_active: int, epochs: Epochs) -> None:
-        from ._flags import WQ
-
-        self.wq = wq  # set once
+        self.wq: Any = wq  # set once
         self.pool = pool  # set once
         # The pool's event loop (None for a runtime's shared unbound lists); set once.
         self.loop: asyncio.AbstractEventLoop | None = getattr(pool, "loop", None)

@@ -29,14 +29,18 @@ import inspect
 import math
 import types
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 from ._errors import describe
 from ._flags import WorkBusy
 
-if TYPE_CHECKING:
-    from ._pool import Pool as _Pool
-    from ._pwq import Pwq as _Pwq
+# Forward declarations, as a C header declares ``struct pool_workqueue;``: a pending item points
+# at its queue link (``_pwq.Pwq``) and an armed one at the pool whose timer heap holds it
+# (``_pool.Pool``). Both classes hold work items, so they sit layers above, and a module imports
+# only the layers below it (design §1). This layer never reads those slots; the layers that own
+# the objects do, under their own annotations (``pwq: Pwq = work._pwq``).
+_Pwq: TypeAlias = Any
+_Pool: TypeAlias = Any
 
 __all__ = ("FORMS", "DelayedWork", "Work", "WorkFunc")
 
