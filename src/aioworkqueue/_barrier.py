@@ -58,13 +58,13 @@ class Epochs:
     __slots__ = ("cur", "flushers", "nr_cur", "old")
 
     def __init__(self) -> None:
-        #: Epoch given to instances queued now.
+        #: L: epoch given to instances queued now.
         self.cur = 0
-        #: Instances of epoch ``cur`` in flight (queued, waiting or running).
+        #: L: instances of epoch ``cur`` in flight (queued, waiting or running).
         self.nr_cur = 0
-        #: Closed epochs that still have instances in flight: epoch → count.
+        #: L: closed epochs that still have instances in flight: epoch → count.
         self.old: dict[int, int] = {}
-        #: Flushes waiting, oldest first: (last epoch they wait for, future).
+        #: L: flushes waiting, oldest first: (last epoch they wait for, future).
         self.flushers: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     @property

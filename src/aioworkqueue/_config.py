@@ -11,7 +11,8 @@ class _Config:
     __slots__ = ("max_workers",)
 
     def __init__(self) -> None:
-        #: Most items one pool runs at once over all its queues (SPEC §5, "Workers").
+        #: A (one int store by configure(); a pool reads it once, when it is made): the most
+        #: items one pool runs at once over all its queues (SPEC §5, "Workers").
         self.max_workers = _DEFAULT_MAX_WORKERS
 
 

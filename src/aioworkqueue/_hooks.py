@@ -73,13 +73,16 @@ class _Hooks:
     __slots__ = ("instruments", "on", "points", "run")
 
     def __init__(self) -> None:
-        #: Read on the hot path: is anybody listening?
+        #: L, read lock-free (A) on the hot path: is anybody listening?
         self.on = False
+        #: L: the subscribed instruments, in order.
         self.instruments: list[object] = []
-        #: Tracepoint -> (instrument, its bound method) for each instrument that has it: looked
-        #: up once when instruments change, not at every event. Replaced, never mutated.
+        #: L, read lock-free (A) by emit(): tracepoint -> (instrument, its bound method) for each
+        #: instrument that has it, looked up once when instruments change, not at every event.
+        #: Replaced, never mutated.
         self.points: dict[str, tuple[tuple[object, Callable[..., Any]], ...]] = {}
-        #: Set while timing is on (``enable_timing``); read by a worker behind ``on`` only.
+        #: L, read lock-free (A) by a worker behind ``on`` only: set while timing is on
+        #: (``enable_timing``).
         self.run: Runner | None = None
 
 

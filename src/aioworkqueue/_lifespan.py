@@ -95,9 +95,10 @@ class Running:
             )
         if on_unfinished is not None and not callable(on_unfinished):
             raise TypeError(f"running: on_unfinished must be callable, got {on_unfinished!r}")
-        self._spec = runtime
-        self.timeout = _check_timeout(timeout)
-        self.on_unfinished = on_unfinished
+        self._spec = runtime  # I
+        self.timeout = _check_timeout(timeout)  # I
+        self.on_unfinished = on_unfinished  # I
+        # O: the loop that entered the block (``_loop``) owns the rest.
         self.runtime: Runtime | None = None
         self.unfinished: list[Unfinished] = []
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -56,11 +56,13 @@ class _Interrupts:
     __slots__ = ("ops", "pending", "shadow")
 
     def __init__(self) -> None:
-        #: Replays, in the order the interrupt-context calls were made.
+        #: A (appended by nested callers, one deque.append), emptied under L by replay():
+        #: replays, in the order the interrupt-context calls were made.
         self.ops: deque[Callable[[], None]] = deque()
-        #: Read on the hot path after every section: a replay is due.
+        #: A: read on the hot path after every section: a replay is due.
         self.pending = False
-        #: id(work) → number of recorded, not yet replayed, successful queues of that work.
+        #: L (only the thread that holds LOCK: nested callers run on it): id(work) → number of
+        #: recorded, not yet replayed, successful queues of that work.
         self.shadow: dict[int, int] = {}
 
 

@@ -98,6 +98,7 @@ class MonitorServer:
 
     def __init__(self, address: str, snapshot: Callable[[], dict[str, Any]]) -> None:
         family, sockaddr = parse_address(address)
+        # I, all but the socket's state (T: the server thread, after start()).
         self._snapshot = snapshot
         self._sock = socket.socket(family, socket.SOCK_STREAM)
         if family == socket.AF_UNIX and os.path.exists(sockaddr):

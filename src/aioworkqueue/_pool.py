@@ -22,8 +22,9 @@ second while one is on its way. A wake-up from a context where the loop may be a
 ``call_soon_threadsafe`` (one per burst, ``kick_armed``); inside a task on the loop it is a plain
 future completion.
 
-Owner: every attribute is changed under ``_lock.LOCK``; futures and tasks are touched on the loop's
-own thread only (``tid``).
+Owner (tags as in docs/design.md §1): most attributes are L, changed under ``_lock.LOCK``; futures,
+tasks and the loop timer are O, touched on the loop's own thread only (``tid``); each attribute
+says which.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ _WORKER: contextvars.ContextVar[_Worker] = contextvars.ContextVar("aioworkqueue_
 
 
 class _ThreadState(threading.local):
-    work: Work | None = None  # running in a WQ.CPU_INTENSIVE thread or a WQ.BH callback
+    work: Work | None = None  # T (its thread): running in a WQ.CPU_INTENSIVE thread or WQ.BH
 
 
 _TLS = _ThreadState()
@@ -157,14 +158,16 @@ class _Worker:
     __slots__ = ("counted", "current", "fut", "pwq", "rescue", "task")
 
     def __init__(self, rescue: Pwq | None = None) -> None:
-        # Counted in the pool's nr_waking: spawned or woken, and has not taken an item yet.
+        # L: counted in the pool's nr_waking: spawned or woken, and has not taken an item yet.
         self.counted = False
-        # A rescuer serves only this link's items and ends when none is left (R19).
+        # I: a rescuer serves only this link's items and ends when none is left (R19).
         self.rescue = rescue
-        self.current: Work | None = None  # the item being run
-        self.pwq: Pwq | None = None  # its queue link
-        self.fut: asyncio.Future[None] | None = None  # completed to wake it from the idle list
-        self.task: asyncio.Task[None] | None = None
+        # O, read elsewhere as a snapshot (watchdog, show_state, a runtime's sweep): the item
+        # being run, and its queue link.
+        self.current: Work | None = None
+        self.pwq: Pwq | None = None
+        self.fut: asyncio.Future[None] | None = None  # L: completed to wake it from the idle list
+        self.task: asyncio.Task[None] | None = None  # I: set when it is spawned
 
 
 def _call(work: Work) -> Any:
@@ -252,14 +255,14 @@ class Pool:
         max_workers: int,
         unbound: tuple[deque[Work], deque[Work]] | None = None,
     ) -> None:
-        self.loop = loop  # set once
-        self.cpu = cpu  # set once
-        self.tid = _get_ident()  # the loop's thread; set once, by a caller running on the loop
+        self.loop = loop  # I
+        self.cpu = cpu  # I
+        self.tid = _get_ident()  # I: the loop's thread (the caller runs on the loop)
         # Timers (``_timer.py``). The clock of deadlines: asyncio's loop.time() is
         # time.monotonic() itself (called directly, it is cheaper); another asyncio loop's own
         # (a virtual clock); for loops that do not declare a _clock_resolution (uvloop: its
         # loop.time() is time.monotonic() truncated to whole milliseconds) time.monotonic(), and
-        # deadlines rounded up to the loop's next millisecond (tms). Set once.
+        # deadlines rounded up to the loop's next millisecond (tms). I, both.
         if type(loop).time is asyncio.BaseEventLoop.time:
             self.tclock: Callable[[], float] = time.monotonic
             self.tms = False
@@ -270,49 +273,54 @@ class Pool:
             self.tclock = time.monotonic
             self.tms = True
         # Armed items: a heap of (deadline, gen, dwork); entries whose gen is not the item's
-        # _tgen any more are garbage (tdead counts them). One loop timer, for the earliest.
+        # _tgen any more are garbage (tdead counts them). One loop timer, for the earliest. L.
         self.theap: list[tuple[float, int, DelayedWork]] = []
         self.tdead = 0
-        self.thandle: asyncio.TimerHandle | None = None  # loop thread only
-        self.twhen = float("inf")  # the deadline thandle is set for (loop thread only)
-        self.tkick = False  # a call_soon_threadsafe(_timer._retime) is on its way
-        self.max_workers = max_workers
-        self.worklist: deque[Work] = deque()  # active items, FIFO
-        self.hi: deque[Work] = deque()  # active WQ.HIGHPRI items, served first
-        self.bh: deque[Work] = deque()  # active WQ.BH items, run from a loop callback
-        self.idle: list[_Worker] = []  # parked workers, most recently parked last
-        self.workers: set[_Worker] = set()
-        self.nr_workers = 0
-        self.nr_waking = 0  # woken (or spawned) and not yet running: at most one is needed
-        self.kick_armed = False  # a call_soon_threadsafe(_kick) is on its way
-        self.bh_armed = False  # a _run_bh callback is scheduled
-        # Queue links served here, weakly: a workqueue dropped without destroy_workqueue must
-        # not live as long as the pool (a pending item keeps its link, and so its queue, alive).
+        self.thandle: asyncio.TimerHandle | None = None  # O (and L)
+        self.twhen = float("inf")  # O (and L): the deadline thandle is set for
+        self.tkick = False  # L: a call_soon_threadsafe(_timer._retime) is on its way
+        self.max_workers = max_workers  # I
+        self.worklist: deque[Work] = deque()  # L: active items, FIFO
+        self.hi: deque[Work] = deque()  # L: active WQ.HIGHPRI items, served first
+        self.bh: deque[Work] = deque()  # L: active WQ.BH items, run from a loop callback
+        self.idle: list[_Worker] = []  # L: parked workers, most recently parked last
+        self.workers: set[_Worker] = set()  # L
+        self.nr_workers = 0  # L
+        self.nr_waking = 0  # L: woken (or spawned) and not yet running: at most one is needed
+        self.kick_armed = False  # L: a call_soon_threadsafe(_kick) is on its way
+        self.bh_armed = False  # L: a _run_bh callback is scheduled
+        # L: queue links served here, weakly: a workqueue dropped without destroy_workqueue
+        # must not live as long as the pool (a pending item keeps its link, and its queue).
         self.pwqs: weakref.WeakSet[Pwq] = weakref.WeakSet()
-        self.rescuers: dict[int, _Worker] = {}  # id(link) -> its running rescuer (R19)
-        self.has_reclaim = False  # serves a WQ.MEM_RECLAIM link: _mayday has work to do
-        self.bh_current: Work | None = None  # the WQ.BH item being called (for the watchdog)
-        # The watchdog's ping: when the unanswered one was sent (0.0: none), its number, and
+        self.rescuers: dict[int, _Worker] = {}  # L: id(link) -> its running rescuer (R19)
+        self.has_reclaim = False  # L: serves a WQ.MEM_RECLAIM link: _mayday has work to do
+        # O, read by the watchdog as a snapshot: the WQ.BH item being called.
+        self.bh_current: Work | None = None
+        # L: the watchdog's ping: when the unanswered one was sent (0.0: none), its number, and
         # whether this stretch was already reported as a hog / a lockup (``_watchdog.py``).
         self.ping_at = 0.0
         self.ping_seq = 0
         self.ping_hog = False
         self.ping_lockup = False
         # A runtime's shared unbound lists (WQ.HIGHPRI first), served after this pool's own
-        # lists by every pool of the runtime; private empty lists in the embedded mode. Set once.
+        # lists by every pool of the runtime; private empty lists in the embedded mode. I (the
+        # lists themselves: L).
         self.ub_hi, self.ub = unbound if unbound is not None else (deque(), deque())
-        self.stopping = False  # the runtime is shutting down: cancelled runs are not restarted
-        # The loop's thread ended while the runtime ran (a KeyboardInterrupt/SystemExit from an
-        # item, the loop stopped from outside): route nothing here any more. Set once.
+        self.stopping = False  # L: the runtime is shutting down: cancelled runs do not restart
+        # L, set once: the loop's thread ended while the runtime ran (a KeyboardInterrupt or
+        # SystemExit from an item, the loop stopped from outside): route nothing here any more.
         self.dead = False
-        # What went through a worker and ended the loop: (work, link, exception), for the report.
+        # O, read by the runtime once the loop has ended: what went through a worker and ended
+        # the loop, (work, link, exception), for the report.
         self.fatal: tuple[Work, Pwq, BaseException] | None = None
         # A worker was cancelled while every task of its loop was being cancelled (asyncio.run's
         # teardown, see _tearing_down), or the runtime pool's loop stopped. No new worker task
         # may start then, asyncio would never cancel it; what is left is reported when its queue
-        # binds to another loop (embedded) or by Runtime._pool_died.
+        # binds to another loop (embedded) or by Runtime._pool_died. L.
         self.dying = False
-        self.left: list[tuple[Work, Pwq, str]] = []  # what stopping workers left unfinished
+        # O (and L), read by the runtime once every worker has ended: what stopping workers
+        # left unfinished.
+        self.left: list[tuple[Work, Pwq, str]] = []
 
     def __repr__(self) -> str:
         return f"<Pool cpu={self.cpu} workers={self.nr_workers} waiting={len(self.worklist)}>"

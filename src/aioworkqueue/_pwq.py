@@ -4,7 +4,8 @@ It enforces ``max_active`` (R7): an item queued while the queue already has ``ma
 active in this pool waits on ``inactive`` (FIFO) and is activated when a slot frees. Ordered
 queues are ``max_active == 1`` over a single link, so they are strict FIFO (R6).
 
-Owner: every attribute is changed under ``_lock.LOCK``.
+Owner (tags as in docs/design.md §1): I where set once at construction, else L (changed under
+``_lock.LOCK``); each attribute says which.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class _Frozen:
     __slots__ = ("on",)
 
     def __init__(self) -> None:
-        self.on = False
+        self.on = False  # L
 
 
 FROZEN = _Frozen()
@@ -55,8 +56,8 @@ class FreezeGate:
     __slots__ = ("busy", "fut")
 
     def __init__(self, busy: int, fut: object) -> None:
-        self.busy = busy  # links whose nr_active has not reached 0 yet
-        self.fut = fut
+        self.busy = busy  # L: links whose nr_active has not reached 0 yet
+        self.fut = fut  # I: woken (from any thread, barrier.wake) when busy reaches 0
 
 
 class Pwq:
@@ -89,27 +90,28 @@ class Pwq:
     )
 
     def __init__(self, wq: Workqueue, pool: Pool, max_active: int, epochs: Epochs) -> None:
-        self.wq: Any = wq  # set once
-        self.pool = pool  # set once
-        # The pool's event loop (None for a runtime's shared unbound lists); set once.
+        self.wq: Any = wq  # I
+        self.pool = pool  # I
+        # I: the pool's event loop (None for a runtime's shared unbound lists).
         self.loop: asyncio.AbstractEventLoop | None = getattr(pool, "loop", None)
-        self.epochs = epochs  # the workqueue's flush epochs; set once
-        self.bh = bool(wq.flags & WQ.BH)  # set once
-        self.cpu_thread = bool(wq.flags & WQ.CPU_INTENSIVE)  # set once
-        # Where active items wait: set once.
+        self.epochs = epochs  # I: the workqueue's flush epochs
+        self.bh = bool(wq.flags & WQ.BH)  # I
+        self.cpu_thread = bool(wq.flags & WQ.CPU_INTENSIVE)  # I
+        # I: where active items wait (the list itself: L).
         self.target = pool.bh if self.bh else pool.hi if wq.flags & WQ.HIGHPRI else pool.worklist
-        self.limit = max_active  # the configured max_active; set once
-        self.freezable = bool(wq.flags & WQ.FREEZABLE)  # set once
-        self.reclaim = bool(wq.flags & WQ.MEM_RECLAIM)  # set once: has a rescuer (R19)
+        self.limit = max_active  # I: the configured max_active
+        self.freezable = bool(wq.flags & WQ.FREEZABLE)  # I
+        self.reclaim = bool(wq.flags & WQ.MEM_RECLAIM)  # I: has a rescuer (R19)
         if self.reclaim:
             for served_by in getattr(pool, "pools", None) or [pool]:
                 served_by.has_reclaim = True
-        # The effective limit: 0 while frozen (R18), so nothing new becomes active.
+        # L: the effective limit: 0 while frozen (R18), so nothing new becomes active.
         self.max_active = 0 if self.freezable and FROZEN.on else max_active
-        # Freezes waiting for nr_active to reach 0 (several may overlap).
+        # L: freezes waiting for nr_active to reach 0 (several may overlap).
         self.freeze_gates: list[FreezeGate] = []
-        self.nr_active = 0  # items holding a slot: on the worklist, deferred, or running
-        self.inactive: deque[Work] = deque()  # items waiting for a slot
+        self.nr_active = 0  # L: items holding a slot: on the worklist, deferred, or running
+        self.inactive: deque[Work] = deque()  # L: items waiting for a slot
+        # The counters, all L (stats() reads them under the lock).
         self.nr_queued = 0  # successful queue_* calls that landed here
         self.nr_completed = 0
         self.nr_failed = 0

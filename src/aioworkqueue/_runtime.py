@@ -12,8 +12,9 @@ not finish — running, queued or armed — is reported (the log, at WARNING, an
 :meth:`Runtime.shutdown`), never silently dropped; finally the loops stop and the threads are
 joined, so no thread and no loop is left behind.
 
-Owner: ``_state``, ``pools``, ``_tids`` and ``_wqs`` change under ``_lock.LOCK``; ``_threads`` and
-``_stops`` are only used by the thread that runs start/shutdown.
+Owner (tags as in docs/design.md §1): ``_state``, ``pools``, ``_tids`` and ``_wqs`` are L (changed
+under ``_lock.LOCK``); ``_threads`` and ``_stops`` are T, used only by the thread that runs
+start/shutdown; each attribute says which.
 """
 
 from __future__ import annotations
@@ -179,6 +180,8 @@ class Runtime:
             raise ValueError(f"Runtime: max_workers must be >= 1, got {max_workers}")
         if exception_handler is not None and not callable(exception_handler):
             raise TypeError("Runtime: exception_handler must be callable")
+        # I, the configuration: these three, cpus, pin, pinned_to, loop_name, _factory,
+        # max_workers, exception_handler, _monitor_at.
         self.shutdown_timeout = _check_timeout("Runtime", shutdown_timeout)
         self.watchdog_thresh = _check_timeout("Runtime watchdog_thresh", watchdog_thresh)
         self.cpu_intensive_thresh = _check_timeout(
@@ -186,12 +189,12 @@ class Runtime:
         )
         if not self.watchdog_thresh or not self.cpu_intensive_thresh:
             raise ValueError("Runtime: watchdog_thresh and cpu_intensive_thresh must be > 0")
-        self._watchdog: Watchdog | None = None
+        self._watchdog: Watchdog | None = None  # T (the thread that runs start/shutdown)
         if monitor is not None:
             parse_address(monitor)  # a bad address fails here, not in start()
         self._monitor_at = monitor
-        self._monitor: MonitorServer | None = None
-        #: Where ``aioworkqueue monitor`` can read this runtime (set by start), or None.
+        self._monitor: MonitorServer | None = None  # T
+        #: T: where ``aioworkqueue monitor`` can read this runtime (set by start), or None.
         self.monitor_address: str | None = None
         self.cpus = cpus
         self.pin = pin
@@ -199,16 +202,17 @@ class Runtime:
         self.loop_name, self._factory = _resolve_loop_factory(loop_factory)
         self.max_workers = max_workers
         self.exception_handler = exception_handler
-        self.pools: list[Pool] = []
-        self._tids: dict[int, int] = {}  # pool thread ident -> cpu
-        self.unbound = UnboundPool(self._tids)
-        self._wqs: weakref.WeakSet[Workqueue] = weakref.WeakSet()  # queues bound here
-        self._state = _NEW
-        self._threads: list[threading.Thread] = []
+        self.pools: list[Pool] = []  # L (each pool thread puts its own pool in)
+        self._tids: dict[int, int] = {}  # L: pool thread ident -> cpu
+        self.unbound = UnboundPool(self._tids)  # I
+        self._wqs: weakref.WeakSet[Workqueue] = weakref.WeakSet()  # L: queues bound here
+        self._state = _NEW  # L
+        self._threads: list[threading.Thread] = []  # T
+        # T; each pool thread stores its own entry (A: one list item store).
         self._stops: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._rr = 0
-        self._lost_with_pools: list[Unfinished] = []  # taken back when a pool died (LOCK)
-        #: What the last shutdown could not finish (also its return value).
+        self._rr = 0  # L
+        self._lost_with_pools: list[Unfinished] = []  # L: taken back when a pool died
+        #: T: what the last shutdown could not finish (also its return value).
         self.unfinished: list[Unfinished] = []
 
     def __repr__(self) -> str:

@@ -39,7 +39,7 @@ _LOGGER = "aioworkqueue"
 class _AutojumpSelector(selectors.DefaultSelector):
     def __init__(self) -> None:
         super().__init__()
-        self.loop: VirtualClockLoop | None = None
+        self.loop: VirtualClockLoop | None = None  # I (set right after construction)
 
     def select(self, timeout: float | None = None) -> list[Any]:
         events: list[Any] = super().select(0)
@@ -66,9 +66,9 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         selector = _AutojumpSelector()
         super().__init__(selector=selector)
         selector.loop = self
-        self._vtime = 1000.0
-        self.early = early
-        #: How many times the clock moved.
+        self._vtime = 1000.0  # O (this loop's thread)
+        self.early = early  # I
+        #: O: how many times the clock moved.
         self.jumps = 0
 
     def time(self) -> float:
@@ -264,9 +264,9 @@ class ErrorGuard(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
-        self._records: list[logging.LogRecord] = []
-        self._mutex = threading.Lock()
-        self._old_level: int | None = None
+        self._records: list[logging.LogRecord] = []  # under _mutex: records come from any thread
+        self._mutex = threading.Lock()  # I
+        self._old_level: int | None = None  # T (the test's thread: install/uninstall)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Keep ``record``. Context: any thread (logging calls it)."""

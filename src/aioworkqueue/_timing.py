@@ -98,8 +98,8 @@ class _State:
     __slots__ = ("instrument", "prune_at")
 
     def __init__(self) -> None:
-        self.instrument: _Timing | None = None  # subscribed while timing is on
-        self.prune_at = _PRUNE_MIN  # prune _STAMPS when it grows past this
+        self.instrument: _Timing | None = None  # L: subscribed while timing is on
+        self.prune_at = _PRUNE_MIN  # L: prune _STAMPS when it grows past this
 
 
 _STATE = _State()
@@ -108,7 +108,8 @@ _ACCS: weakref.WeakSet[TimingAcc] = weakref.WeakSet()
 
 
 class TimingAcc:
-    """What one thread measured for one workqueue. Owner: that thread; others only read."""
+    """What one thread measured for one workqueue. Owner: T, that thread (every attribute);
+    others only read, under LOCK (a snapshot at most one run behind, never a torn value)."""
 
     __slots__ = ("__weakref__", "cpu", "cpu0", "hist", "lat_max", "lat_sum", "since", "started")
 

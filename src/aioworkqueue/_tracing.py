@@ -22,7 +22,7 @@ class StructlogTracer:
     """The instrument behind :func:`enable_tracing`."""
 
     def __init__(self, logger: Any = None) -> None:
-        self.log = logger if logger is not None else structlog.get_logger("aioworkqueue")
+        self.log = logger if logger is not None else structlog.get_logger("aioworkqueue")  # I
 
     def workqueue_queue_work(self, work: Work, wq: Any, req_cpu: int | None, cpu: int) -> None:
         self.log.debug(

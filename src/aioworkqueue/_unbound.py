@@ -6,7 +6,8 @@ shared by every pool (``hi`` first); each pool's workers serve them after their 
 idle pool picks them up. Nobody polls: queueing wakes one pool that has an idle worker and no
 wake-up already on its way, going round the pools.
 
-Owner: the deques and ``rr`` change under ``_lock.LOCK``.
+Owner (tags as in docs/design.md §1): the deques and ``rr`` are L (changed under ``_lock.LOCK``);
+each attribute says which.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ class UnboundPool:
     __slots__ = ("bh", "cpu", "hi", "pools", "pwqs", "rr", "tids", "worklist")
 
     def __init__(self, tids: dict[int, int]) -> None:
-        self.worklist: deque[Work] = deque()
-        self.hi: deque[Work] = deque()
-        self.bh: deque[Work] = deque()  # never used: WQ.BH queues cannot be unbound
-        self.pools: list[Pool] = []  # set once, when the runtime has started them all
-        self.pwqs: weakref.WeakSet[Pwq] = weakref.WeakSet()
-        self.cpu = -1
-        self.rr = 0
-        self.tids = tids  # the runtime's thread ident -> cpu map (shared)
+        self.worklist: deque[Work] = deque()  # L
+        self.hi: deque[Work] = deque()  # L
+        self.bh: deque[Work] = deque()  # I: never used, WQ.BH queues cannot be unbound
+        self.pools: list[Pool] = []  # L, set once: when the runtime has started them all
+        self.pwqs: weakref.WeakSet[Pwq] = weakref.WeakSet()  # L
+        self.cpu = -1  # I
+        self.rr = 0  # L
+        self.tids = tids  # I: the runtime's thread ident -> cpu map (shared; its owner: L)
 
     def __repr__(self) -> str:
         return f"<UnboundPool pools={len(self.pools)} waiting={len(self.worklist)}>"

@@ -49,14 +49,14 @@ class Watchdog:
     """Watches the pools of one runtime from its own thread."""
 
     def __init__(self, pools: list[Pool], watchdog_thresh: float, cpu_intensive_thresh: float):
-        self.pools = pools
-        self.watchdog_thresh = watchdog_thresh
-        self.hog_thresh = cpu_intensive_thresh
-        self.tick = max(0.001, min(cpu_intensive_thresh / 4, watchdog_thresh / 4))
-        self._stop = threading.Event()
-        self._reported: set[str] = set()  # functions reported as hogs (once each)
-        self._last_report = 0.0
-        self._thread = threading.Thread(target=self._run, name="aiowq-watchdog", daemon=True)
+        self.pools = pools  # I (the runtime's list; its pools' ping_* fields: L)
+        self.watchdog_thresh = watchdog_thresh  # I
+        self.hog_thresh = cpu_intensive_thresh  # I
+        self.tick = max(0.001, min(cpu_intensive_thresh / 4, watchdog_thresh / 4))  # I
+        self._stop = threading.Event()  # I (an Event: safe from any thread)
+        self._reported: set[str] = set()  # T: functions reported as hogs (once each)
+        self._last_report = 0.0  # T
+        self._thread = threading.Thread(target=self._run, name="aiowq-watchdog", daemon=True)  # I
 
     def start(self) -> None:
         self._thread.start()

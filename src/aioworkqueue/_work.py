@@ -18,8 +18,9 @@ A work item's whole life is one integer, ``_state``, changed only under the stat
 multiples in the high bits), under which every ``queue_*`` returns False (R11), waits for the
 running instance, and lowers it again, as the kernel's ``__cancel_work_sync`` does since 6.10.
 
-Owner: every field below is touched only while holding ``_lock.LOCK``, except ``func``, which is
-set once, and ``ASYNC_FN``, which is computed once at construction.
+Owner (tags as in docs/design.md §1: I set once, L under ``_lock.LOCK``, O owner loop, A atomic):
+every field below is L, except ``func``, which is I, and ``ASYNC_FN``, computed once at
+construction; ``_state`` is also read without the lock, as a snapshot (``work_busy``).
 """
 
 from __future__ import annotations
@@ -99,10 +100,10 @@ class Work:
 
     __slots__ = ("_epoch", "_pwq", "_state", "func")
 
-    func: WorkFunc
-    _state: int
-    _pwq: _Pwq | None  # the queue link of the pending (or last) instance
-    _epoch: int  # flush epoch of the queued instance (``_flush.py``)
+    func: WorkFunc  # I
+    _state: int  # L (read lock-free as a snapshot)
+    _pwq: _Pwq | None  # L: the queue link of the pending (or last) instance
+    _epoch: int  # L: flush epoch of the queued instance (``_flush.py``)
 
     def __init__(self, func: WorkFunc) -> None:
         if not callable(func):
@@ -149,9 +150,9 @@ class DelayedWork(Work):
 
     __slots__ = ("_deadline", "_tgen", "_tpool")
 
-    _deadline: float  # pool-clock time before which the armed instance must not be queued (R8)
-    _tgen: int  # the arm's generation, unique; its heap entry is garbage once this changes
-    _tpool: _Pool | None  # the pool whose timer heap holds the armed instance (_timer.py)
+    _deadline: float  # L: pool-clock time before which the armed instance may not be queued (R8)
+    _tgen: int  # L: the arm's generation, unique; its heap entry is garbage once this changes
+    _tpool: _Pool | None  # L: the pool whose timer heap holds the armed instance (_timer.py)
 
     def __init__(self, func: WorkFunc) -> None:
         super().__init__(func)

@@ -5,8 +5,9 @@ loop that is running when it is first used and queues there from any thread afte
 loop has closed, the next use from a running loop rebinds it (SPEC §5); whatever was still pending
 on the dead loop is reported as cancelled, never silently dropped.
 
-Owner: ``_pwq``, ``_status``, ``_armed``, ``_epochs`` and the counters change under ``_lock.LOCK``;
-``name``, ``flags``, ``max_active``, ``ordered`` are set once.
+Owner (tags as in docs/design.md §1): ``_pwq``, ``_status``, ``_armed``, ``_epochs`` and the
+counters are L (changed under ``_lock.LOCK``); ``name``, ``flags``, ``max_active``, ``ordered`` are
+I (set once); each attribute says which.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class _Active:
     __slots__ = ("rt",)
 
     def __init__(self) -> None:
-        self.rt: RuntimeView | None = None
+        self.rt: RuntimeView | None = None  # L
 
 
 ACTIVE = _Active()
@@ -233,28 +234,29 @@ class Workqueue:
             )
         if exception_handler is not None and not callable(exception_handler):
             raise TypeError(f"{call}: exception_handler of {name!r} must be callable")
-        self.name = name
-        self.flags = flags
-        self.max_active = max_active
-        self.ordered = ordered
-        self._handler = exception_handler  # None: the runtime's, else the default
-        self._pwq: Pwq | None = None  # embedded mode: the link to the pool of its loop
-        self._runtime = ACTIVE.rt  # the runtime it was allocated in (set once), or None
-        self._rt: RuntimeView | None = None  # the runtime that ``_rt_pwqs`` belong to
-        self._rt_pwqs: list[Pwq] = []  # in a runtime: one link per cpu, or one if unbound
-        self._status = 0
-        self._epochs = Epochs()
-        self._armed: dict[int, DelayedWork] = {}  # id → armed delayed items aimed at this queue
+        self.name = name  # I
+        self.flags = flags  # I
+        self.max_active = max_active  # I
+        self.ordered = ordered  # I
+        self._handler = exception_handler  # I: None: the runtime's, else the default
+        self._pwq: Pwq | None = None  # L: embedded mode: the link to the pool of its loop
+        self._runtime = ACTIVE.rt  # I: the runtime it was allocated in, or None
+        self._rt: RuntimeView | None = None  # L: the runtime that ``_rt_pwqs`` belong to
+        self._rt_pwqs: list[Pwq] = []  # L: in a runtime: one link per cpu, or one if unbound
+        self._status = 0  # L (interrupt-context callers read it lock-free)
+        self._epochs = Epochs()  # L (replaced when it rebinds)
+        self._armed: dict[int, DelayedWork] = {}  # L: id → armed delayed items aimed here
+        # L, made once on first use: the WQ.CPU_INTENSIVE thread pool; destroy takes it away.
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._system = False
-        # enable_timing's accumulators, one per thread that ran its items (thread ident ->
-        # _timing.TimingAcc); created under LOCK, each written only by its own thread.
+        self._system = False  # I (set by _system.py right after construction)
+        # L: enable_timing's accumulators, one per thread that ran its items (thread ident ->
+        # _timing.TimingAcc); created under LOCK, each written only by its own thread (T).
         self._timing: dict[int, Any] | None = None
-        self._bh = bool(flags & WQ.BH)  # set once: int tests on the hot path, not IntFlag ones
-        # Set once: submit must tell async functions before the call on these queues.
+        self._bh = bool(flags & WQ.BH)  # I: int tests on the hot path, not IntFlag ones
+        # I: submit must tell async functions before the call on these queues.
         self._async_check = bool(flags & (WQ.BH | WQ.CPU_INTENSIVE))
-        # Set once (system queues set it again): a runtime decides where each item goes, so the
-        # embedded fast path of queue_work (same loop as last time) does not apply.
+        # I (system queues set it again, right after construction): a runtime decides where each
+        # item goes, so the embedded fast path of queue_work (same loop as last time) is off.
         self._routed = self._runtime is not None
 
     def __repr__(self) -> str:

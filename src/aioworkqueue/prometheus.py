@@ -77,8 +77,8 @@ class WorkqueueCollector:
     def __init__(
         self, runtime: Runtime | None = None, workqueues: Iterable[Workqueue] = ()
     ) -> None:
-        self.runtime = runtime
-        self.workqueues = list(workqueues)
+        self.runtime = runtime  # I
+        self.workqueues = list(workqueues)  # I
 
     def _queues(self) -> list[Workqueue]:
         found: dict[int, Workqueue] = {id(q): q for q in self.workqueues}
