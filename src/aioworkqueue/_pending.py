@@ -237,7 +237,7 @@ class PendingTable:
         # A handler that interrupted its own thread's take or cancel of ``work``, stopped between
         # two steps: answer as if it ran just before or just after the interrupted op.
         pend = self._pend
-        token = pend.get(work)
+        token: object = pend.get(work)
         if token is None:
             return None
         if isinstance(held, Claimer):
