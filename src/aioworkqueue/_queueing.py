@@ -216,7 +216,8 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                 if (
                     not (wq._status or wq._routed or pwq.bh or HOOKS.on)
                     and (work._pwq is pwq or not st & _PENDING_RUNNING)  # no revive
-                    and not (remote and pwq.loop.is_closed())  # type: ignore[union-attr]
+                    # R20: a thread may hand off only to a loop that turns (stopped: _link raises)
+                    and (not remote or pwq.loop.is_running())  # type: ignore[union-attr]
                 ):
                     pool = pwq.pool
                     res = not st & _PENDING_DISABLED  # R1

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._observe import RuntimeStats
     from ._workqueue import ExceptionHandler, Workqueue
 
-__all__ = ("ACTIVE", "Runtime", "Unfinished")
+__all__ = ("ACTIVE", "Runtime", "Unfinished", "report_unfinished")
 
 _log = logging.getLogger("aioworkqueue")
 
@@ -385,8 +385,8 @@ class Runtime:
 
         Context: a coroutine on any loop but the runtime's own; a second call returns at once.
         Raises: WorkqueueDeadlockError when called from one of the runtime's pools.
-        Returns: the items that did not finish, as ``(work, workqueue, state)``; each is also
-        logged at WARNING.
+        Returns: the items that did not finish, as ``(work, workqueue, state)``; they are also
+        logged: one WARNING per workqueue and state, each item at DEBUG.
         """
         deadline = self.shutdown_timeout if timeout is None else _check_timeout("shutdown", timeout)
         cpu = self.local_cpu()
@@ -432,10 +432,7 @@ class Runtime:
             self._state = _STOPPED
             if ACTIVE.rt is self:
                 ACTIVE.rt = None
-        for work, wq, state in unfinished:
-            _log.warning(
-                "runtime shutdown: %r on workqueue %r did not finish (%s)", work, wq.name, state
-            )
+        report_unfinished("runtime shutdown", unfinished)
         self.unfinished = unfinished
         return unfinished
 
@@ -486,6 +483,40 @@ class Runtime:
         for th in self._threads:
             await asyncio.to_thread(th.join)
         self._threads.clear()
+
+
+#: How many items a summary line names; the rest are counted (all of them are logged at DEBUG).
+_SHOWN = 3
+
+
+def report_unfinished(what: str, unfinished: list[Unfinished]) -> None:
+    """Log ``unfinished`` (R20): one WARNING per (workqueue, state), with the count
+    and the first few items; every item on its own at DEBUG. A service that leaves thousands of
+    items gets a handful of lines, and the items themselves in ``shutdown()``'s return.
+
+    Context: any thread; not under LOCK (it calls ``repr`` of user objects).
+    """
+    groups: dict[tuple[int, str], list[Unfinished]] = {}
+    for item in unfinished:
+        groups.setdefault((id(item[1]), item[2]), []).append(item)
+    for group in groups.values():
+        _, wq, state = group[0]
+        n = len(group)
+        names = ", ".join(repr(w) for w, _q, _s in group[:_SHOWN])
+        more = f" and {n - _SHOWN} more" if n > _SHOWN else ""
+        _log.warning(
+            "%s: %d item%s on workqueue %r did not finish (%s), counted as cancelled: %s%s",
+            what,
+            n,
+            "" if n == 1 else "s",
+            wq.name,
+            state,
+            names,
+            more,
+        )
+    if _log.isEnabledFor(logging.DEBUG):
+        for work, wq, state in unfinished:
+            _log.debug("%s: %r on workqueue %r did not finish (%s)", what, work, wq.name, state)
 
 
 def _set_result(fut: asyncio.Future[None]) -> None:
