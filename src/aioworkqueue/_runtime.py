@@ -502,7 +502,7 @@ def report_unfinished(what: str, unfinished: list[Unfinished]) -> None:
     for group in groups.values():
         _, wq, state = group[0]
         n = len(group)
-        names = ", ".join(repr(w) for w, _q, _s in group[:_SHOWN])
+        names = ", ".join(describe(w) for w, _q, _s in group[:_SHOWN])
         more = f" and {n - _SHOWN} more" if n > _SHOWN else ""
         _log.warning(
             "%s: %d item%s on workqueue %r did not finish (%s), counted as cancelled: %s%s",
@@ -516,7 +516,9 @@ def report_unfinished(what: str, unfinished: list[Unfinished]) -> None:
         )
     if _log.isEnabledFor(logging.DEBUG):
         for work, wq, state in unfinished:
-            _log.debug("%s: %r on workqueue %r did not finish (%s)", what, work, wq.name, state)
+            _log.debug(
+                "%s: %s on workqueue %r did not finish (%s)", what, describe(work), wq.name, state
+            )
 
 
 def _set_result(fut: asyncio.Future[None]) -> None:

@@ -526,6 +526,7 @@ class Workqueue:
         """Queue ``fn(*args, **kwargs)`` (plain or async) as a fresh Work and return it.
 
         No de-duplication: every call makes and queues a new item.
+        Returns: the item, a :class:`CallWork` (``.fn``, ``.args``, ``.kwargs`` say what it calls).
         Context: any, as :func:`queue_work`.
         Raises: as :func:`queue_work`; TypeError if ``fn`` is not callable.
         """
