@@ -13,8 +13,14 @@ should be shorter than the server's own grace period:
 
 1. queueing from outside is refused (work that is running may still queue: chained work);
 2. every workqueue is flushed until it is quiet or the deadline passes;
-3. whatever is left — running, queued, or armed — is cancelled, logged at WARNING, stored in
-   ``.unfinished`` and handed to ``on_unfinished``: never silently dropped.
+3. whatever is left — running, queued, or armed — is cancelled, logged (one WARNING per workqueue
+   and state), stored in ``.unfinished`` and handed to ``on_unfinished``: never silently dropped;
+4. from then on ``queue_*`` on the queues of that loop raises ``WorkqueueLoopError`` (R20), until
+   ``running()`` is entered again or a new loop binds them.
+
+Entering binds every workqueue that no loop has claimed yet, the system queues included, to the
+loop (or gives it to the runtime), so a module-level queue takes work from threads at once
+(SPEC §5 "Binding").
 
 In Runtime mode steps 1-3 are :meth:`Runtime.shutdown`. In both modes they also act, at the same
 time and with the same deadline, on the embedded pool of the loop the context was entered on
@@ -203,7 +209,7 @@ class Running:
         if loop.is_running():
             cf = asyncio.run_coroutine_threadsafe(_shutdown_embedded(loop, self.timeout), loop)
             return await asyncio.wrap_future(cf)
-        return []  # its loop has ended: what it left there is reported when its queues rebind
+        return []  # its loop has ended: what it left there was reported then (_loop_ending)
 
 
 def running(
@@ -221,7 +227,9 @@ def running(
     mode; ``True`` starts a ``Runtime()``; a mapping starts ``Runtime(**mapping)``; a
     :class:`Runtime` is started if it is not running yet. On exit: outside queueing is refused,
     every workqueue is flushed for at most ``timeout`` seconds, then what is left is cancelled,
-    logged at WARNING, stored in ``.unfinished`` and passed to ``on_unfinished``.
+    logged at WARNING, stored in ``.unfinished`` and passed to ``on_unfinished``; afterwards
+    ``queue_*`` on the queues of that loop raises ``WorkqueueLoopError``. On entry, every
+    workqueue no loop has claimed yet is bound to the loop (or the runtime).
 
     Context: call anywhere; enter and leave from coroutines (possibly different tasks).
     Returns: a :class:`Running` async context manager (entering it yields None).

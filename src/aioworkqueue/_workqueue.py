@@ -1,9 +1,10 @@
 """Workqueues: allocation, their state, and binding to the pool of an event loop.
 
 In the embedded mode (no Runtime) there is one pool per event loop, cpu 0. A workqueue binds to the
-loop that is running when it is first used and queues there from any thread afterwards. When that
-loop has closed, the next use from a running loop rebinds it (SPEC §5); whatever was still pending
-on the dead loop is reported as cancelled, never silently dropped.
+loop running in the thread that allocates it, else to the loop of ``running()`` when that is
+entered, else to the loop that first uses it, and queues there from any thread afterwards. When
+that loop shuts down, what it still holds is reported as cancelled at that moment and the queue
+refuses ``queue_*`` (R20, ``_loop_ending``); the next use from a running loop rebinds it (SPEC §5).
 
 Owner: ``_pwq``, ``_status``, ``_armed``, ``_epochs`` and the counters change under ``_lock.LOCK``;
 ``name``, ``flags``, ``max_active``, ``ordered`` are set once.
