@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -117,9 +118,9 @@ async def test_outside_queueing_is_refused_while_draining(aiowq_clock: ManualClo
     await task
     assert log == ["chain", "chained"] and r.unfinished == []
     assert len(refused) == 1 and "lifespan-refuse" in str(refused[0])
-    assert aw.queue_work(wq, Job("after", 0, log))  # accepted again once the context is left
-    await aw.flush_workqueue(wq)
-    assert log[-1] == "after"
+    # R20: once the context is left nothing covers the queue any more: refused, not accepted
+    with pytest.raises(aw.WorkqueueLoopError, match="'lifespan-refuse' is ended"):
+        aw.queue_work(wq, Job("after", 0, log))
 
 
 @pytest.mark.asyncio
@@ -283,3 +284,106 @@ async def test_on_unfinished_errors_propagate(aiowq_clock: ManualClock) -> None:
     with pytest.raises(RuntimeError, match="persisting failed"):
         async with aw.running(on_unfinished=boom):
             pass
+
+
+# -- R20: nothing accepted that cannot run; leftovers reported when the loop ends -------------
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [
+        rec.getMessage()
+        for rec in caplog.records
+        if rec.levelno == logging.WARNING and repr(name) in rec.getMessage()
+    ]
+
+
+@pytest.mark.asyncio
+async def test_after_running_exits_queueing_raises_until_entered_again(
+    aiowq_clock: ManualClock,
+) -> None:
+    ran: list[str] = []
+    wq = aw.alloc_workqueue("lifespan-ended")
+    dw = aw.DelayedWork(lambda w: ran.append("delayed"))
+    async with aw.running():
+        assert aw.queue_work(wq, aw.Work(lambda w: ran.append("inside")))
+    for call in (
+        lambda: aw.queue_work(wq, aw.Work(print)),
+        lambda: aw.queue_delayed_work(wq, dw, 1),
+        lambda: aw.mod_delayed_work(wq, dw, 1),
+        lambda: aw.schedule_work(aw.Work(print)),  # the system queues are covered too
+    ):
+        with pytest.raises(aw.WorkqueueLoopError, match=r"running\(\) has exited"):
+            call()
+    assert not dw.pending
+    async with aw.running():  # entered again on the same loop: served again
+        assert aw.queue_delayed_work(wq, dw, 0)
+    assert ran == ["inside", "delayed"]
+
+
+def test_armed_and_queued_items_are_reported_when_asyncio_run_ends(
+    caplog: pytest.LogCaptureFixture, expect_errors: object
+) -> None:
+    wq = aw.alloc_workqueue("lifespan-loop-end", max_active=1)
+    armed = [aw.DelayedWork(lambda w: None) for _ in range(2)]
+    queued = [aw.Work(lambda w: None) for _ in range(3)]
+
+    async def main() -> None:
+        gate = asyncio.Event()  # never set: the first item runs until the loop ends
+
+        async def stuck(w: aw.Work) -> None:
+            await gate.wait()
+
+        for d in armed:
+            assert aw.queue_delayed_work(wq, d, 3600)
+        assert aw.queue_work(wq, aw.Work(stuck))
+        for w in queued:
+            assert aw.queue_work(wq, w)  # behind the stuck one (max_active 1): never start
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    # At the end of that asyncio.run, not at the next use: one WARNING per queue and state.
+    msgs = _warnings(caplog, "lifespan-loop-end")
+    assert len(msgs) == 2, msgs
+    assert any("2 items" in m and "(armed)" in m for m in msgs)
+    assert any("3 items" in m and "(queued)" in m for m in msgs)
+    assert not any(w.pending for w in [*armed, *queued])
+    st = wq.stats()
+    assert st.cancelled == 5 and st.armed == 0 and st.pending == 0
+    # The stuck run was cancelled by asyncio.run: the exception handler reported it (R16).
+    assert any("cancelled while running" in m for m in expect_errors.messages)  # type: ignore[attr-defined]
+    with pytest.raises(aw.WorkqueueLoopError, match="'lifespan-loop-end'"):
+        aw.queue_work(wq, aw.Work(print))  # from no loop: nothing could run it
+
+    async def again() -> None:  # a new asyncio.run rebinds it (SPEC §5, embedded mode)
+        assert aw.queue_delayed_work(wq, armed[0], 0)
+        await aw.flush_workqueue(wq)
+
+    asyncio.run(again())
+    assert wq.stats().completed == 1
+
+
+def test_a_stopped_loop_refuses_queueing_from_a_thread() -> None:
+    loop = asyncio.new_event_loop()
+    holder: list[aw.Workqueue] = []
+
+    async def bind() -> None:
+        holder.append(aw.alloc_workqueue("lifespan-stopped"))
+
+    try:
+        loop.run_until_complete(bind())  # the loop has stopped; nothing turns it any more
+        outcome: list[BaseException | bool] = []
+
+        def producer() -> None:
+            try:
+                outcome.append(aw.queue_work(holder[0], aw.Work(print)))
+            except aw.WorkqueueError as exc:
+                outcome.append(exc)
+
+        th = threading.Thread(target=producer)
+        th.start()
+        th.join()
+        assert isinstance(outcome[0], aw.WorkqueueLoopError), outcome
+        assert "'lifespan-stopped' is stopped" in str(outcome[0])
+    finally:
+        loop.close()
+    assert holder[0].stats().queued == 0

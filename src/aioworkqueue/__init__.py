@@ -48,6 +48,7 @@ from ._lifespan import running
 from ._observe import PoolStats, RuntimeStats, show_state
 from ._query import current_work, delayed_work_pending, work_busy, work_pending
 from ._queueing import (
+    CallWork,
     mod_delayed_work,
     mod_delayed_work_on,
     queue_delayed_work,
@@ -91,6 +92,7 @@ __all__ = (
     "WQ_MAX_ACTIVE",
     "WQ_MEM_RECLAIM",
     "WQ_UNBOUND",
+    "CallWork",
     "DelayedWork",
     "ExceptionHandler",
     "Instrument",

@@ -13,8 +13,14 @@ should be shorter than the server's own grace period:
 
 1. queueing from outside is refused (work that is running may still queue: chained work);
 2. every workqueue is flushed until it is quiet or the deadline passes;
-3. whatever is left — running, queued, or armed — is cancelled, logged at WARNING, stored in
-   ``.unfinished`` and handed to ``on_unfinished``: never silently dropped.
+3. whatever is left — running, queued, or armed — is cancelled, logged (one WARNING per workqueue
+   and state), stored in ``.unfinished`` and handed to ``on_unfinished``: never silently dropped;
+4. from then on ``queue_*`` on the queues of that loop raises ``WorkqueueLoopError`` (R20), until
+   ``running()`` is entered again or a new loop binds them.
+
+Entering binds every workqueue that no loop has claimed yet, the system queues included, to the
+loop (or gives it to the runtime), so a module-level queue takes work from threads at once
+(SPEC §5 "Binding").
 
 In Runtime mode steps 1-3 are :meth:`Runtime.shutdown`. In both modes they also act, at the same
 time and with the same deadline, on the embedded pool of the loop the context was entered on
@@ -37,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -45,9 +52,9 @@ from ._cancel import cancel_work
 from ._errors import WorkqueueError
 from ._lock import INTR, LOCK, replay
 from ._pool import Pool, current_worker_work
-from ._runtime import ACTIVE, Runtime, Unfinished, _stop_pool
+from ._runtime import ACTIVE, Runtime, Unfinished, _stop_pool, report_unfinished
 from ._work import Work
-from ._workqueue import _DRAIN_UNIT, _POOLS, Workqueue
+from ._workqueue import _ALL, _DESTROYED, _DRAIN_UNIT, _ENDED, _POOLS, Workqueue, _pool_of
 
 __all__ = ("OnUnfinished", "Running", "running")
 
@@ -125,6 +132,7 @@ class Running:
             spec = self._spec
             if spec is False:
                 self.runtime = None
+                _claim_unbound(self._loop, None)
                 return
             if isinstance(spec, Runtime):
                 rt = spec
@@ -135,6 +143,7 @@ class Running:
             self.runtime = rt
             if not rt.running:
                 await rt.start()
+            _claim_unbound(self._loop, rt)
         except BaseException:
             self._state = _IDLE
             raise
@@ -180,6 +189,15 @@ class Running:
         if self.runtime is not None:
             parts.append(self.runtime.shutdown(self.timeout))
         unfinished = [item for part in await asyncio.gather(*parts) for item in part]
+        with LOCK:
+            # R20: from now on queue_* on the host loop's queues raises instead of answering
+            # True for items no lifespan covers (a producer thread that outlived the service).
+            # Not earlier: while the runtime drains, its running items may still chain onto
+            # system queues.
+            pool = _POOLS.get(self._loop) if self._loop is not None else None
+            if pool is not None:
+                for wq in _queues_of(pool):
+                    wq._status |= _ENDED
         self.unfinished = unfinished
         if self.on_unfinished is not None:
             self.on_unfinished(unfinished)
@@ -192,7 +210,7 @@ class Running:
         if loop.is_running():
             cf = asyncio.run_coroutine_threadsafe(_shutdown_embedded(loop, self.timeout), loop)
             return await asyncio.wrap_future(cf)
-        return []  # its loop has ended: what it left there is reported when its queues rebind
+        return []  # its loop has ended: what it left there was reported then (_loop_ending)
 
 
 def running(
@@ -210,13 +228,59 @@ def running(
     mode; ``True`` starts a ``Runtime()``; a mapping starts ``Runtime(**mapping)``; a
     :class:`Runtime` is started if it is not running yet. On exit: outside queueing is refused,
     every workqueue is flushed for at most ``timeout`` seconds, then what is left is cancelled,
-    logged at WARNING, stored in ``.unfinished`` and passed to ``on_unfinished``.
+    logged at WARNING, stored in ``.unfinished`` and passed to ``on_unfinished``; afterwards
+    ``queue_*`` on the queues of that loop raises ``WorkqueueLoopError``. On entry, every
+    workqueue no loop has claimed yet is bound to the loop (or the runtime).
 
     Context: call anywhere; enter and leave from coroutines (possibly different tasks).
     Returns: a :class:`Running` async context manager (entering it yields None).
     Raises: TypeError / ValueError for bad arguments, at once.
     """
     return Running(runtime=runtime, timeout=timeout, on_unfinished=on_unfinished)
+
+
+# -- binding on entry (SPEC §5 "Binding") ----------------------------------------------------
+
+#: Queues that entering running() gave to its runtime (they were allocated unbound, outside any
+#: runtime). Once that runtime has ended, the next running() claims them again.
+_CLAIMED: weakref.WeakSet[Workqueue] = weakref.WeakSet()
+
+
+def _claim_unbound(loop: asyncio.AbstractEventLoop, rt: Runtime | None) -> None:
+    """Bind every workqueue no loop or runtime has claimed to ``loop`` (embedded) or to ``rt``,
+    and lift the refusal a previous exit of running() on ``loop`` left (R20).
+
+    A module-level queue then takes work from threads (a thread-pool endpoint, say) from the
+    first call on. System queues follow the active runtime by themselves; in the embedded mode
+    they bind here like the others.
+    Context: on ``loop``, entering running().
+    """
+    with LOCK:
+        for wq in list(_CLAIMED):
+            owner = wq._runtime
+            if owner is not None and owner is not rt and not owner.accepts():
+                # Its runtime has ended: the queue is unclaimed again (not "used after the end
+                # of the runtime it was allocated in": running() gave it to that runtime).
+                wq._runtime = wq._rt = None
+                wq._rt_pwqs = []
+                wq._routed = False
+                _CLAIMED.discard(wq)
+        for wq in list(_ALL):
+            if wq._status & _DESTROYED or wq._runtime is not None:
+                continue
+            pwq = wq._pwq
+            if pwq is not None and pwq.pool.loop is loop:
+                wq._status &= ~_ENDED  # running() again on the same loop: serve again
+                continue
+            if pwq is not None and not pwq.pool.loop.is_closed():
+                continue  # bound to a loop that still exists; binding moves only from a closed one
+            if rt is not None:
+                if not wq._system:  # system queues follow ACTIVE.rt already
+                    wq._runtime = rt
+                    wq._routed = True
+                    _CLAIMED.add(wq)
+            elif not _pool_of(loop).dead:
+                wq._rebind(loop)
 
 
 # -- the embedded shutdown -----------------------------------------------------------------------
@@ -272,7 +336,9 @@ def _take_back(pool: Pool, wqs: list[Workqueue]) -> list[Unfinished]:
 async def _shutdown_embedded(loop: asyncio.AbstractEventLoop, deadline: float) -> list[Unfinished]:
     """Refuse outside queueing, flush until quiet within ``deadline`` s, cancel what is left.
 
-    Context: a coroutine on ``loop``. Returns: what did not finish; each is logged at WARNING.
+    Context: a coroutine on ``loop``. Returns: what did not finish (logged by
+    ``report_unfinished``: one WARNING per workqueue and state). Every queue bound to ``loop``
+    refuses ``queue_*`` afterwards (R20), until running() is entered again or a new loop binds it.
     """
     with LOCK:
         pool = _POOLS.get(loop)
@@ -304,6 +370,5 @@ async def _shutdown_embedded(loop: asyncio.AbstractEventLoop, deadline: float) -
                 wq._status -= _DRAIN_UNIT
         if INTR.pending:
             replay()
-    for work, wq, state in unfinished:
-        _log.warning("shutdown: %r on workqueue %r did not finish (%s)", work, wq.name, state)
+    report_unfinished("shutdown", unfinished)
     return unfinished

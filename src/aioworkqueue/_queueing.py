@@ -69,6 +69,7 @@ _heappush = heapq.heappush
 _ceil = math.ceil
 
 __all__ = (
+    "CallWork",
     "mod_delayed_work",
     "mod_delayed_work_on",
     "queue_delayed_work",
@@ -216,7 +217,8 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                 if (
                     not (wq._status or wq._routed or pwq.bh or HOOKS.on)
                     and (work._pwq is pwq or not st & _PENDING_RUNNING)  # no revive
-                    and not (remote and pwq.loop.is_closed())  # type: ignore[union-attr]
+                    # R20: a thread may hand off only to a loop that turns (stopped: _link raises)
+                    and (not remote or pwq.loop.is_running())  # type: ignore[union-attr]
                 ):
                     pool = pwq.pool
                     res = not st & _PENDING_DISABLED  # R1
@@ -429,10 +431,34 @@ def mod_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: floa
     return _mod(call, wq, dwork, delay, _check_cpu(call, cpu))
 
 
-class _CallWork(Work):
-    """A work made by ``submit``: runs ``func(*args, **kwargs)``."""
+class CallWork(Work):
+    """The item :meth:`Workqueue.submit` makes: it runs ``fn(*args, **kwargs)``.
 
+    Made by ``submit`` only. Its call is readable (``fn``, ``args``, ``kwargs``), so that items
+    a shutdown reports unfinished (``running().unfinished``, ``Runtime.shutdown()``) can be
+    persisted and submitted again at the next start.
+    """
+
+    # No more slots than before: the fresh item of submit() is the memory hot path (<= 100 B).
     __slots__ = ("_args", "_kwargs")
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        """The callable that ``submit`` was given. Context: any."""
+        return self.func
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The positional arguments of the call. Context: any."""
+        return self._args
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the call, as a new dict (changing it changes nothing).
+
+        Context: any.
+        """
+        return dict(self._kwargs) if self._kwargs else {}
 
     def __init__(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, st: int
@@ -447,14 +473,17 @@ class _CallWork(Work):
 
 def submit(
     wq: Workqueue, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Work:
-    """Implementation of ``Workqueue.submit``. Context: any, as :func:`queue_work`."""
+) -> CallWork:
+    """Implementation of ``Workqueue.submit``. Context: any, as :func:`queue_work`.
+
+    Returns: the new, queued :class:`CallWork`.
+    """
     if not callable(fn):
         raise TypeError(f"submit: fn must be callable, got {fn!r} (workqueue {wq.name!r})")
     st = CALL
     if wq._async_check and is_async_callable(fn):
         st |= ASYNC_FN  # these queues must know before calling; others look at the result
-    work = _CallWork(fn, args, kwargs or None, st)
+    work = CallWork(fn, args, kwargs or None, st)
     if not queue_work(wq, work):  # pragma: no cover - a fresh work is never pending
         raise AssertionError("submit: a fresh work was pending")
     return work

@@ -40,9 +40,17 @@ from ._timer import disarm
 from ._unbound import UnboundPool
 from ._watchdog import Watchdog
 from ._work import ARMED, PENDING, WHERE, DelayedWork, Work
-from ._workqueue import ACTIVE, ExceptionHandler, Workqueue, WorkqueueStats
+from ._workqueue import ACTIVE, ExceptionHandler, Workqueue, WorkqueueStats, report_unfinished
 
-__all__ = ("ACTIVE", "PoolStats", "Runtime", "RuntimeStats", "Unfinished", "runtime_stats")
+__all__ = (
+    "ACTIVE",
+    "PoolStats",
+    "Runtime",
+    "RuntimeStats",
+    "Unfinished",
+    "report_unfinished",
+    "runtime_stats",
+)
 
 _log = logging.getLogger("aioworkqueue")
 
@@ -426,8 +434,8 @@ class Runtime:
 
         Context: a coroutine on any loop but the runtime's own; a second call returns at once.
         Raises: WorkqueueDeadlockError when called from one of the runtime's pools.
-        Returns: the items that did not finish, as ``(work, workqueue, state)``; each is also
-        logged at WARNING.
+        Returns: the items that did not finish, as ``(work, workqueue, state)``; they are also
+        logged: one WARNING per workqueue and state, each item at DEBUG.
         """
         deadline = self.shutdown_timeout if timeout is None else _check_timeout("shutdown", timeout)
         cpu = self.local_cpu()
@@ -473,10 +481,7 @@ class Runtime:
             self._state = _STOPPED
             if ACTIVE.rt is self:
                 ACTIVE.rt = None
-        for work, wq, state in unfinished:
-            _log.warning(
-                "runtime shutdown: %r on workqueue %r did not finish (%s)", work, wq.name, state
-            )
+        report_unfinished("runtime shutdown", unfinished)
         self.unfinished = unfinished
         return unfinished
 

@@ -1,9 +1,10 @@
 """Workqueues: allocation, their state, and binding to the pool of an event loop.
 
 In the embedded mode (no Runtime) there is one pool per event loop, cpu 0. A workqueue binds to the
-loop that is running when it is first used and queues there from any thread afterwards. When that
-loop has closed, the next use from a running loop rebinds it (SPEC §5); whatever was still pending
-on the dead loop is reported as cancelled, never silently dropped.
+loop running in the thread that allocates it, else to the loop of ``running()`` when that is
+entered, else to the loop that first uses it, and queues there from any thread afterwards. When
+that loop shuts down, what it still holds is reported as cancelled at that moment and the queue
+refuses ``queue_*`` (R20, ``_loop_ending``); the next use from a running loop rebinds it (SPEC §5).
 
 Owner (tags as in docs/design.md §1): ``_pwq``, ``_status``, ``_armed``, ``_epochs`` and the
 counters are L (changed under ``_lock.LOCK``); ``name``, ``flags``, ``max_active``, ``ordered`` are
@@ -45,6 +46,7 @@ __all__ = (
     "alloc_workqueue",
     "create_singlethread_workqueue",
     "create_workqueue",
+    "report_unfinished",
 )
 
 _log = logging.getLogger("aioworkqueue")
@@ -57,6 +59,9 @@ ExceptionHandler = Callable[["Workqueue", Work, BaseException], None]
 # Workqueue._status bits
 _DESTROYED = 1 << 0
 _DESTROYING = 1 << 1
+# R20: queue_* raises WorkqueueLoopError until a new running loop binds the queue again.
+_ENDED = 1 << 2  # the running() that covered its loop has exited
+_LOOP_ENDED = 1 << 3  # its event loop shut down (see _loop_ending)
 _DRAIN_UNIT = 1 << 4  # drain_workqueue nests: a count above this bit
 
 
@@ -258,6 +263,17 @@ class Workqueue:
         # I (system queues set it again, right after construction): a runtime decides where each
         # item goes, so the embedded fast path of queue_work (same loop as last time) is off.
         self._routed = self._runtime is not None
+        with LOCK:
+            _ALL.add(self)
+            if self._runtime is None:
+                loop = _get_running_loop()
+                if loop is not None:
+                    # SPEC §5 "Binding": allocated on a running loop, bound to it at once, so a
+                    # thread may queue on it before any coroutine has used it.
+                    pool = _pool_of(loop)
+                    if not pool.dead:
+                        self._pwq = Pwq(self, pool, self.max_active, self._epochs)
+                        pool.pwqs.add(self._pwq)
 
     def __repr__(self) -> str:
         return f"<Workqueue {self.name!r} flags={self.flags!r} max_active={self.max_active}>"
@@ -283,6 +299,26 @@ class Workqueue:
                     f"{call}: workqueue {self.name!r} is draining; only its own work may queue "
                     f"onto it; {describe(work)}"
                 )
+        if status & (_ENDED | _LOOP_ENDED) and not self._may_rebind():
+            why = (
+                "aioworkqueue.running() has exited"
+                if status & _ENDED
+                else "its event loop has shut down"
+            )
+            raise WorkqueueLoopError(
+                f"{call}: workqueue {self.name!r} is ended ({why}); nothing would run "
+                f"{describe(work)}; use it from a new running event loop, or enter running() again"
+            )
+
+    def _may_rebind(self) -> bool:
+        """True if the caller's running loop may take this ended queue over: the loop it is bound
+        to is no longer running (SPEC §5: consecutive ``asyncio.run`` calls). Context: under LOCK.
+        """
+        running = _get_running_loop()
+        pwq = self._pwq
+        return running is not None and (
+            pwq is None or (pwq.pool.loop is not running and not pwq.pool.loop.is_running())
+        )
 
     def _link(self, call: str, work: Work, cpu: int | None) -> Pwq:
         """Return the queue link to queue on, binding to the running loop if needed.
@@ -298,12 +334,14 @@ class Workqueue:
         running = _get_running_loop()
         if pwq is not None:
             loop = pwq.pool.loop
-            if running is loop or (running is None and not loop.is_closed()):
+            if running is loop or (running is None and loop.is_running()):
                 link = pwq
             elif running is None:
+                # R20: a stopped loop may never turn again; never answer True for that.
+                state = "closed" if loop.is_closed() else "stopped"
                 raise WorkqueueLoopError(
-                    f"{call}: the event loop of workqueue {self.name!r} is closed and no loop is "
-                    f"running here to rebind it to; {describe(work)}"
+                    f"{call}: the event loop of workqueue {self.name!r} is {state} and no loop is "
+                    f"running here to rebind it to; nothing would run {describe(work)}"
                 )
             elif loop.is_closed():
                 link = self._rebind(running)
@@ -318,11 +356,17 @@ class Workqueue:
                 link = self._rebind(running)
         elif running is None:
             raise WorkqueueLoopError(
-                f"{call}: workqueue {self.name!r} is first used outside a running event loop; "
-                f"use it once from the loop that should run it; {describe(work)}"
+                f"{call}: workqueue {self.name!r} is not bound to an event loop yet and no loop "
+                f"is running here; allocate it inside the loop that should run it, or enter "
+                f"aioworkqueue.running() on that loop first; {describe(work)}"
             )
         else:
             link = self._rebind(running)
+        if link.pool.dead:
+            raise WorkqueueLoopError(
+                f"{call}: the event loop of workqueue {self.name!r} is shutting down; nothing "
+                f"would run {describe(work)}"
+            )
         if cpu is not None and cpu != link.pool.cpu:
             raise ValueError(
                 f"{call}: no cpu {cpu} in embedded mode (only cpu 0); workqueue {self.name!r}; "
@@ -384,6 +428,7 @@ class Workqueue:
         if old is not None:
             self._abandon(old)
         pool = _pool_of(loop)
+        self._status &= ~(_ENDED | _LOOP_ENDED)
         self._epochs = Epochs()
         self._pwq = pwq = Pwq(self, pool, self.max_active, self._epochs)
         pool.pwqs.add(pwq)
@@ -392,37 +437,48 @@ class Workqueue:
     def _abandon(self, pwq: Pwq) -> None:
         """Report and reset what this queue still had on a dead loop (never silently lost).
 
+        Only what ``_loop_ending`` did not see: a loop that ended without ``close()`` or
+        ``shutdown_asyncgens()`` being called on it.
         Context: under LOCK, after the loop of ``pwq`` has closed (its tasks are gone).
         """
-        pool = pwq.pool
-        lost: list[Work] = []
-        for dq in (pool.worklist, pool.hi, pool.bh):
-            mine = [w for w in dq if w._pwq is pwq]
-            if mine:
-                keep = [w for w in dq if w._pwq is not pwq]
-                dq.clear()
-                dq.extend(keep)
-                lost += mine
-        lost += pwq.inactive
-        pwq.inactive.clear()
-        lost += self._armed.values()
-        self._armed.clear()
-        for worker in pool.workers:
-            if worker.current is not None and worker.pwq is pwq:
-                lost.append(worker.current)
-        for work in lost:
+        for work, _state in self._strand(pwq):
             _log.error(
                 "workqueue %r: %r was still pending or running when its event loop closed; "
                 "reported as cancelled",
                 self.name,
                 work,
             )
+        if pwq in pwq.pool.pwqs:
+            pwq.pool.pwqs.discard(pwq)
+
+    def _strand(self, pwq: Pwq) -> list[tuple[Work, str]]:
+        """Take back, reset and count as cancelled every instance this queue has on ``pwq``'s
+        pool, which will never run them; return each with its state (queued, armed, running).
+
+        Context: under LOCK, the loop of ``pwq`` is ending or has closed (no worker turns).
+        """
+        pool = pwq.pool
+        lost: list[tuple[Work, str]] = []
+        for dq in (pool.worklist, pool.hi, pool.bh):
+            mine = [w for w in dq if w._pwq is pwq]
+            if mine:
+                keep = [w for w in dq if w._pwq is not pwq]
+                dq.clear()
+                dq.extend(keep)
+                lost += [(w, "queued") for w in mine]
+        lost += [(w, "queued") for w in pwq.inactive]
+        pwq.inactive.clear()
+        lost += [(w, "armed") for w in self._armed.values()]
+        self._armed.clear()
+        for worker in pool.workers:
+            if worker.current is not None and worker.pwq is pwq:
+                lost.append((worker.current, "running"))
+        for work, _state in lost:
             work._state &= ~(PENDING | WHERE | ARMED | RUNNING)
             on_unqueue(work)
             on_end(work)
             pwq.nr_cancelled += 1
-        if pwq in pool.pwqs:
-            pool.pwqs.discard(pwq)
+        return lost
 
     # -- execution helpers ----------------------------------------------------------------------
 
@@ -498,6 +554,7 @@ class Workqueue:
         """Queue ``fn(*args, **kwargs)`` (plain or async) as a fresh Work and return it.
 
         No de-duplication: every call makes and queues a new item.
+        Returns: the item, a :class:`CallWork` (``.fn``, ``.args``, ``.kwargs`` say what it calls).
         Context: any, as :func:`queue_work`.
         Raises: as :func:`queue_work`; TypeError if ``fn`` is not callable.
         """
@@ -561,6 +618,9 @@ class _Forms:
 WQ_FORMS = _Forms()
 
 
+#: Every workqueue allocated, weakly: entering running() binds those no loop has claimed yet.
+_ALL: weakref.WeakSet[Workqueue] = weakref.WeakSet()
+
 # One pool per event loop in the embedded mode; closed loops are dropped when the next binds.
 _POOLS: dict[asyncio.AbstractEventLoop, Pool] = {}
 _POOLS_LOCK = threading.Lock()
@@ -573,7 +633,66 @@ def _pool_of(loop: asyncio.AbstractEventLoop) -> Pool:
         for dead in [lp for lp in _POOLS if lp.is_closed()]:
             del _POOLS[dead]
         pool = _POOLS[loop] = Pool(loop, 0, CONFIG.max_workers)
+        _watch_loop_end(loop, pool)
     return pool
+
+
+def _watch_loop_end(loop: asyncio.AbstractEventLoop, pool: Pool) -> None:
+    """Have ``pool``'s leftovers reported the moment ``loop`` shuts down (R20), see design §5
+    "A queue whose loop has closed".
+
+    ``asyncio.run`` (``asyncio.Runner``, pytest-asyncio, ...) ends a loop by cancelling every
+    task, then ``loop.shutdown_asyncgens()``, then ``loop.close()``; a hand-made loop by
+    ``close()`` alone. Both are looked up on the instance, so wrapping them there sees the end
+    without a task of ours, an atexit hook or a change of the event loop policy.
+    Context: under LOCK, on ``loop``'s thread.
+    """
+    agens = loop.shutdown_asyncgens
+    close = loop.close
+
+    def shutdown_asyncgens() -> Any:
+        _loop_ending(pool)  # every task was cancelled already: what is left will never run
+        return agens()
+
+    def close_loop() -> None:
+        if not loop.is_running() and not loop.is_closed():  # else close() raises, or did
+            _loop_ending(pool)
+        close()
+
+    try:
+        loop.shutdown_asyncgens = shutdown_asyncgens  # type: ignore[method-assign]
+        loop.close = close_loop  # type: ignore[method-assign]
+    except AttributeError:  # a loop class without an instance dict: reported at the next use
+        pass
+
+
+def _loop_ending(pool: Pool) -> None:
+    """``pool``'s loop is shutting down: take back every instance still queued, armed or
+    running there, count it as cancelled and report it now, one WARNING per workqueue and
+    state; from now on ``queue_*`` on those queues raises until a new loop binds them (R20).
+
+    Context: ``pool``'s loop thread, the loop not running its tasks any more; takes LOCK.
+    """
+    with LOCK:
+        if pool.dead:
+            return
+        pool.dead = True
+        wqs: dict[int, Workqueue] = {}
+        for p in pool.pwqs:
+            wqs.setdefault(id(p.wq), p.wq)
+        unfinished: list[tuple[Work, Workqueue, str]] = []
+        for wq in wqs.values():
+            wq._status |= _LOOP_ENDED
+            link = wq._pwq
+            if link is not None and link.pool is pool:
+                for work, state in wq._strand(link):
+                    if state != "armed":  # armed items are not in a flush epoch yet
+                        link.epochs.done(work._epoch)  # flushers waiting for it are released
+                    unfinished.append((work, wq, state))
+        pool.theap.clear()  # every entry belongs to an item taken back above
+        pool.tdead = 0
+    if unfinished:
+        report_unfinished("event loop shutdown", unfinished)
 
 
 def alloc_workqueue(
@@ -586,7 +705,9 @@ def alloc_workqueue(
     """Allocate a workqueue.
 
     ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``).
-    Context: any; the queue binds to an event loop when first used.
+    Context: any. Called while an event loop runs in this thread (and no runtime is active), the
+    queue is bound to that loop at once, so any thread may queue on it; otherwise it binds when
+    :func:`running` is entered, or at its first use from a running loop.
     Returns: the new workqueue.
     Raises: TypeError for a wrong type, ValueError for unknown or conflicting flags or a
     ``max_active`` outside 0..WQ_MAX_ACTIVE.
@@ -601,7 +722,8 @@ def alloc_ordered_workqueue(
 ) -> Workqueue:
     """Allocate an ordered workqueue: one item at a time, strictly in queue order (R6).
 
-    Context: any. Returns: the new workqueue. Raises: as :func:`alloc_workqueue`.
+    Context: any; binds as :func:`alloc_workqueue` does. Returns: the new workqueue.
+    Raises: as :func:`alloc_workqueue`.
     """
     call = "alloc_ordered_workqueue"
     name = _check_name(call, name)
@@ -632,3 +754,39 @@ def revive(work: Work) -> None:
         if loop.is_closed() and pwq.wq._pwq is pwq:
             pwq.wq._abandon(pwq)
             pwq.wq._pwq = None
+
+
+#: How many items a summary line names; the rest are counted (all of them are logged at DEBUG).
+_SHOWN = 3
+
+
+def report_unfinished(what: str, unfinished: list[tuple[Work, Workqueue, str]]) -> None:
+    """Log ``unfinished`` (R20): one WARNING per (workqueue, state), with the count
+    and the first few items; every item on its own at DEBUG. A service that leaves thousands of
+    items gets a handful of lines, and the items themselves in ``shutdown()``'s return.
+
+    Context: any thread; not under LOCK (it calls ``repr`` of user objects).
+    """
+    groups: dict[tuple[int, str], list[tuple[Work, Workqueue, str]]] = {}
+    for item in unfinished:
+        groups.setdefault((id(item[1]), item[2]), []).append(item)
+    for group in groups.values():
+        _, wq, state = group[0]
+        n = len(group)
+        names = ", ".join(describe(w) for w, _q, _s in group[:_SHOWN])
+        more = f" and {n - _SHOWN} more" if n > _SHOWN else ""
+        _log.warning(
+            "%s: %d item%s on workqueue %r did not finish (%s), counted as cancelled: %s%s",
+            what,
+            n,
+            "" if n == 1 else "s",
+            wq.name,
+            state,
+            names,
+            more,
+        )
+    if _log.isEnabledFor(logging.DEBUG):
+        for work, wq, state in unfinished:
+            _log.debug(
+                "%s: %s on workqueue %r did not finish (%s)", what, describe(work), wq.name, state
+            )

@@ -15,12 +15,14 @@ keeps its deadline (plus a margin for a loaded machine).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from contextlib import closing
@@ -28,7 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from ._support import LOOP_KINDS
+import aioworkqueue
+
+from ._support import GUARD, LOOP_KINDS
 
 SERVICE = Path(__file__).with_name("_ledger_service.py")
 DEADLINE = 0.3
@@ -117,3 +121,90 @@ def test_sigterm_at_a_random_moment_loses_nothing_and_runs_nothing_twice(
     assert figures.get("running", 0) > 0, figures
     assert figures["shutdown_ms"] < DEADLINE * 1000 + 2000, figures
     print(f"ledger seed={seed} {loop_kind}: {figures}")
+
+
+class _Job(aioworkqueue.Work):
+    __slots__ = ("jid",)
+
+    def __init__(self, jid: int, ran: list[int]) -> None:
+        super().__init__(lambda w: ran.append(w.jid))
+        self.jid = jid
+
+
+@pytest.mark.parametrize("loop_kind", LOOP_KINDS)
+def test_producer_thread_outliving_running_and_its_loop_loses_nothing(loop_kind: str) -> None:
+    """R20 with a ledger: every queue_work either returned True and its item ran or was
+    reported, or raised; none returned True once running() had exited; zero silent."""
+    accepted: list[int] = []
+    raised: list[tuple[int, str]] = []
+    ran: list[int] = []
+    reported: list[int] = []
+    true_after_exit: list[int] = []
+    wqs: list[aioworkqueue.Workqueue] = []
+    started = threading.Event()
+    exited = threading.Event()  # running() has returned
+    loop_gone = threading.Event()  # asyncio.run has returned: the loop is closed
+    seen_exit = threading.Event()  # the producer made calls after running() exited
+    stop = threading.Event()
+
+    def producer() -> None:
+        jid = after_exit = after_end = 0
+        while not stop.is_set():
+            jid += 1
+            was_exited = exited.is_set()  # read before the call: its outcome must follow
+            try:
+                ok = aioworkqueue.queue_work(wqs[0], _Job(jid, ran))
+            except aioworkqueue.WorkqueueError as exc:
+                raised.append((jid, type(exc).__name__))
+            else:
+                assert ok  # a fresh item is never pending
+                accepted.append(jid)
+                if was_exited:
+                    true_after_exit.append(jid)
+            if jid == 200:
+                started.set()
+            if was_exited:
+                after_exit += 1
+                if after_exit == 50:
+                    seen_exit.set()
+            if loop_gone.is_set():
+                after_end += 1
+                if after_end == 50:
+                    return
+
+    th = threading.Thread(target=producer, name="ledger-producer")
+
+    async def main() -> None:
+        wqs.append(aioworkqueue.alloc_workqueue("ledger-thread", max_active=4))
+        accepted.append(0)  # one use from the loop: bound here even without binding at allocation
+        assert aioworkqueue.queue_work(wqs[0], _Job(0, ran))
+        r = aioworkqueue.running(timeout=5)
+        async with r:
+            th.start()
+            await asyncio.to_thread(started.wait, GUARD)  # a guard only: set after 200 calls
+        reported.extend(w.jid for w, _wq, _state in r.unfinished)  # type: ignore[attr-defined]
+        exited.set()
+        await asyncio.to_thread(seen_exit.wait, GUARD)
+
+    try:
+        if loop_kind == "uvloop":
+            import uvloop
+
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
+        loop_gone.set()
+        th.join(GUARD)
+    finally:
+        stop.set()
+        th.join()
+    assert started.is_set() and seen_exit.is_set()
+    cancelled_at_loop_end = wqs[0].stats().cancelled - len(reported)
+    assert len(set(ran)) == len(ran) and len(set(reported)) == len(reported)
+    assert not set(ran) & set(reported)
+    assert set(ran) | set(reported) <= set(accepted)
+    silent = len(accepted) - len(ran) - len(reported) - cancelled_at_loop_end
+    assert silent == 0, (len(accepted), len(ran), len(reported), cancelled_at_loop_end)
+    assert true_after_exit == [], f"{len(true_after_exit)} accepted after running() exited"
+    assert len(accepted) >= 200 and raised  # the trial did overlap the end
+    assert {name for _jid, name in raised} <= {"WorkqueueLoopError", "WorkqueueDrainingError"}
