@@ -645,11 +645,20 @@ class Pool:
                 except Exception as exc:
                     outcome = FAILED
                     self._report(work, pwq, exc)
-                except BaseException as exc:  # KeyboardInterrupt, SystemExit: let them through
-                    if self.fatal is None:  # for the report, if it ends a runtime's pool
-                        self.fatal = (work, pwq, exc)
-                    self._end_on_exit(worker, work, pwq, epoch, outcome=FAILED, exc=exc)
-                    raise
+                except BaseException as exc:
+                    # KeyboardInterrupt, SystemExit: let them through (design §6). So is a
+                    # GeneratorExit thrown in from outside a step of our task: the worker
+                    # coroutine itself is being closed. Anything else (GeneratorExit or a custom
+                    # BaseException raised by the function) is an error like any other (R16).
+                    if isinstance(exc, KeyboardInterrupt | SystemExit) or (
+                        _current_task(loop) is not worker.task
+                    ):
+                        if self.fatal is None:  # for the report, if it ends a runtime's pool
+                            self.fatal = (work, pwq, exc)
+                        self._end_on_exit(worker, work, pwq, epoch, outcome=FAILED, exc=exc)
+                        raise
+                    outcome = FAILED
+                    self._report(work, pwq, exc)
                 if hooks.on:
                     worker.current = None
                     _trace_end(work, pwq, t0, outcome)
@@ -705,7 +714,12 @@ class Pool:
                     t0 = _trace_start(work, pwq)
                 try:
                     _call(work)
-                except Exception as exc:
+                except (KeyboardInterrupt, SystemExit):
+                    outcome = FAILED  # through the loop to its runner, as from a worker
+                    raise
+                except BaseException as exc:
+                    # No task here, so a CancelledError is the function's own: an error (R16)
+                    # like GeneratorExit or a custom BaseException, as on the other queues.
                     outcome = FAILED
                     self._report(work, pwq, exc)
                 finally:

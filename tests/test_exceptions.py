@@ -1,0 +1,141 @@
+"""Exceptions (issue 13, SPEC R16 and §5 "Which exceptions", "Exceptions in work"): what a work
+function may raise, what an exception handler may be, and which class a refusal raises.
+
+Every ``BaseException`` other than ``KeyboardInterrupt`` and ``SystemExit`` is an R16 error on
+every kind of queue: the handler is called, the run is counted as failed, the worker (or the
+``WQ.BH`` callback) goes on with the items behind it, and flushes complete. Flushes are awaited
+under a hang guard, so a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import aioworkqueue as aw
+
+#: Hang guard for a flush that must complete (never reached when the library works).
+GUARD = 5.0
+
+
+class CustomBase(BaseException):
+    """A user's own BaseException subclass."""
+
+
+RAISED: dict[str, Callable[[], BaseException]] = {
+    "GeneratorExit": GeneratorExit,
+    "CustomBase": CustomBase,
+    "CancelledError": asyncio.CancelledError,  # raised by the function itself
+}
+
+#: (queue flags, the function is async)
+KINDS: dict[str, tuple[aw.WQ, bool]] = {
+    "plain": (aw.WQ(0), False),
+    "async": (aw.WQ(0), True),
+    "cpu_intensive": (aw.WQ.CPU_INTENSIVE, False),
+    "bh": (aw.WQ.BH, False),
+}
+
+
+async def guarded_flush(wq: aw.Workqueue) -> None:
+    try:
+        async with asyncio.timeout(GUARD):
+            await aw.flush_workqueue(wq)
+    except TimeoutError:
+        raise AssertionError(f"flush_workqueue({wq.name!r}) hung") from None
+
+
+def raising(kind: str, make: Callable[[], BaseException]) -> aw.WorkFunc:
+    if KINDS[kind][1]:
+
+        async def afn(w: aw.Work) -> None:
+            await asyncio.sleep(0)
+            raise make()
+
+        return afn
+
+    def fn(w: aw.Work) -> None:
+        raise make()
+
+    return fn
+
+
+# -- item 3: every BaseException but KeyboardInterrupt and SystemExit is an R16 error -------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("raised", list(RAISED))
+async def test_a_base_exception_from_work_is_reported_counted_and_the_items_behind_run(
+    kind: str, raised: str
+) -> None:
+    seen: list[tuple[str, aw.Work, str]] = []
+
+    def handler(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
+        seen.append((wq.name, work, type(exc).__name__))
+
+    flags, _ = KINDS[kind]
+    wq = aw.alloc_workqueue(f"exc-{kind}", flags, exception_handler=handler)
+    ran: list[int] = []
+    bad = [aw.Work(raising(kind, RAISED[raised])) for _ in range(3)]
+    for i, w in enumerate(bad):
+        assert aw.queue_work(wq, w)
+        assert aw.queue_work(wq, aw.Work(lambda w, i=i: ran.append(i)))  # type: ignore[misc]
+    await guarded_flush(wq)
+    assert ran == [0, 1, 2], "the items behind a failing one did not all run"
+    assert seen == [(wq.name, w, raised) for w in bad]
+    st = wq.stats()
+    assert (st.failed, st.completed, st.in_flight) == (3, 3, 0)
+    assert not any(aw.work_busy(w) for w in bad)
+    # The worker that ran them is still there: the queue still serves, and the loop got no
+    # "Task exception was never retrieved" (a dead worker task).
+    again = aw.Work(lambda w: ran.append(9))
+    assert aw.queue_work(wq, again)
+    await guarded_flush(wq)
+    assert ran[-1] == 9
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("raised", list(RAISED))
+async def test_a_base_exception_from_work_goes_to_the_default_handler(
+    raised: str, expect_errors: Any
+) -> None:
+    """With no handler of its own, the default one logs it at ERROR, naming queue and work."""
+    for kind, (flags, _) in KINDS.items():
+        wq = aw.alloc_workqueue(f"exc-default-{kind}", flags)
+        w = aw.Work(raising(kind, RAISED[raised]))
+        assert aw.queue_work(wq, w)
+        await guarded_flush(wq)
+        assert wq.stats().failed == 1
+        await aw.destroy_workqueue(wq)
+    recs = expect_errors.records
+    assert len(recs) == len(KINDS)
+    for rec, kind in zip(recs, KINDS, strict=True):
+        assert f"exc-default-{kind}" in rec.getMessage()
+        assert rec.exc_info is not None and rec.exc_info[0].__name__ == raised
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("raised", list(RAISED))
+async def test_a_base_exception_from_work_in_a_runtime_leaves_the_pool_serving(raised: str) -> None:
+    seen: list[str] = []
+
+    def handler(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
+        seen.append(type(exc).__name__)
+
+    ran: list[str] = []
+    async with aw.Runtime(cpus=1, loop_factory="asyncio", shutdown_timeout=GUARD) as rt:
+        for kind, (flags, _) in KINDS.items():
+            wq = aw.alloc_workqueue(f"exc-rt-{kind}", flags, exception_handler=handler)
+            assert aw.queue_work(wq, aw.Work(raising(kind, RAISED[raised])))
+            assert aw.queue_work(wq, aw.Work(lambda w, k=kind: ran.append(k)))  # type: ignore[misc]
+            await guarded_flush(wq)
+            assert ran[-1] == kind
+            assert (wq.stats().failed, wq.stats().completed) == (1, 1), kind
+        assert not rt.pools[0].dead
+    assert seen == [raised] * len(KINDS)
+    assert rt.unfinished == []
