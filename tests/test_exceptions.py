@@ -139,3 +139,149 @@ async def test_a_base_exception_from_work_in_a_runtime_leaves_the_pool_serving(r
         assert not rt.pools[0].dead
     assert seen == [raised] * len(KINDS)
     assert rt.unfinished == []
+
+
+# -- item 2: an async exception handler is awaited on the pool's loop -----------------------------
+
+
+def boom(w: aw.Work) -> None:
+    raise ValueError("boom")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("fn_kind", ["plain", "async"])
+async def test_an_async_handler_is_awaited_in_the_worker_before_the_next_item_starts(
+    fn_kind: str,
+) -> None:
+    """Ordinary queues: the worker awaits the handler as part of the failed run, so an item
+    behind it (max_active 1) starts only after the handler ended, and a flush waits for it."""
+    order: list[str] = []
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def handler(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
+        assert aw.current_work() is work  # it runs in the worker, as part of the run
+        entered.set()
+        await release.wait()
+        order.append(f"handler {type(exc).__name__}")
+
+    wq = aw.alloc_workqueue("exc-async-handler", 0, 1, exception_handler=handler)
+    bad = aw.Work(boom if fn_kind == "plain" else raising("async", lambda: ValueError("a")))
+    assert aw.queue_work(wq, bad)
+    assert aw.queue_work(wq, aw.Work(lambda w: order.append("next")))
+    flush = asyncio.ensure_future(aw.flush_workqueue(wq))
+    async with asyncio.timeout(GUARD):
+        await entered.wait()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert order == [] and not flush.done() and aw.work_busy(bad) == aw.WorkBusy.RUNNING
+    release.set()
+    async with asyncio.timeout(GUARD):
+        await flush
+    assert order == ["handler ValueError", "next"]
+    assert (wq.stats().failed, wq.stats().completed) == (1, 1)
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_a_plain_handler_that_returns_an_awaitable_has_it_awaited() -> None:
+    done: list[str] = []
+
+    async def later(name: str) -> None:
+        await asyncio.sleep(0)
+        done.append(name)
+
+    def handler(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> Any:
+        return later(wq.name)
+
+    wq = aw.alloc_workqueue("exc-awaitable-handler", exception_handler=handler)
+    assert aw.queue_work(wq, aw.Work(boom))
+    await guarded_flush(wq)
+    assert done == [wq.name]
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_an_async_handler_on_a_bh_queue_runs_as_a_task_and_does_not_hold_the_bh_items() -> (
+    None
+):
+    """WQ.BH: no worker task to await it in, so it runs in a task of its own on the same loop;
+    the BH items behind the failing one run meanwhile, and the flush returns."""
+    release = asyncio.Event()
+    handled = asyncio.Event()
+    got: list[tuple[str, str, bool]] = []
+    loop = asyncio.get_running_loop()
+
+    async def handler(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
+        await release.wait()
+        got.append((wq.name, type(exc).__name__, asyncio.get_running_loop() is loop))
+        handled.set()
+
+    wq = aw.alloc_workqueue("exc-bh-async-handler", aw.WQ.BH, exception_handler=handler)
+    ran: list[int] = []
+    assert aw.queue_work(wq, aw.Work(boom))
+    assert aw.queue_work(wq, aw.Work(lambda w: ran.append(1)))
+    await guarded_flush(wq)
+    assert ran == [1] and got == []
+    release.set()
+    async with asyncio.timeout(GUARD):
+        await handled.wait()
+    assert got == [(wq.name, "ValueError", True)]
+    assert wq.stats().failed == 1
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bh", [False, True], ids=["worker", "bh"])
+async def test_an_async_handler_that_raises_is_reported_and_the_queue_carries_on(
+    bh: bool, expect_errors: Any
+) -> None:
+    finished = asyncio.Event()
+
+    async def handler(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
+        await asyncio.sleep(0)
+        finished.set()
+        raise RuntimeError("the async handler fails")
+
+    wq = aw.alloc_workqueue(
+        "exc-async-handler-fails", aw.WQ.BH if bh else aw.WQ(0), exception_handler=handler
+    )
+    assert aw.queue_work(wq, aw.Work(boom))
+    await guarded_flush(wq)
+    async with asyncio.timeout(GUARD):
+        await finished.wait()
+    for _ in range(5):  # the BH handler's task reports after it raised
+        await asyncio.sleep(0)
+    ran: list[int] = []
+    assert aw.queue_work(wq, aw.Work(lambda w: ran.append(1)))
+    await guarded_flush(wq)
+    assert ran == [1]
+    recs = expect_errors.records
+    assert len(recs) == 1
+    assert "exception handler" in recs[0].getMessage() and wq.name in recs[0].getMessage()
+    assert recs[0].exc_info is not None and recs[0].exc_info[0] is RuntimeError
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_a_runtime_async_handler_is_awaited_on_the_pool_loop() -> None:
+    import threading
+
+    got: list[tuple[str, str]] = []
+
+    async def handler(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
+        await asyncio.sleep(0)
+        got.append((wq.name, threading.current_thread().name))
+
+    async with aw.Runtime(
+        cpus=1, loop_factory="asyncio", exception_handler=handler, shutdown_timeout=GUARD
+    ):
+        for name, flags in (("exc-rt-handler", aw.WQ(0)), ("exc-rt-handler-bh", aw.WQ.BH)):
+            wq = aw.alloc_workqueue(name, flags)
+            assert aw.queue_work(wq, aw.Work(boom))
+            await guarded_flush(wq)
+            if flags & aw.WQ.BH:
+                deadline = asyncio.get_running_loop().time() + GUARD
+                while len(got) < 2 and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.001)  # a hang guard on another thread's task
+    assert got == [("exc-rt-handler", "aiowq/0"), ("exc-rt-handler-bh", "aiowq/0")]

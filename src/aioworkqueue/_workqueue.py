@@ -15,7 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -45,8 +45,9 @@ _log = logging.getLogger("aioworkqueue")
 _NO_FLAGS = WQ(0)
 _get_running_loop = asyncio._get_running_loop
 
-#: ``handler(wq, work, exc)``: called on the pool's loop when a work function raises (R16).
-ExceptionHandler = Callable[["Workqueue", Work, BaseException], None]
+#: ``handler(wq, work, exc)``: called on the pool's loop when a work function raises (R16). It
+#: may be ``async def`` (or return an awaitable): that is awaited on the pool's loop.
+ExceptionHandler = Callable[["Workqueue", Work, BaseException], "Awaitable[object] | None"]
 
 # Workqueue._status bits
 _DESTROYED = 1 << 0
@@ -389,14 +390,19 @@ class Workqueue:
 
     # -- execution helpers ----------------------------------------------------------------------
 
-    def _handle_exception(self, work: Work, exc: BaseException) -> None:
+    def _handle_exception(self, work: Work, exc: BaseException) -> Awaitable[object] | None:
+        """Call the exception handler (this queue's, the runtime's, or the default).
+
+        Context: the pool's loop thread. Returns: what the handler returned (an async handler's
+        awaitable, for the caller to run), or None.
+        """
         handler = self._handler
         if handler is None:
             rt = self._rt
             handler = rt.exception_handler if rt is not None else None
             if handler is None:
                 handler = _default_handler
-        handler(self, work, exc)
+        return handler(self, work, exc)
 
     def _cpu_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         ex = self._executor
@@ -540,6 +546,8 @@ def alloc_workqueue(
     """Allocate a workqueue.
 
     ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``).
+    ``exception_handler(wq, work, exc)`` gets what its work functions raise (R16); it may be
+    ``async def``, and is then awaited on the pool's loop (design §8).
     Context: any; the queue binds to an event loop when first used.
     Returns: the new workqueue.
     Raises: TypeError for a wrong type, ValueError for unknown or conflicting flags or a
