@@ -285,3 +285,94 @@ async def test_a_runtime_async_handler_is_awaited_on_the_pool_loop() -> None:
                 while len(got) < 2 and asyncio.get_running_loop().time() < deadline:
                     await asyncio.sleep(0.001)  # a hang guard on another thread's task
     assert got == [("exc-rt-handler", "aiowq/0"), ("exc-rt-handler-bh", "aiowq/0")]
+
+
+# -- item 7: a Work subclass that forgets super().__init__() --------------------------------------
+
+
+class Forgot(aw.DelayedWork):
+    """Its __init__ never calls DelayedWork.__init__: no func, no state."""
+
+    def __init__(self) -> None:
+        pass
+
+
+#: Every public call that takes a work item: (label, the call's name in the message, the call).
+FORGOT_CALLS: list[tuple[str, str, Callable[[aw.Workqueue, Forgot], Any]]] = [
+    ("queue_work", "queue_work", lambda wq, f: aw.queue_work(wq, f)),
+    ("queue_work_on", "queue_work_on", lambda wq, f: aw.queue_work_on(0, wq, f)),
+    ("queue_delayed_work", "queue_delayed_work", lambda wq, f: aw.queue_delayed_work(wq, f, 1.0)),
+    ("queue_delayed_work/0", "queue_delayed_work", lambda wq, f: aw.queue_delayed_work(wq, f, 0)),
+    (
+        "queue_delayed_work_on",
+        "queue_delayed_work_on",
+        lambda wq, f: aw.queue_delayed_work_on(0, wq, f, 1.0),
+    ),
+    ("mod_delayed_work", "mod_delayed_work", lambda wq, f: aw.mod_delayed_work(wq, f, 1.0)),
+    (
+        "mod_delayed_work_on",
+        "mod_delayed_work_on",
+        lambda wq, f: aw.mod_delayed_work_on(0, wq, f, 1.0),
+    ),
+    ("schedule_work", "queue_work", lambda wq, f: aw.schedule_work(f)),
+    ("schedule_delayed_work", "queue_delayed_work", lambda wq, f: aw.schedule_delayed_work(f, 1)),
+    ("cancel_work", "cancel_work", lambda wq, f: aw.cancel_work(f)),
+    ("cancel_delayed_work", "cancel_delayed_work", lambda wq, f: aw.cancel_delayed_work(f)),
+    ("work_pending", "work_pending", lambda wq, f: aw.work_pending(f)),
+    ("delayed_work_pending", "delayed_work_pending", lambda wq, f: aw.delayed_work_pending(f)),
+    ("work_busy", "work_busy", lambda wq, f: aw.work_busy(f)),
+    ("disable_work", "disable_work", lambda wq, f: aw.disable_work(f)),
+    ("enable_work", "enable_work", lambda wq, f: aw.enable_work(f)),
+    ("flush_work", "flush_work", lambda wq, f: aw.flush_work(f)),
+    ("flush_delayed_work", "flush_delayed_work", lambda wq, f: aw.flush_delayed_work(f)),
+    ("cancel_work_sync", "cancel_work_sync", lambda wq, f: aw.cancel_work_sync(f)),
+    (
+        "cancel_delayed_work_sync",
+        "cancel_delayed_work_sync",
+        lambda wq, f: aw.cancel_delayed_work_sync(f),
+    ),
+    ("disable_work_sync", "disable_work_sync", lambda wq, f: aw.disable_work_sync(f)),
+    ("wq.queue", "queue_work", lambda wq, f: wq.queue(f)),
+    ("wq.queue_on", "queue_work_on", lambda wq, f: wq.queue_on(0, f)),
+    ("wq.queue_delayed", "queue_delayed_work", lambda wq, f: wq.queue_delayed(f, 1.0)),
+    ("wq.mod_delayed", "mod_delayed_work", lambda wq, f: wq.mod_delayed(f, 1.0)),
+    ("work.pending", "pending", lambda wq, f: f.pending),
+    ("work.busy", "busy", lambda wq, f: f.busy),
+    ("work.cancel", "cancel_", lambda wq, f: f.cancel()),
+    ("work.cancel_sync", "cancel_work_sync", lambda wq, f: f.cancel_sync()),
+    ("work.flush", "flush_delayed_work", lambda wq, f: f.flush()),
+]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("call", "words"), [(label, words) for label, words, _ in FORGOT_CALLS], ids=str
+)
+async def test_a_work_that_skipped_super_init_gets_a_clear_type_error_from_every_call(
+    call: str, words: str
+) -> None:
+    fn = {label: f for label, _, f in FORGOT_CALLS}[call]
+    wq = aw.alloc_workqueue("exc-forgot")  # bound to this loop: the fast paths apply
+    assert aw.queue_work(wq, aw.Work(lambda w: None))
+    await guarded_flush(wq)
+    forgot = Forgot()
+    with pytest.raises(TypeError, match=r"super\(\)\.__init__\(func") as info:
+        r = fn(wq, forgot)
+        if asyncio.iscoroutine(r):
+            await r
+    msg = str(info.value)
+    assert words in msg and "Forgot" in msg, msg
+    assert wq.stats().in_flight == 0 and not wq._armed
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_the_repr_of_a_work_that_skipped_super_init_works_and_so_do_messages_naming_it() -> (
+    None
+):
+    assert repr(Forgot()) == "<Forgot (not initialised)>"
+    for alloc in (aw.alloc_workqueue, aw.alloc_ordered_workqueue, aw.create_workqueue):
+        with pytest.raises(TypeError, match=r"name must be a str.*<Forgot \(not initialised\)>"):
+            alloc(Forgot())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Workqueue: name must be a str.*Forgot"):
+        aw.Workqueue(Forgot(), aw.WQ(0), 0)  # type: ignore[arg-type]

@@ -338,6 +338,9 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                             # directly only from a task: the loop is awake (Pool.direct)
                             retime(pool, t, _current_task(loop) is not None)
                         pwq.nr_queued += 1
+            except AttributeError:  # a subclass that skipped Work.__init__ (no _state): say so
+                check_initialised(call, dwork)
+                raise
             finally:
                 if _is_owned():  # not held on entry (nested calls returned above)
                     _release()
@@ -345,7 +348,11 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                 if INTR.pending:
                     replay()
                 return res
-    return _queue_delayed(call, wq, dwork, d, None)
+    try:
+        return _queue_delayed(call, wq, dwork, d, None)
+    except AttributeError:  # as above; _state is the first thing it reads of the item
+        check_initialised(call, dwork)
+        raise
 
 
 def queue_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:

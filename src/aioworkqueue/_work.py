@@ -109,17 +109,29 @@ class Work:
         self._epoch = 0
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} fn={func_name(self.func)}>"
+        try:
+            func = self.func
+        except AttributeError:  # a subclass whose __init__ skipped Work.__init__
+            return f"<{type(self).__name__} (not initialised)>"
+        return f"<{type(self).__name__} fn={func_name(func)}>"
 
     @property
     def pending(self) -> bool:
         """True while a successful ``queue_*`` of this item has not started or been cancelled."""
-        return bool(self._state & PENDING)
+        try:
+            return bool(self._state & PENDING)
+        except AttributeError:
+            check_initialised("Work.pending", self)
+            raise
 
     @property
     def busy(self) -> WorkBusy:
         """The :class:`WorkBusy` flags of this item right now (see :func:`work_busy`)."""
-        st = self._state
+        try:
+            st = self._state
+        except AttributeError:
+            check_initialised("Work.busy", self)
+            raise
         return WorkBusy((st & PENDING and WorkBusy.PENDING) | (st & RUNNING and WorkBusy.RUNNING))
 
     def cancel(self) -> bool:

@@ -111,7 +111,7 @@ def check_workqueue(call: str, wq: object) -> Workqueue:
 
 def _check_name(call: str, name: object) -> str:
     if not isinstance(name, str):
-        raise TypeError(f"{call}: name must be a str, got {type(name).__name__} {name!r}")
+        raise TypeError(f"{call}: name must be a str, got {type(name).__name__} {describe(name)}")
     return name
 
 
