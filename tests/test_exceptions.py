@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import aioworkqueue as aw
+from aioworkqueue._work import MAX_DELAY
 
 #: Hang guard for a flush that must complete (never reached when the library works).
 GUARD = 5.0
@@ -376,3 +377,48 @@ async def test_the_repr_of_a_work_that_skipped_super_init_works_and_so_do_messag
             alloc(Forgot())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"Workqueue: name must be a str.*Forgot"):
         aw.Workqueue(Forgot(), aw.WQ(0), 0)  # type: ignore[arg-type]
+
+
+# -- item 4: a finite delay whose deadline no loop can arm ----------------------------------------
+
+#: Delays too large to arm: on uvloop the pool rounds deadlines up to whole milliseconds, and
+#: ``deadline * 1000`` overflows to infinity from about 1.7977e305 seconds on (found by trying).
+TOO_LARGE: list[float | int] = [1.798e305, 1.8e305, 1e306, 1.7976931348623157e308, 10**306]
+
+DELAY_CALLS: dict[str, Callable[[aw.Workqueue, aw.DelayedWork, float], Any]] = {
+    "queue_delayed_work": aw.queue_delayed_work,
+    "queue_delayed_work_on": lambda wq, dw, d: aw.queue_delayed_work_on(0, wq, dw, d),
+    "mod_delayed_work": aw.mod_delayed_work,
+    "mod_delayed_work_on": lambda wq, dw, d: aw.mod_delayed_work_on(0, wq, dw, d),
+    "wq.queue_delayed": lambda wq, dw, d: wq.queue_delayed(dw, d),
+    "wq.mod_delayed": lambda wq, dw, d: wq.mod_delayed(dw, d),
+}
+
+
+@pytest.mark.asyncio  # on the stdlib loop and on uvloop (conftest's loop factories)
+@pytest.mark.parametrize("call", list(DELAY_CALLS))
+async def test_a_delay_too_large_to_arm_is_a_value_error_and_changes_nothing(call: str) -> None:
+    fn = DELAY_CALLS[call]
+    name = call.replace("wq.queue_delayed", "queue_delayed_work").replace(
+        "wq.mod_delayed", "mod_delayed_work"
+    )
+    wq = aw.alloc_workqueue("exc-huge-delay")
+    dw = aw.DelayedWork(lambda w: None)
+    for delay in TOO_LARGE:
+        with pytest.raises(ValueError, match=rf"{name}: delay .*too large") as info:
+            fn(wq, dw, delay)
+        assert "DelayedWork fn=" in str(info.value)
+        assert not aw.work_pending(dw) and not wq._armed, delay
+        assert aw.cancel_delayed_work(dw) is False
+    # Nothing was left half-done: the largest delay allowed arms, and cancels, as any other.
+    assert aw.queue_delayed_work(wq, dw, MAX_DELAY)
+    assert aw.delayed_work_pending(dw)
+    assert aw.cancel_delayed_work(dw) is True
+    ran: list[int] = []
+    w2 = aw.DelayedWork(lambda w: ran.append(1))
+    with pytest.raises(ValueError):
+        fn(wq, w2, 1e306)
+    assert aw.queue_delayed_work(wq, w2, 0)
+    await guarded_flush(wq)
+    assert ran == [1]
+    await aw.destroy_workqueue(wq)

@@ -41,6 +41,7 @@ from ._work import (
     CALL,
     DISABLE_MASK,
     INACTIVE,
+    MAX_DELAY,
     PENDING,
     QUEUED,
     RUNNING,
@@ -63,7 +64,6 @@ _PENDING_INACTIVE = PENDING | INACTIVE
 _PENDING_ARMED = PENDING | ARMED
 _PENDING_RUNNING = PENDING | RUNNING
 _PENDING_DISABLED = PENDING | DISABLE_MASK
-_INF = float("inf")
 _current_task = asyncio.current_task
 _heappush = heapq.heappush
 _ceil = math.ceil
@@ -304,7 +304,11 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
     if not isinstance(dwork, DelayedWork):
         check_delayed(call, dwork)
     # An ordinary positive float is what check_delay would return as it is.
-    d = delay if type(delay) is float and 0.0 < delay < _INF else check_delay(call, delay, dwork)
+    d = (
+        delay
+        if type(delay) is float and 0.0 < delay <= MAX_DELAY
+        else check_delay(call, delay, dwork)
+    )
     if _is_owned():
         return _queue_nested(call, wq, dwork, None, d)
     pwq = wq._pwq

@@ -60,6 +60,12 @@ DISABLE_UNIT = 1 << 12  # the disable count lives above this bit
 DISABLE_MASK = ~(DISABLE_UNIT - 1)
 WHERE = ARMED | QUEUED | INACTIVE | DEFERRED  # where a pending instance sits
 
+#: The largest delay, in seconds, whose deadline every loop can arm. On uvloop deadlines are
+#: rounded up to whole milliseconds (``_timer.arm``): ``deadline * 1000.0`` overflows to infinity
+#: from about 1.7977e305 s on (found by trying; uvloop itself takes any finite delay). One bound
+#: for every loop, well clear of that and of any clock value.
+MAX_DELAY = 1e305
+
 
 def is_async_callable(func: object) -> bool:
     """Return True when calling ``func`` gives a coroutine, as SPEC §5 defines it.
@@ -226,5 +232,9 @@ def check_delay(call: str, delay: object, work: object) -> float:
     if math.isnan(d) or math.isinf(d) or d < 0:
         raise ValueError(
             f"{call}: delay must be finite and >= 0, got {describe(delay)} for {describe(work)}"
+        )
+    if d > MAX_DELAY:  # a deadline no loop can arm: refused before anything changes
+        raise ValueError(
+            f"{call}: delay {d!r} is too large (at most {MAX_DELAY!r} seconds) for {describe(work)}"
         )
     return d + 0.0  # -0.0 becomes 0.0
