@@ -10,6 +10,9 @@ under a hang guard, so a regression fails instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -266,8 +269,6 @@ async def test_an_async_handler_that_raises_is_reported_and_the_queue_carries_on
 
 @pytest.mark.asyncio
 async def test_a_runtime_async_handler_is_awaited_on_the_pool_loop() -> None:
-    import threading
-
     got: list[tuple[str, str]] = []
 
     async def handler(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
@@ -422,3 +423,96 @@ async def test_a_delay_too_large_to_arm_is_a_value_error_and_changes_nothing(cal
     await guarded_flush(wq)
     assert ran == [1]
     await aw.destroy_workqueue(wq)
+
+
+# -- item 6: a Runtime whose start fails leaves nothing behind ------------------------------------
+
+
+def runtime_threads() -> list[str]:
+    """Threads a Runtime starts (pool loops, watchdog, monitor) that are alive now."""
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("aiowq"))
+
+
+async def assert_nothing_left_and_the_next_runtime_starts() -> None:
+    assert runtime_threads() == []
+    # No runtime is registered as running: the system queues run embedded, on this loop.
+    here: list[str] = []
+    w = aw.Work(lambda w: here.append(threading.current_thread().name))
+    assert aw.queue_work(aw.system_wq, w)
+    async with asyncio.timeout(GUARD):
+        await aw.flush_work(w)
+    assert here == [threading.current_thread().name]
+    async with aw.Runtime(cpus=1, loop_factory="asyncio", shutdown_timeout=GUARD) as rt:
+        assert aw.queue_work(aw.system_wq, w)
+        async with asyncio.timeout(GUARD):
+            await aw.flush_work(w)
+        assert here[-1] == "aiowq/0"
+    assert rt.unfinished == []
+    assert runtime_threads() == []
+
+
+@pytest.mark.asyncio
+async def test_a_runtime_whose_monitor_address_is_in_use_leaves_nothing_behind() -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        rt = aw.Runtime(cpus=2, loop_factory="asyncio", monitor=f"127.0.0.1:{port}")
+        with pytest.raises(OSError) as info:
+            await rt.start()
+        assert info.value.errno == errno.EADDRINUSE
+        assert not rt.running and rt.monitor_address is None
+    finally:
+        taken.close()
+    await assert_nothing_left_and_the_next_runtime_starts()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("failing", [0, 1], ids=["first-pool", "second-pool"])
+async def test_a_runtime_whose_loop_factory_raises_leaves_nothing_behind(failing: int) -> None:
+    """The second case has one pool running when the other fails: it is stopped quietly (no
+    "pool died" ERROR, which the suite's autouse fixture would catch)."""
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def factory() -> asyncio.AbstractEventLoop:
+        with lock:
+            n = len(calls)
+            calls.append(n)
+        if n == failing:
+            raise RuntimeError("no loop for you")
+        return asyncio.new_event_loop()
+
+    rt = aw.Runtime(cpus=2, loop_factory=factory)
+    with pytest.raises(RuntimeError, match="no loop for you"):
+        await rt.start()
+    assert not rt.running
+    await assert_nothing_left_and_the_next_runtime_starts()
+
+
+@pytest.mark.asyncio
+async def test_a_runtime_whose_pool_thread_cannot_start_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aioworkqueue import _runtime
+
+    class NoSecondThread(threading.Thread):
+        def start(self) -> None:
+            if self.name == "aiowq/1":
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    class Threading:  # the threading module, as _runtime sees it, with that Thread
+        Thread = NoSecondThread
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(threading, name)
+
+    monkeypatch.setattr(_runtime, "threading", Threading())
+    rt = aw.Runtime(cpus=2, loop_factory="asyncio")
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        await rt.start()
+    monkeypatch.undo()
+    assert not rt.running
+    await assert_nothing_left_and_the_next_runtime_starts()
