@@ -516,3 +516,84 @@ async def test_a_runtime_whose_pool_thread_cannot_start_leaves_nothing_behind(
     monkeypatch.undo()
     assert not rt.running
     await assert_nothing_left_and_the_next_runtime_starts()
+
+
+# -- item 13: one refusal, one exception class ----------------------------------------------------
+
+
+async def refused_while_shutting_down(runtime: bool) -> tuple[BaseException, list[str]]:
+    """Enter ``running()``, keep one item running, start leaving, and queue from outside while
+    the shutdown flushes. Return what that queue_work raised, and what ran."""
+    started = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def blocker(w: aw.Work) -> None:
+        started.set()
+        await asyncio.to_thread(release.wait, GUARD)
+        ran.append("blocker")
+
+    spec: Any = (
+        {"cpus": 1, "loop_factory": "asyncio", "shutdown_timeout": GUARD} if runtime else False
+    )
+    r = aw.running(runtime=spec, timeout=GUARD)
+    await r.__aenter__()
+    wq = aw.alloc_workqueue("exc-refused")
+    assert aw.queue_work(wq, aw.Work(blocker))
+    async with asyncio.timeout(GUARD):
+        await asyncio.to_thread(started.wait, GUARD)
+    leaving = asyncio.ensure_future(r.__aexit__(None, None, None))
+    refused: BaseException | None = None
+    accepted = 0
+    async with asyncio.timeout(GUARD):
+        while refused is None:  # until the shutdown has begun refusing (a few loop turns)
+            await asyncio.sleep(0)
+            w = aw.Work(lambda w: ran.append("outsider"))
+            try:
+                if aw.queue_work(wq, w):
+                    accepted += 1
+                    await aw.flush_work(w)  # accepted: the shutdown had not begun yet
+            except aw.WorkqueueShuttingDownError as exc:
+                refused = exc
+    release.set()
+    async with asyncio.timeout(GUARD):
+        await leaving
+    assert r.unfinished == []
+    assert ran.count("outsider") == accepted  # what was accepted before the refusal ran
+    return refused, ran
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("runtime", [False, True], ids=["embedded", "runtime"])
+async def test_refusing_work_during_shutdown_raises_one_class_in_both_modes(runtime: bool) -> None:
+    exc, ran = await refused_while_shutting_down(runtime)
+    # Caught as WorkqueueShuttingDownError in both modes; and as each mode's old class too, so
+    # an except clause written for either mode keeps working in the other.
+    assert isinstance(exc, aw.WorkqueueDrainingError)
+    assert isinstance(exc, aw.WorkqueueLoopError)
+    assert "exc-refused" in str(exc) and "shutting down" in str(exc) and "queue_work" in str(exc)
+    assert ran.count("blocker") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_drain_refusal_is_still_a_plain_draining_error() -> None:
+    """drain_workqueue's own refusal is not a shutdown: not a WorkqueueLoopError."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def blocker(w: aw.Work) -> None:
+        started.set()
+        await release.wait()
+
+    wq = aw.alloc_workqueue("exc-drain")
+    assert aw.queue_work(wq, aw.Work(blocker))
+    await started.wait()
+    drain = asyncio.ensure_future(aw.drain_workqueue(wq))
+    await asyncio.sleep(0)
+    with pytest.raises(aw.WorkqueueDrainingError, match="'exc-drain' is draining") as info:
+        aw.queue_work(wq, aw.Work(lambda w: None))
+    assert not isinstance(info.value, aw.WorkqueueShuttingDownError | aw.WorkqueueLoopError)
+    release.set()
+    async with asyncio.timeout(GUARD):
+        await drain
+    await aw.destroy_workqueue(wq)

@@ -187,6 +187,11 @@ class Runtime:
         """True between a successful start and the beginning of shutdown."""
         return self._state == _RUNNING
 
+    @property
+    def shutting_down(self) -> bool:
+        """True while the shutdown flushes and stops the pools (outside queueing is refused)."""
+        return self._state == _STOPPING
+
     # -- routing helpers, used by workqueues (under LOCK) ---------------------------------------
 
     def local_cpu(self) -> int | None:

@@ -22,7 +22,13 @@ from typing import Any, Self
 
 from ._barrier import Epochs, on_end, on_unqueue
 from ._config import CONFIG
-from ._errors import WorkqueueDestroyedError, WorkqueueDrainingError, WorkqueueLoopError, describe
+from ._errors import (
+    WorkqueueDestroyedError,
+    WorkqueueDrainingError,
+    WorkqueueLoopError,
+    WorkqueueShuttingDownError,
+    describe,
+)
 from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
 from ._lock import LOCK
 from ._pool import Pool, current_worker_work
@@ -52,6 +58,7 @@ ExceptionHandler = Callable[["Workqueue", Work, BaseException], "Awaitable[objec
 # Workqueue._status bits
 _DESTROYED = 1 << 0
 _DESTROYING = 1 << 1
+_SHUTDOWN = 1 << 2  # some of the drain marks are running()'s shutdown (_lifespan.py)
 _DRAIN_UNIT = 1 << 4  # drain_workqueue nests: a count above this bit
 
 
@@ -243,6 +250,11 @@ class Workqueue:
         if status >= _DRAIN_UNIT:
             cur = current_worker_work()
             if cur is None or cur[1].wq is not self:
+                if status & _SHUTDOWN:
+                    raise WorkqueueShuttingDownError(
+                        f"{call}: workqueue {self.name!r} is shutting down (running() is ending); "
+                        f"only its own work may queue onto it; {describe(work)}"
+                    )
                 raise WorkqueueDrainingError(
                     f"{call}: workqueue {self.name!r} is draining; only its own work may queue "
                     f"onto it; {describe(work)}"
@@ -298,6 +310,11 @@ class Workqueue:
         """Route to a pool of ``rt``: the given cpu, else the caller's own pool, else the next in
         turn; unbound queues have one shared link. Context: under LOCK."""
         if not rt.accepts():
+            if rt.shutting_down:
+                raise WorkqueueShuttingDownError(
+                    f"{call}: {rt!r} of workqueue {self.name!r} is shutting down; only work "
+                    f"running on it may queue now; {describe(work)}"
+                )
             raise WorkqueueLoopError(
                 f"{call}: {rt!r} of workqueue {self.name!r} is not running; {describe(work)}"
             )
