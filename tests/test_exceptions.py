@@ -103,6 +103,39 @@ async def test_a_base_exception_from_work_is_reported_counted_and_the_items_behi
     await aw.destroy_workqueue(wq)
 
 
+def test_a_worker_coroutine_closed_from_outside_still_ends() -> None:
+    """The GeneratorExit of ``coro.close()`` (a task collected with its loop closed) is thrown
+    in outside any step of the worker's task: it is not the function's error, and the worker
+    must end, not report it and carry on ("coroutine ignored GeneratorExit")."""
+    from aioworkqueue._workqueue import _POOLS
+
+    seen: list[str] = []
+    loop = asyncio.new_event_loop()
+
+    async def blocker(w: aw.Work) -> None:
+        await asyncio.Event().wait()
+
+    async def main() -> aw.Workqueue:
+        wq = aw.alloc_workqueue(
+            "exc-closed", exception_handler=lambda q, w, e: seen.append(type(e).__name__)
+        )
+        assert aw.queue_work(wq, aw.Work(blocker))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return wq
+
+    wq = loop.run_until_complete(main())
+    pool = _POOLS[loop]
+    loop.close()
+    workers = list(pool.workers)
+    assert len(workers) == 1
+    coro = workers[0].task.get_coro()  # type: ignore[union-attr]
+    coro.close()  # type: ignore[union-attr]  # raises RuntimeError if the worker ignored it
+    assert seen == [] and not pool.workers
+    assert pool.fatal is not None and type(pool.fatal[2]) is GeneratorExit
+    assert wq.stats().running == 0
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("raised", list(RAISED))
 async def test_a_base_exception_from_work_goes_to_the_default_handler(
