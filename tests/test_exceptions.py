@@ -630,3 +630,28 @@ async def test_a_drain_refusal_is_still_a_plain_draining_error() -> None:
     async with asyncio.timeout(GUARD):
         await drain
     await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_a_runtime_start_cancelled_while_its_pools_come_up_leaves_nothing_behind() -> None:
+    called = threading.Event()
+    go = threading.Event()
+
+    def slow_factory() -> asyncio.AbstractEventLoop:
+        called.set()
+        go.wait(GUARD)
+        return asyncio.new_event_loop()
+
+    rt = aw.Runtime(cpus=2, loop_factory=slow_factory)
+    start = asyncio.ensure_future(rt.start())
+    async with asyncio.timeout(GUARD):
+        await asyncio.to_thread(called.wait, GUARD)
+    start.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)  # the cancellation reaches start(), which waits for its threads
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(GUARD):
+            await start
+    assert not rt.running
+    await assert_nothing_left_and_the_next_runtime_starts()
