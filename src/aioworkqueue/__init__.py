@@ -22,6 +22,7 @@ from ._errors import (
     WorkqueueDrainingError,
     WorkqueueError,
     WorkqueueLoopError,
+    WorkqueueShuttingDownError,
 )
 from ._flags import (
     WQ,
@@ -109,6 +110,7 @@ __all__ = (
     "WorkqueueDrainingError",
     "WorkqueueError",
     "WorkqueueLoopError",
+    "WorkqueueShuttingDownError",
     "WorkqueueStats",
     "add_instrument",
     "alloc_ordered_workqueue",

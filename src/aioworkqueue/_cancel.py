@@ -26,6 +26,7 @@ from ._work import (
     DelayedWork,
     Work,
     check_delayed,
+    check_initialised,
     check_work,
 )
 
@@ -115,6 +116,9 @@ def cancel_delayed_work(dwork: Work) -> bool:
                 if n > len(pool.theap) >> 1:
                     compact(pool)
                 res = True
+        except AttributeError:  # a subclass that skipped Work.__init__ (no _state): say so
+            check_initialised("cancel_delayed_work", dwork)
+            raise
         finally:
             if _is_owned():  # not held on entry
                 _release()

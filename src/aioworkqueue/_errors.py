@@ -14,6 +14,7 @@ __all__ = (
     "WorkqueueDrainingError",
     "WorkqueueError",
     "WorkqueueLoopError",
+    "WorkqueueShuttingDownError",
 )
 
 
@@ -35,6 +36,16 @@ class WorkqueueDeadlockError(WorkqueueError):
 
 class WorkqueueLoopError(WorkqueueError):
     """No event loop to run on, or a queue bound to another loop that still has work."""
+
+
+class WorkqueueShuttingDownError(WorkqueueDrainingError, WorkqueueLoopError):
+    """Queueing from outside while ``running()`` or a :class:`Runtime` shuts down.
+
+    One class for that refusal in both modes: the embedded mode used to raise
+    ``WorkqueueDrainingError`` (its shutdown drains the queues) and a runtime
+    ``WorkqueueLoopError`` (it is not running any more); this is both, so an ``except`` clause
+    written for either mode still catches it in the other.
+    """
 
 
 def describe(obj: object) -> str:

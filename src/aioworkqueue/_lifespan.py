@@ -27,7 +27,8 @@ time and with the same deadline, on the embedded pool of the loop the context wa
 (every workqueue bound to it, the system queues included; in Runtime mode these are the queues
 allocated before the runtime started, at import time say, which run on the host loop). There,
 outside queueing is refused with the drain mark of R14, so while the shutdown flushes, a running
-item may queue onto its own workqueue but not onto another one (``WorkqueueDrainingError``), and
+item may queue onto its own workqueue but not onto another one (``WorkqueueShuttingDownError``, a
+``WorkqueueDrainingError`` and a ``WorkqueueLoopError``, as a runtime's refusal is), and
 a workqueue first used after the shutdown began is not covered. Armed timers are not waited for:
 a delayed item still armed when the queues are quiet is reported as ``"armed"``.
 
@@ -54,7 +55,16 @@ from ._lock import INTR, LOCK, replay
 from ._pool import Pool, current_worker_work
 from ._runtime import ACTIVE, Runtime, Unfinished, _stop_pool, report_unfinished
 from ._work import Work
-from ._workqueue import _ALL, _DESTROYED, _DRAIN_UNIT, _ENDED, _POOLS, Workqueue, _pool_of
+from ._workqueue import (
+    _ALL,
+    _DESTROYED,
+    _DRAIN_UNIT,
+    _ENDED,
+    _POOLS,
+    _SHUTDOWN,
+    Workqueue,
+    _pool_of,
+)
 
 __all__ = ("OnUnfinished", "Running", "running")
 
@@ -65,6 +75,10 @@ _log = logging.getLogger("aioworkqueue")
 OnUnfinished = Callable[[list[Unfinished]], object]
 
 _IDLE, _ENTERED, _EXITING = range(3)
+
+# id(workqueue) -> how many shutdowns mark it now: its _SHUTDOWN bit is set while one does,
+# so that their refusal is WorkqueueShuttingDownError, not drain_workqueue's. Owner: LOCK.
+_MARKS: dict[int, int] = {}
 
 
 def _check_timeout(timeout: object) -> float:
@@ -351,6 +365,8 @@ async def _shutdown_embedded(loop: asyncio.AbstractEventLoop, deadline: float) -
         marked = [wq for wq in wqs if not (wq._system and ACTIVE.rt is not None)]
         for wq in marked:
             wq._status += _DRAIN_UNIT
+            _MARKS[id(wq)] = _MARKS.get(id(wq), 0) + 1
+            wq._status |= _SHUTDOWN
     unfinished: list[Unfinished] = []
     try:
         try:
@@ -368,6 +384,11 @@ async def _shutdown_embedded(loop: asyncio.AbstractEventLoop, deadline: float) -
         with LOCK:
             for wq in marked:
                 wq._status -= _DRAIN_UNIT
+                n = _MARKS.pop(id(wq)) - 1
+                if n:
+                    _MARKS[id(wq)] = n
+                else:
+                    wq._status &= ~_SHUTDOWN
         if INTR.pending:
             replay()
     report_unfinished("shutdown", unfinished)

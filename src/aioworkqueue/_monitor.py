@@ -103,8 +103,12 @@ class MonitorServer:
         self._sock = socket.socket(family, socket.SOCK_STREAM)
         if family == socket.AF_UNIX and os.path.exists(sockaddr):
             os.unlink(sockaddr)  # a stale socket from a process that died
-        self._sock.bind(sockaddr)
-        self._sock.listen(8)
+        try:
+            self._sock.bind(sockaddr)
+            self._sock.listen(8)
+        except BaseException:
+            self._sock.close()  # an address in use must not leave an open socket behind
+            raise
         self._sock.settimeout(0.2)
         self._path = sockaddr if family == socket.AF_UNIX else None
         bound = self._sock.getsockname()

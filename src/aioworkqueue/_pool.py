@@ -38,7 +38,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any, Protocol
 
@@ -87,6 +87,8 @@ class Pwq(Protocol):
 
     def finish(self, epoch: int, outcome: int) -> None: ...
 
+    def _release_slot(self) -> None: ...
+
     def unqueue(self, work: Work) -> None: ...
 
 
@@ -114,6 +116,23 @@ _ASYNC_OR_CALL = ASYNC_FN | CALL
 _BATCH = 256
 
 _WORKER: contextvars.ContextVar[_Worker] = contextvars.ContextVar("aioworkqueue_worker")
+
+
+#: Async exception handlers running in tasks of their own (``Pool._report``), held until done.
+_HANDLER_TASKS: set[asyncio.Task[None]] = set()
+
+
+async def _await_handler(aw: Awaitable[object], work: Work, pwq: Pwq) -> None:
+    """Await what an async exception handler returned; report it if it raises (SPEC §5)."""
+    try:
+        await aw
+    except asyncio.CancelledError:
+        task = _current_task()
+        if task is not None and task.cancelling():
+            raise  # the task awaiting it is cancelled (a shutdown), not a failing handler
+        _log.exception("aioworkqueue: exception handler of %r failed on %r", pwq.wq, work)
+    except Exception:
+        _log.exception("aioworkqueue: exception handler of %r failed on %r", pwq.wq, work)
 
 
 class _ThreadState(threading.local):
@@ -503,6 +522,12 @@ class Pool:
         KeyboardInterrupt/SystemExit went through it). A deferred next instance cannot run
         here any more: it is taken back and reported, never left RUNNING with no worker."""
         worker.current = None
+        if self.dead:
+            # Its loop ended first, and took this run back: counted it as cancelled and released
+            # its flushers (Workqueue._strand, R20). Only its max_active slot is left to free.
+            with LOCK:
+                pwq._release_slot()
+            return
         with LOCK:
             nxt = self._finish(work, pwq, epoch, outcome)
             if nxt is not None:
@@ -514,11 +539,64 @@ class Pool:
         if nxt is not None:
             self._report(work, nxt[0], exc)
 
-    def _report(self, work: Work, pwq: Pwq, exc: BaseException) -> None:
+    def _report(
+        self, work: Work, pwq: Pwq, exc: BaseException, wait: bool = False
+    ) -> Awaitable[object] | None:
+        """Give ``exc`` to the queue's exception handler (R16).
+
+        An async handler (one that returns an awaitable) runs on this pool's loop: with ``wait``
+        its awaitable is returned for the caller (a worker) to await; else it runs in a task of
+        its own (WQ.BH items have no task to await it in; a worker on its way out cannot wait).
+        Context: the pool's loop thread, not under LOCK.
+        Returns: the awaitable to await, or None.
+        """
         try:
-            pwq.wq._handle_exception(work, exc)
+            r = pwq.wq._handle_exception(work, exc)
         except Exception:
             _log.exception("aioworkqueue: exception handler of %r failed on %r", pwq.wq, work)
+            return None
+        if r is None or not _isawaitable(r):
+            return None
+        if wait:
+            return r
+        if self.dying or self.loop.is_closed():
+            # The loop is being torn down: a task made now would never run. The error must not
+            # go unreported for that, so it is logged here instead.
+            if type(r) is CoroutineType:
+                r.close()
+            _log.error(
+                "aioworkqueue: the async exception handler of %r cannot run, its event loop is "
+                "shutting down; %r raised",
+                pwq.wq,
+                work,
+                exc_info=exc,
+            )
+            return None
+        task = self.loop.create_task(_await_handler(r, work, pwq))
+        _HANDLER_TASKS.add(task)  # a strong reference until it ends: the loop keeps weak ones
+        task.add_done_callback(_HANDLER_TASKS.discard)
+        return None
+
+    async def _wait_handler(
+        self, worker: _Worker, work: Work, pwq: Pwq, epoch: int, aw: Awaitable[object]
+    ) -> None:
+        """Await an async exception handler as part of the failed run: the run (and a flush
+        waiting for it) ends when the handler has, and the worker takes nothing new meanwhile.
+
+        Context: the worker's task, in the except clause of the run.
+        """
+        try:
+            await _await_handler(aw, work, pwq)
+        except BaseException as exc:  # the worker is cancelled, or KeyboardInterrupt/SystemExit
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                and not self.stopping
+                and _tearing_down(self.loop)
+            ):
+                with LOCK:  # the slot this run frees must not spawn a worker (as for a run)
+                    self.dying = True
+            self._end_on_exit(worker, work, pwq, epoch, outcome=FAILED, exc=exc)
+            raise
 
     # -- the worker ---------------------------------------------------------------------------
 
@@ -673,15 +751,27 @@ class Pool:
                             self._report(work, pwq, exc)
                         self._end_on_exit(worker, work, pwq, epoch, outcome=outcome, exc=exc)
                         raise
-                    self._report(work, pwq, exc)
+                    if (aw := self._report(work, pwq, exc, True)) is not None:
+                        await self._wait_handler(worker, work, pwq, epoch, aw)
                 except Exception as exc:
                     outcome = FAILED
-                    self._report(work, pwq, exc)
-                except BaseException as exc:  # KeyboardInterrupt, SystemExit: let them through
-                    if self.fatal is None:  # for the report, if it ends a runtime's pool
-                        self.fatal = (work, pwq, exc)
-                    self._end_on_exit(worker, work, pwq, epoch, outcome=FAILED, exc=exc)
-                    raise
+                    if (aw := self._report(work, pwq, exc, True)) is not None:
+                        await self._wait_handler(worker, work, pwq, epoch, aw)
+                except BaseException as exc:
+                    # KeyboardInterrupt, SystemExit: let them through (design §6). So is a
+                    # GeneratorExit thrown in from outside a step of our task: the worker
+                    # coroutine itself is being closed. Anything else (GeneratorExit or a custom
+                    # BaseException raised by the function) is an error like any other (R16).
+                    if isinstance(exc, KeyboardInterrupt | SystemExit) or (
+                        _current_task(loop) is not worker.task
+                    ):
+                        if self.fatal is None:  # for the report, if it ends a runtime's pool
+                            self.fatal = (work, pwq, exc)
+                        self._end_on_exit(worker, work, pwq, epoch, outcome=FAILED, exc=exc)
+                        raise
+                    outcome = FAILED
+                    if (aw := self._report(work, pwq, exc, True)) is not None:
+                        await self._wait_handler(worker, work, pwq, epoch, aw)
                 if hooks.on:
                     worker.current = None
                     _trace_end(work, pwq, t0, outcome)
@@ -737,7 +827,12 @@ class Pool:
                     t0 = _trace_start(work, pwq)
                 try:
                     _call(work)
-                except Exception as exc:
+                except (KeyboardInterrupt, SystemExit):
+                    outcome = FAILED  # through the loop to its runner, as from a worker
+                    raise
+                except BaseException as exc:
+                    # No task here, so a CancelledError is the function's own: an error (R16)
+                    # like GeneratorExit or a custom BaseException, as on the other queues.
                     outcome = FAILED
                     self._report(work, pwq, exc)
                 finally:

@@ -41,6 +41,7 @@ from ._work import (
     CALL,
     DISABLE_MASK,
     INACTIVE,
+    MAX_DELAY,
     PENDING,
     QUEUED,
     RUNNING,
@@ -63,7 +64,6 @@ _PENDING_INACTIVE = PENDING | INACTIVE
 _PENDING_ARMED = PENDING | ARMED
 _PENDING_RUNNING = PENDING | RUNNING
 _PENDING_DISABLED = PENDING | DISABLE_MASK
-_INF = float("inf")
 _current_task = asyncio.current_task
 _heappush = heapq.heappush
 _ceil = math.ceil
@@ -306,7 +306,11 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
     if not isinstance(dwork, DelayedWork):
         check_delayed(call, dwork)
     # An ordinary positive float is what check_delay would return as it is.
-    d = delay if type(delay) is float and 0.0 < delay < _INF else check_delay(call, delay, dwork)
+    d = (
+        delay
+        if type(delay) is float and 0.0 < delay <= MAX_DELAY
+        else check_delay(call, delay, dwork)
+    )
     if _is_owned():
         return _queue_nested(call, wq, dwork, None, d)
     pwq = wq._pwq
@@ -340,6 +344,9 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                             # directly only from a task: the loop is awake (Pool.direct)
                             retime(pool, t, _current_task(loop) is not None)
                         pwq.nr_queued += 1
+            except AttributeError:  # a subclass that skipped Work.__init__ (no _state): say so
+                check_initialised(call, dwork)
+                raise
             finally:
                 if _is_owned():  # not held on entry (nested calls returned above)
                     _release()
@@ -347,7 +354,11 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                 if INTR.pending:
                     replay()
                 return res
-    return _queue_delayed(call, wq, dwork, d, None)
+    try:
+        return _queue_delayed(call, wq, dwork, d, None)
+    except AttributeError:  # as above; _state is the first thing it reads of the item
+        check_initialised(call, dwork)
+        raise
 
 
 def queue_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:

@@ -236,6 +236,11 @@ class Runtime:
         """True between a successful start and the beginning of shutdown."""
         return self._state == _RUNNING
 
+    @property
+    def shutting_down(self) -> bool:
+        """True while the shutdown flushes and stops the pools (outside queueing is refused)."""
+        return self._state == _STOPPING
+
     # -- routing helpers, used by workqueues (under LOCK) ---------------------------------------
 
     def local_cpu(self) -> int | None:
@@ -294,32 +299,55 @@ class Runtime:
         ready = [threading.Event() for _ in range(self.cpus)]
         errors: list[BaseException] = []
         self._stops = [None] * self.cpus  # type: ignore[list-item]
-        for cpu in range(self.cpus):
-            th = threading.Thread(
-                target=self._thread_main,
-                args=(cpu, ready[cpu], errors),
-                name=f"aiowq/{cpu}",
-                daemon=True,
-            )
-            self._threads.append(th)
-            th.start()
-        for ev in ready:
-            await asyncio.to_thread(ev.wait)
-        if errors:
-            await self._stop_threads()
+        try:
+            for cpu in range(self.cpus):
+                th = threading.Thread(
+                    target=self._thread_main,
+                    args=(cpu, ready[cpu], errors),
+                    name=f"aiowq/{cpu}",
+                    daemon=True,
+                )
+                th.start()
+                self._threads.append(th)
+            for ev in ready[: len(self._threads)]:
+                await asyncio.to_thread(ev.wait)
+            if errors:
+                raise errors[0]
             with LOCK:
-                self._state = _STOPPED
-            raise errors[0]
+                self.unbound.pools = list(self.pools)
+                self._state = _RUNNING
+                ACTIVE.rt = self
+            self._watchdog = Watchdog(self.pools, self.watchdog_thresh, self.cpu_intensive_thresh)
+            self._watchdog.start()
+            if self._monitor_at is not None:
+                self._monitor = MonitorServer(self._monitor_at, lambda: runtime_snapshot(self))
+                self._monitor.start()
+                self.monitor_address = self._monitor.address
+        except BaseException:
+            await self._abort_start(ready)
+            raise
+
+    async def _abort_start(self, ready: list[threading.Event]) -> None:
+        """Undo a start that failed at any step (a pool thread, the loop factory, the monitor's
+        address, a cancellation): no thread, no active runtime, nothing for the next runtime to
+        trip over. Context: the coroutine of :meth:`start`, which re-raises afterwards."""
         with LOCK:
-            self.unbound.pools = list(self.pools)
-            self._state = _RUNNING
-            ACTIVE.rt = self
-        self._watchdog = Watchdog(self.pools, self.watchdog_thresh, self.cpu_intensive_thresh)
-        self._watchdog.start()
-        if self._monitor_at is not None:
-            self._monitor = MonitorServer(self._monitor_at, lambda: runtime_snapshot(self))
-            self._monitor.start()
-            self.monitor_address = self._monitor.address
+            if ACTIVE.rt is self:
+                ACTIVE.rt = None
+            self._state = _STOPPING  # a pool thread that ends now is not a pool that died
+        # Every thread started reaches ready (or fails): only then is its stop future known.
+        for ev in ready[: len(self._threads)]:
+            await asyncio.to_thread(ev.wait)
+        if self._monitor is not None:
+            await asyncio.to_thread(self._monitor.stop)
+            self._monitor = None
+            self.monitor_address = None
+        if self._watchdog is not None:
+            await asyncio.to_thread(self._watchdog.stop)
+            self._watchdog = None
+        await self._stop_threads()
+        with LOCK:
+            self._state = _STOPPED
 
     def _thread_main(self, cpu: int, ready: threading.Event, errors: list[BaseException]) -> None:
         ended: BaseException | None = None  # what ended the loop, if anything did

@@ -65,6 +65,12 @@ DISABLE_UNIT = 1 << 12  # the disable count lives above this bit
 DISABLE_MASK = ~(DISABLE_UNIT - 1)
 WHERE = ARMED | QUEUED | INACTIVE | DEFERRED  # where a pending instance sits
 
+#: The largest delay, in seconds, whose deadline every loop can arm. On uvloop deadlines are
+#: rounded up to whole milliseconds (``_timer.arm``): ``deadline * 1000.0`` overflows to infinity
+#: from about 1.7977e305 s on (found by trying; uvloop itself takes any finite delay). One bound
+#: for every loop, well clear of that and of any clock value.
+MAX_DELAY = 1e305
+
 
 def is_async_callable(func: object) -> bool:
     """Return True when calling ``func`` gives a coroutine, as SPEC §5 defines it.
@@ -114,17 +120,29 @@ class Work:
         self._epoch = 0
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} fn={func_name(self.func)}>"
+        try:
+            func = self.func
+        except AttributeError:  # a subclass whose __init__ skipped Work.__init__
+            return f"<{type(self).__name__} (not initialised)>"
+        return f"<{type(self).__name__} fn={func_name(func)}>"
 
     @property
     def pending(self) -> bool:
         """True while a successful ``queue_*`` of this item has not started or been cancelled."""
-        return bool(self._state & PENDING)
+        try:
+            return bool(self._state & PENDING)
+        except AttributeError:
+            check_initialised("Work.pending", self)
+            raise
 
     @property
     def busy(self) -> WorkBusy:
         """The :class:`WorkBusy` flags of this item right now (see :func:`work_busy`)."""
-        st = self._state
+        try:
+            st = self._state
+        except AttributeError:
+            check_initialised("Work.busy", self)
+            raise
         return WorkBusy((st & PENDING and WorkBusy.PENDING) | (st & RUNNING and WorkBusy.RUNNING))
 
     def cancel(self) -> bool:
@@ -233,5 +251,9 @@ def check_delay(call: str, delay: object, work: object) -> float:
     if math.isnan(d) or math.isinf(d) or d < 0:
         raise ValueError(
             f"{call}: delay must be finite and >= 0, got {describe(delay)} for {describe(work)}"
+        )
+    if d > MAX_DELAY:  # a deadline no loop can arm: refused before anything changes
+        raise ValueError(
+            f"{call}: delay {d!r} is too large (at most {MAX_DELAY!r} seconds) for {describe(work)}"
         )
     return d + 0.0  # -0.0 becomes 0.0

@@ -18,14 +18,20 @@ import concurrent.futures
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from ._barrier import Epochs, on_end, on_unqueue
 from ._config import CONFIG
-from ._errors import WorkqueueDestroyedError, WorkqueueDrainingError, WorkqueueLoopError, describe
+from ._errors import (
+    WorkqueueDestroyedError,
+    WorkqueueDrainingError,
+    WorkqueueLoopError,
+    WorkqueueShuttingDownError,
+    describe,
+)
 from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
 from ._lock import LOCK
 from ._pool import Pool, current_worker_work
@@ -53,8 +59,9 @@ _log = logging.getLogger("aioworkqueue")
 _NO_FLAGS = WQ(0)
 _get_running_loop = asyncio._get_running_loop
 
-#: ``handler(wq, work, exc)``: called on the pool's loop when a work function raises (R16).
-ExceptionHandler = Callable[["Workqueue", Work, BaseException], None]
+#: ``handler(wq, work, exc)``: called on the pool's loop when a work function raises (R16). It
+#: may be ``async def`` (or return an awaitable): that is awaited on the pool's loop.
+ExceptionHandler = Callable[["Workqueue", Work, BaseException], "Awaitable[object] | None"]
 
 # Workqueue._status bits
 _DESTROYED = 1 << 0
@@ -62,7 +69,8 @@ _DESTROYING = 1 << 1
 # R20: queue_* raises WorkqueueLoopError until a new running loop binds the queue again.
 _ENDED = 1 << 2  # the running() that covered its loop has exited
 _LOOP_ENDED = 1 << 3  # its event loop shut down (see _loop_ending)
-_DRAIN_UNIT = 1 << 4  # drain_workqueue nests: a count above this bit
+_SHUTDOWN = 1 << 4  # some of the drain marks are running()'s shutdown (_lifespan.py)
+_DRAIN_UNIT = 1 << 5  # drain_workqueue nests: a count above this bit
 
 
 class RuntimeView(Protocol):
@@ -77,6 +85,9 @@ class RuntimeView(Protocol):
     _wqs: weakref.WeakSet[Workqueue]
 
     def accepts(self) -> bool: ...
+
+    @property
+    def shutting_down(self) -> bool: ...
 
     def local_cpu(self) -> int | None: ...
 
@@ -151,7 +162,7 @@ def check_workqueue(call: str, wq: object) -> Workqueue:
 
 def _check_name(call: str, name: object) -> str:
     if not isinstance(name, str):
-        raise TypeError(f"{call}: name must be a str, got {type(name).__name__} {name!r}")
+        raise TypeError(f"{call}: name must be a str, got {type(name).__name__} {describe(name)}")
     return name
 
 
@@ -295,6 +306,11 @@ class Workqueue:
         if status >= _DRAIN_UNIT:
             cur = current_worker_work()
             if cur is None or cur[1].wq is not self:
+                if status & _SHUTDOWN:
+                    raise WorkqueueShuttingDownError(
+                        f"{call}: workqueue {self.name!r} is shutting down (running() is ending); "
+                        f"only its own work may queue onto it; {describe(work)}"
+                    )
                 raise WorkqueueDrainingError(
                     f"{call}: workqueue {self.name!r} is draining; only its own work may queue "
                     f"onto it; {describe(work)}"
@@ -378,6 +394,11 @@ class Workqueue:
         """Route to a pool of ``rt``: the given cpu, else the caller's own pool, else the next in
         turn; unbound queues have one shared link. Context: under LOCK."""
         if not rt.accepts():
+            if rt.shutting_down:
+                raise WorkqueueShuttingDownError(
+                    f"{call}: {rt!r} of workqueue {self.name!r} is shutting down; only work "
+                    f"running on it may queue now; {describe(work)}"
+                )
             raise WorkqueueLoopError(
                 f"{call}: {rt!r} of workqueue {self.name!r} is not running; {describe(work)}"
             )
@@ -482,14 +503,19 @@ class Workqueue:
 
     # -- execution helpers ----------------------------------------------------------------------
 
-    def _handle_exception(self, work: Work, exc: BaseException) -> None:
+    def _handle_exception(self, work: Work, exc: BaseException) -> Awaitable[object] | None:
+        """Call the exception handler (this queue's, the runtime's, or the default).
+
+        Context: the pool's loop thread. Returns: what the handler returned (an async handler's
+        awaitable, for the caller to run), or None.
+        """
         handler = self._handler
         if handler is None:
             rt = self._rt
             handler = rt.exception_handler if rt is not None else None
             if handler is None:
                 handler = _default_handler
-        handler(self, work, exc)
+        return handler(self, work, exc)
 
     def _cpu_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         ex = self._executor
@@ -705,6 +731,8 @@ def alloc_workqueue(
     """Allocate a workqueue.
 
     ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``).
+    ``exception_handler(wq, work, exc)`` gets what its work functions raise (R16); it may be
+    ``async def``, and is then awaited on the pool's loop (design §8).
     Context: any. Called while an event loop runs in this thread (and no runtime is active), the
     queue is bound to that loop at once, so any thread may queue on it; otherwise it binds when
     :func:`running` is entered, or at its first use from a running loop.
