@@ -21,6 +21,7 @@ from ._errors import (
     WorkqueueDestroyedError,
     WorkqueueDrainingError,
     WorkqueueError,
+    WorkqueueFullError,
     WorkqueueLoopError,
 )
 from ._flags import (
@@ -54,6 +55,7 @@ from ._queueing import (
     queue_delayed_work_on,
     queue_work,
     queue_work_on,
+    queue_work_wait,
 )
 from ._runtime import Runtime, Unfinished
 from ._system import (
@@ -106,6 +108,7 @@ __all__ = (
     "WorkqueueDestroyedError",
     "WorkqueueDrainingError",
     "WorkqueueError",
+    "WorkqueueFullError",
     "WorkqueueLoopError",
     "WorkqueueStats",
     "add_instrument",
@@ -139,6 +142,7 @@ __all__ = (
     "queue_delayed_work_on",
     "queue_work",
     "queue_work_on",
+    "queue_work_wait",
     "remove_instrument",
     "running",
     "schedule_delayed_work",

@@ -452,6 +452,9 @@ class Pool:
             if st & WAITED:
                 _barrier.on_start(work)
             work._state = st & ~(PENDING | DEFERRED | REDO)
+            room = work._pwq.room  # type: ignore[union-attr]
+            if room:  # R21: it starts, room frees
+                room.put()
             if st & REDO:
                 record(functools.partial(run_redo, work))
             return work._pwq, work._epoch  # type: ignore[return-value]
@@ -583,6 +586,8 @@ class Pool:
                         if work is not None:
                             pwq = work._pwq  # type: ignore[assignment]
                             epoch = work._epoch
+                            if pwq.room:  # R21: it starts, room frees (unbounded: this test)
+                                pwq.room.put()
                             if not self.nr_waking and (hi or worklist or ub_hi or ub):
                                 self._wake_local()  # need_more_worker: a successor for later
                 finally:
@@ -691,6 +696,8 @@ class Pool:
                 if work is not None:
                     pwq: Pwq = work._pwq  # type: ignore[assignment]
                     epoch = work._epoch
+                    if pwq.room:  # R21: it starts, room frees
+                        pwq.room.put()
             if work is None:  # not a break inside the with: mypyc does not compile that
                 break
             if INTR.pending:

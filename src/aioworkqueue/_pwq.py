@@ -74,6 +74,7 @@ class Pwq:
         "nr_rescued",
         "pool",
         "reclaim",
+        "room",
         "target",
         "wq",
     )
@@ -93,6 +94,8 @@ class Pwq:
         self.limit = max_active  # the configured max_active; set once
         self.freezable = bool(wq.flags & WQ.FREEZABLE)  # set once
         self.reclaim = bool(wq.flags & WQ.MEM_RECLAIM)  # set once: has a rescuer (R19)
+        # The workqueue's bound (R21), shared by all its links; None: unbounded. Set once.
+        self.room = wq._room
         if self.reclaim:
             for served_by in getattr(pool, "pools", None) or [pool]:
                 served_by.has_reclaim = True
@@ -119,6 +122,8 @@ class Pwq:
 
         Context: under LOCK; ``work`` has PENDING set and sits nowhere yet.
         """
+        if self.room:  # R21: counted from now until it starts; the callers checked the bound
+            self.room.nr += 1
         work._pwq = self
         ep = self.epochs
         work._epoch = ep.cur
@@ -200,5 +205,7 @@ class Pwq:
             self._release_slot()
         else:
             raise AssertionError(f"unqueue: {describe(work)} is not queued (state {st:#x})")
+        if self.room:  # R21: room frees, for the first waiter if there is one
+            self.room.put()
         work._state = st & ~(PENDING | WHERE)
         self.epochs.done(work._epoch)

@@ -6,7 +6,7 @@ loop has closed, the next use from a running loop rebinds it (SPEC §5); whateve
 on the dead loop is reported as cancelled, never silently dropped.
 
 Owner: ``_pwq``, ``_status``, ``_armed``, ``_epochs`` and the counters change under ``_lock.LOCK``;
-``name``, ``flags``, ``max_active``, ``ordered`` are set once.
+``name``, ``flags``, ``max_active``, ``max_pending``, ``ordered`` are set once.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
 from ._lock import LOCK
 from ._pool import Pool, current_worker_work
 from ._pwq import Pwq
+from ._room import Room
 from ._runtime import ACTIVE, Runtime
 from ._work import ARMED, PENDING, RUNNING, WHERE, DelayedWork, Work
 
@@ -84,6 +85,10 @@ class WorkqueueStats:
     rescued: int
     #: Runs the runtime's watchdog saw hold their loop past ``cpu_intensive_thresh``.
     cpu_hogs: int
+    #: The bound on items queued and not started (R21); 0: unbounded.
+    max_pending: int = 0
+    #: ``queue_work_wait`` calls waiting for room right now.
+    room_waiters: int = 0
     # The timing statistics (``enable_timing()``): None where timing was never on for this
     # queue; counted only while it is on. Latencies are from a log2 histogram: a percentile is
     # the upper edge of its bucket (the true value is at most 2x lower), capped by the exact max.
@@ -137,6 +142,19 @@ def _check_max_active(call: str, name: str, max_active: object) -> int:
     return max_active or WQ_DFL_ACTIVE
 
 
+def _check_max_pending(call: str, name: str, max_pending: object) -> int:
+    if isinstance(max_pending, bool) or not isinstance(max_pending, int):
+        raise TypeError(
+            f"{call}: max_pending of workqueue {name!r} must be an int, got {max_pending!r}"
+        )
+    if max_pending < 0:
+        raise ValueError(
+            f"{call}: max_pending of workqueue {name!r} must be >= 0 (0: unbounded), "
+            f"got {max_pending}"
+        )
+    return max_pending
+
+
 def _default_handler(wq: Workqueue, work: Work, exc: BaseException) -> None:
     if isinstance(exc, asyncio.CancelledError):
         _log.error("workqueue %r: %r was cancelled while running", wq.name, work, exc_info=exc)
@@ -160,6 +178,7 @@ class Workqueue:
         "_executor",
         "_handler",
         "_pwq",
+        "_room",
         "_routed",
         "_rt",
         "_rt_pwqs",
@@ -169,6 +188,7 @@ class Workqueue:
         "_timing",
         "flags",
         "max_active",
+        "max_pending",
         "name",
         "ordered",
     )
@@ -181,6 +201,7 @@ class Workqueue:
         *,
         ordered: bool = False,
         exception_handler: ExceptionHandler | None = None,
+        max_pending: int = 0,
         _call: str = "Workqueue",
     ) -> None:
         # The class is public (isinstance, type hints), so constructing it directly must check
@@ -189,6 +210,7 @@ class Workqueue:
         name = _check_name(call, name)
         flags = _check_flags(call, name, flags)
         max_active = _check_max_active(call, name, max_active)
+        max_pending = _check_max_pending(call, name, max_pending)
         if not isinstance(ordered, bool):
             raise TypeError(f"{call}: ordered of workqueue {name!r} must be a bool")
         if ordered and (max_active != 1 or flags & WQ.BH):
@@ -202,6 +224,9 @@ class Workqueue:
         self.flags = flags
         self.max_active = max_active
         self.ordered = ordered
+        self.max_pending = max_pending
+        # The bound's count and waiters (R21), shared by every link; None: unbounded. Set once.
+        self._room = Room(max_pending) if max_pending else None
         self._handler = exception_handler  # None: the runtime's, else the default
         self._pwq: Pwq | None = None  # embedded mode: the link to the pool of its loop
         self._runtime = ACTIVE.rt  # the runtime it was allocated in (set once), or None
@@ -373,7 +398,10 @@ class Workqueue:
         for worker in pool.workers:
             if worker.current is not None and worker.pwq is pwq:
                 lost.append(worker.current)
+        room = self._room
         for work in lost:
+            if room is not None and work._state & PENDING and work._state & (WHERE & ~ARMED):
+                room.put()  # R21: it was counted as queued and not started
             _log.error(
                 "workqueue %r: %r was still pending or running when its event loop closed; "
                 "reported as cancelled",
@@ -438,6 +466,8 @@ class Workqueue:
                 mayday=sum(p.nr_mayday for p in pwqs),
                 rescued=sum(p.nr_rescued for p in pwqs),
                 cpu_hogs=sum(p.nr_cpu_hogs for p in pwqs),
+                max_pending=self.max_pending,
+                room_waiters=len(self._room.waiters) if self._room is not None else 0,
                 **timing,
             )
 
@@ -448,6 +478,12 @@ class Workqueue:
         from ._queueing import queue_work
 
         return queue_work(self, work)
+
+    async def queue_wait(self, work: Work) -> bool:
+        """Same as :func:`queue_work_wait` ``(self, work)``."""
+        from ._queueing import queue_work_wait
+
+        return await queue_work_wait(self, work)
 
     def queue_on(self, cpu: int, work: Work) -> bool:
         """Same as :func:`queue_work_on` ``(cpu, self, work)``."""
@@ -536,22 +572,35 @@ def alloc_workqueue(
     max_active: int = 0,
     *,
     exception_handler: ExceptionHandler | None = None,
+    max_pending: int = 0,
 ) -> Workqueue:
     """Allocate a workqueue.
 
     ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``).
+    ``max_pending`` bounds how many of its items may be queued and not started yet, over all
+    pools (R21; 0, the default: unbounded): at the bound ``queue_*`` raises
+    :class:`WorkqueueFullError` and :func:`queue_work_wait` waits for room.
     Context: any; the queue binds to an event loop when first used.
     Returns: the new workqueue.
-    Raises: TypeError for a wrong type, ValueError for unknown or conflicting flags or a
-    ``max_active`` outside 0..WQ_MAX_ACTIVE.
+    Raises: TypeError for a wrong type, ValueError for unknown or conflicting flags, a
+    ``max_active`` outside 0..WQ_MAX_ACTIVE or a negative ``max_pending``.
     """
     return Workqueue(
-        name, flags, max_active, exception_handler=exception_handler, _call="alloc_workqueue"
+        name,
+        flags,
+        max_active,
+        exception_handler=exception_handler,
+        max_pending=max_pending,
+        _call="alloc_workqueue",
     )
 
 
 def alloc_ordered_workqueue(
-    name: str, flags: WQ | int = _NO_FLAGS, *, exception_handler: ExceptionHandler | None = None
+    name: str,
+    flags: WQ | int = _NO_FLAGS,
+    *,
+    exception_handler: ExceptionHandler | None = None,
+    max_pending: int = 0,
 ) -> Workqueue:
     """Allocate an ordered workqueue: one item at a time, strictly in queue order (R6).
 
@@ -563,7 +612,13 @@ def alloc_ordered_workqueue(
     if fl & WQ.BH:
         raise ValueError(f"{call}: WQ.BH queues cannot be ordered (workqueue {name!r})")
     return Workqueue(
-        name, fl | WQ.UNBOUND, 1, ordered=True, exception_handler=exception_handler, _call=call
+        name,
+        fl | WQ.UNBOUND,
+        1,
+        ordered=True,
+        exception_handler=exception_handler,
+        max_pending=max_pending,
+        _call=call,
     )
 
 
