@@ -715,3 +715,75 @@ async def test_stress_accepted_equals_ran_and_the_bound_holds(seed: int) -> None
         assert wq.stats().pending == 0 and wq.stats().room_waiters == 0
     assert ran == accepted - cancelled
     assert refused > 0 and peak <= limit
+
+
+@pytest.mark.asyncio
+async def test_stress_runtime_and_threads_lose_nothing_and_the_count_returns_to_zero() -> None:
+    """Producers on the host loop, in threads with no loop and in threads with loops of their own
+    queue, wait and cancel over shared items onto a bounded queue served by two pools."""
+    limit = 3
+    lock = threading.Lock()
+    ran = [0]
+    over: list[int] = []
+    totals: list[tuple[int, int]] = []  # (accepted, cancelled) per producer
+
+    async with aw.Runtime(cpus=2, shutdown_timeout=SHUT):
+        wq = aw.alloc_workqueue("rtstress", max_active=2, max_pending=limit)
+
+        def item(w: aw.Work) -> None:
+            n = wq.stats().pending
+            with lock:
+                ran[0] += 1
+                if n > limit:
+                    over.append(n)
+
+        shared = [aw.Work(item) for _ in range(8)]
+
+        async def produce(seed: int, ops: int, wait: bool) -> None:
+            rng = random.Random(seed)
+            accepted = cancelled = 0
+            for _ in range(ops):
+                w = rng.choice(shared)
+                r = rng.random()
+                if wait and r < 0.5:
+                    ok = await aw.queue_work_wait(wq, w)
+                    accepted += ok
+                elif r < 0.85:
+                    try:
+                        accepted += aw.queue_work(wq, w)
+                    except aw.WorkqueueFullError:
+                        pass
+                else:
+                    cancelled += aw.cancel_work(w)
+                if rng.random() < 0.2:
+                    await asyncio.sleep(0)
+            with lock:
+                totals.append((accepted, cancelled))
+
+        def in_thread(seed: int, own_loop: bool) -> None:
+            coro = produce(seed, 300, wait=own_loop)
+            if own_loop:
+                asyncio.run(coro)
+            else:  # no loop at all: queue_work and cancel_work only, stepped by hand
+                with contextlib.suppress(StopIteration):
+                    while True:
+                        coro.send(None)
+
+        threads = [
+            threading.Thread(target=in_thread, args=(s, s % 2 == 0), daemon=True) for s in range(4)
+        ]
+        for th in threads:
+            th.start()
+        host = asyncio.gather(*(produce(10 + i, 300, wait=True) for i in range(2)))
+        await asyncio.wait_for(host, 60.0)  # bounds a failure (a lost room); a pass takes ms
+        for th in threads:
+            await asyncio.to_thread(th.join, 60.0)
+            assert not th.is_alive()
+        await wq.flush()
+        st = wq.stats()
+        assert st.pending == 0 and st.room_waiters == 0
+        assert wq._room is not None and wq._room.nr == 0  # every unit came back
+        await wq.destroy()
+    assert len(totals) == 6
+    assert ran[0] == sum(a for a, _ in totals) - sum(c for _, c in totals)
+    assert over == []
