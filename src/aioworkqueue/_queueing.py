@@ -373,7 +373,7 @@ async def queue_work_wait(wq: Workqueue, work: Work) -> bool:
             if (
                 cur is not None
                 and cur[1].wq is wq
-                and cur[1].limit == 1
+                and wq.max_active == 1
                 and wq._links() == [cur[1]]
             ):
                 raise WorkqueueDeadlockError(
