@@ -21,6 +21,7 @@ from ._errors import (
     WorkqueueDestroyedError,
     WorkqueueDrainingError,
     WorkqueueError,
+    WorkqueueFullError,
     WorkqueueLoopError,
     WorkqueueShuttingDownError,
 )
@@ -56,6 +57,7 @@ from ._queueing import (
     queue_delayed_work_on,
     queue_work,
     queue_work_on,
+    queue_work_wait,
 )
 from ._runtime import Runtime, Unfinished
 from ._system import (
@@ -109,6 +111,7 @@ __all__ = (
     "WorkqueueDestroyedError",
     "WorkqueueDrainingError",
     "WorkqueueError",
+    "WorkqueueFullError",
     "WorkqueueLoopError",
     "WorkqueueShuttingDownError",
     "WorkqueueStats",
@@ -143,6 +146,7 @@ __all__ = (
     "queue_delayed_work_on",
     "queue_work",
     "queue_work_on",
+    "queue_work_wait",
     "remove_instrument",
     "running",
     "schedule_delayed_work",

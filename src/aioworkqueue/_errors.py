@@ -13,6 +13,7 @@ __all__ = (
     "WorkqueueDestroyedError",
     "WorkqueueDrainingError",
     "WorkqueueError",
+    "WorkqueueFullError",
     "WorkqueueLoopError",
     "WorkqueueShuttingDownError",
 )
@@ -32,6 +33,10 @@ class WorkqueueDrainingError(WorkqueueError):
 
 class WorkqueueDeadlockError(WorkqueueError):
     """A flush, drain, destroy or cancel_sync that could only finish after its caller (R15)."""
+
+
+class WorkqueueFullError(WorkqueueError):
+    """Queueing onto a workqueue that holds ``max_pending`` items not started yet (R21)."""
 
 
 class WorkqueueLoopError(WorkqueueError):

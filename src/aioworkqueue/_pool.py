@@ -47,6 +47,7 @@ from ._awaitgraph import awaits
 from ._errors import describe
 from ._hooks import HOOKS, OUTCOMES, Runner, emit
 from ._lock import INTR, LOCK, record, replay, run_redo
+from ._room import Room
 from ._work import (
     ASYNC_FN,
     CALL,
@@ -84,6 +85,7 @@ class Pwq(Protocol):
     nr_cancelled: int
     nr_mayday: int
     nr_rescued: int
+    room: Room | None  # the workqueue's bound (R21), or None
 
     def finish(self, epoch: int, outcome: int) -> None: ...
 
@@ -503,6 +505,9 @@ class Pool:
             if st & WAITED:
                 _barrier.on_start(work)
             work._state = st & ~(PENDING | DEFERRED | REDO)
+            room = work._pwq.room  # type: ignore[union-attr]
+            if room:  # R21: it starts, room frees
+                room.put()
             if st & REDO:
                 record(functools.partial(run_redo, work))
             return work._pwq, work._epoch  # type: ignore[return-value]
@@ -693,6 +698,8 @@ class Pool:
                         if work is not None:
                             pwq = work._pwq  # type: ignore[assignment]
                             epoch = work._epoch
+                            if pwq.room:  # R21: it starts, room frees (unbounded: this test)
+                                pwq.room.put()
                             if not self.nr_waking and (hi or worklist or ub_hi or ub):
                                 self._wake_local()  # need_more_worker: a successor for later
                 finally:
@@ -813,6 +820,8 @@ class Pool:
                 if work is not None:
                     pwq: Pwq = work._pwq  # type: ignore[assignment]
                     epoch = work._epoch
+                    if pwq.room:  # R21: it starts, room frees
+                        pwq.room.put()
             if work is None:  # not a break inside the with: mypyc does not compile that
                 break
             if INTR.pending:

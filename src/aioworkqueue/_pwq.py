@@ -19,6 +19,7 @@ from ._errors import describe
 from ._flags import WQ
 from ._hooks import HOOKS, emit
 from ._pool import _remove
+from ._room import Room
 from ._work import DEFERRED, INACTIVE, PENDING, QUEUED, WHERE, Work
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Workqueue(Protocol):
 
     name: str
     flags: WQ
+    _room: Room | None
 
 
 class _Frozen:
@@ -85,6 +87,7 @@ class Pwq:
         "nr_rescued",
         "pool",
         "reclaim",
+        "room",
         "target",
         "wq",
     )
@@ -102,6 +105,8 @@ class Pwq:
         self.limit = max_active  # I: the configured max_active
         self.freezable = bool(wq.flags & WQ.FREEZABLE)  # I
         self.reclaim = bool(wq.flags & WQ.MEM_RECLAIM)  # I: has a rescuer (R19)
+        # I: the workqueue's bound (R21), shared by all its links; None: unbounded.
+        self.room = wq._room
         if self.reclaim:
             for served_by in getattr(pool, "pools", None) or [pool]:
                 served_by.has_reclaim = True
@@ -129,6 +134,8 @@ class Pwq:
 
         Context: under LOCK; ``work`` has PENDING set and sits nowhere yet.
         """
+        if self.room:  # R21: counted from now until it starts; the callers checked the bound
+            self.room.nr += 1
         work._pwq = self
         ep = self.epochs
         work._epoch = ep.cur
@@ -210,5 +217,7 @@ class Pwq:
             self._release_slot()
         else:
             raise AssertionError(f"unqueue: {describe(work)} is not queued (state {st:#x})")
+        if self.room:  # R21: room frees, for the first waiter if there is one
+            self.room.put()
         work._state = st & ~(PENDING | WHERE)
         self.epochs.done(work._epoch)

@@ -31,9 +31,17 @@ from typing import Any
 
 from . import _lock
 from ._barrier import on_unqueue
-from ._errors import WorkqueueDestroyedError, WorkqueueError, describe
+from ._errors import (
+    WorkqueueDeadlockError,
+    WorkqueueDestroyedError,
+    WorkqueueError,
+    WorkqueueFullError,
+    describe,
+)
 from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
+from ._pool import current_worker_work
+from ._room import Room, RoomWaiter
 from ._timer import arm, disarm, next_gen, retime
 from ._work import (
     ARMED,
@@ -76,6 +84,7 @@ __all__ = (
     "queue_delayed_work_on",
     "queue_work",
     "queue_work_on",
+    "queue_work_wait",
     "submit",
 )
 
@@ -96,8 +105,17 @@ def _check_bh(call: str, wq: Workqueue, work: Work) -> None:
         )
 
 
-def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
-    """Queue ``work`` now. Context: any; not nested."""
+def _full(call: str, wq: Workqueue, work: Work, room: Room) -> WorkqueueFullError:
+    """The error of a ``queue_*`` at the bound (R21), to raise before anything changed."""
+    return WorkqueueFullError(
+        f"{call}: workqueue {wq.name!r} is full ({room.nr} items queued and not started, "
+        f"max_pending {room.limit}); await queue_work_wait() to wait for room; {describe(work)}"
+    )
+
+
+def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None, *, over: bool = False) -> bool:
+    """Queue ``work`` now; ``over``: even past the bound (R21), for a caller that holds room or
+    already answered True. Context: any; not nested."""
     with LOCK:
         if wq._status:
             wq._check_queueable(call, work)
@@ -113,6 +131,9 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
         else:
             if st & ASYNC_FN and wq._bh:
                 _check_bh(call, wq, work)
+            room = pwq.room
+            if room and not over and room.nr >= room.limit:
+                raise _full(call, wq, work, room)
             work._state = st | PENDING
             if HOOKS.on:
                 emit("workqueue_queue_work", work, wq, cpu, pwq.pool.cpu)
@@ -125,9 +146,17 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None) -> bool:
 
 
 def _queue_delayed(
-    call: str, wq: Workqueue, dwork: DelayedWork, delay: float, cpu: int | None
+    call: str,
+    wq: Workqueue,
+    dwork: DelayedWork,
+    delay: float,
+    cpu: int | None,
+    *,
+    over: bool = False,
 ) -> bool:
-    """Arm ``dwork`` (or queue it now when ``delay`` is 0). Context: any; not nested."""
+    """Arm ``dwork`` (or queue it now when ``delay`` is 0; ``over``: as in :func:`_queue`).
+
+    Context: any; not nested."""
     with LOCK:
         if wq._status:
             wq._check_queueable(call, dwork)
@@ -140,6 +169,10 @@ def _queue_delayed(
             ok = False
         else:
             _check_bh(call, wq, dwork)
+            room = pwq.room
+            # Arming adds nothing to what the bound counts: only a queue now is refused (R21).
+            if room and not delay and not over and room.nr >= room.limit:
+                raise _full(call, wq, dwork, room)
             dwork._state = st | PENDING
             if HOOKS.on:
                 emit("workqueue_queue_work", dwork, wq, cpu, pwq.pool.cpu)
@@ -167,6 +200,17 @@ def _queue_nested(
     key = id(work)
     if work._state & _PENDING_DISABLED or key in shadow:
         return False
+    room = wq._room
+    if room is not None and not delay:
+        # R21, the same test as anywhere, on the count as it is plus the queues this
+        # interruption already answered True for (kept in the shadow under the room's negated
+        # id, which no work's id can be). The replay queues even if the section we interrupted
+        # took the last room: it answered True, so it may exceed the bound by that one.
+        rkey = -id(room)
+        n = shadow.get(rkey, 0)
+        if room.nr + n >= room.limit:
+            raise _full(call, wq, work, room)
+        shadow[rkey] = n + 1
     shadow[key] = 1
 
     def again() -> None:
@@ -180,9 +224,9 @@ def _queue_nested(
         elif work._state & PENDING:
             _lock.add_redo(work, again)
         elif delay is None:
-            _queue(call, wq, work, cpu)
+            _queue(call, wq, work, cpu, over=True)
         else:
-            _queue_delayed(call, wq, work, delay, cpu)  # type: ignore[arg-type]
+            _queue_delayed(call, wq, work, delay, cpu, over=True)  # type: ignore[arg-type]
 
     _lock.record(again)
     return True
@@ -223,6 +267,11 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                     pool = pwq.pool
                     res = not st & _PENDING_DISABLED  # R1
                     if res:
+                        if pwq.room:  # R21 (Pwq.insert, inline): unbounded, this test only
+                            room = pwq.room
+                            if room.nr >= room.limit:
+                                raise _full("queue_work", wq, work, room)
+                            room.nr += 1
                         work._pwq = pwq
                         ep = pwq.epochs
                         work._epoch = ep.cur
@@ -290,6 +339,79 @@ def queue_work_on(cpu: int, wq: Workqueue, work: Work) -> bool:
     if LOCK._is_owned():  # type: ignore[attr-defined]
         return _queue_nested(call, wq, work, cpu, None)
     return _queue(call, wq, work, cpu)
+
+
+async def queue_work_wait(wq: Workqueue, work: Work) -> bool:
+    """Queue ``work`` on ``wq``, first waiting for room if ``wq`` is at its ``max_pending`` bound.
+
+    R1 first: a pending (or disabled) work gives False at once, without waiting. Waiters are
+    served in the order they began to wait, and room that frees goes to the first of them, not
+    to a ``queue_*`` that does not wait (R21). Cancelled while it waits, it queues nothing; room
+    already handed to it goes to the next waiter. On an unbounded queue it is :func:`queue_work`.
+    Context: a coroutine, on any event loop (the host's, or a ``Runtime``'s pool loop); the wake
+    comes from whichever thread freed the room.
+    Returns: True if it queued the work; False if the work was pending or disabled, at the call
+    or when room came (the room then goes to the next waiter).
+    Raises: as :func:`queue_work` (never WorkqueueFullError); WorkqueueDeadlockError when
+    called from an item of ``wq`` whose single link runs one item at a time (an ordered queue):
+    nothing queued there could start to make room before the caller ends (R15).
+    """
+    call = "queue_work_wait"
+    check_workqueue(call, wq)
+    check_work(call, work)
+    room = wq._room
+    if room is None:
+        return _queue(call, wq, work, None)
+    loop = asyncio.get_running_loop()
+    waiter: RoomWaiter | None = None
+    ok = False
+    with LOCK:
+        if wq._status:
+            wq._check_queueable(call, work)  # refused anyway: say so now, not after the wait
+        if room.nr < room.limit:
+            ok = _queue(call, wq, work, None)  # in this section: the room cannot go meanwhile
+        elif not work._state & _PENDING_DISABLED:
+            cur = current_worker_work()
+            if (
+                cur is not None
+                and cur[1].wq is wq
+                and wq.max_active == 1
+                and wq._links() == [cur[1]]
+            ):
+                raise WorkqueueDeadlockError(
+                    f"{call}: workqueue {wq.name!r} is full and runs one item at a time; waiting "
+                    f"from its own item {describe(cur[0])} would never end; {describe(work)}"
+                )
+            waiter = RoomWaiter(loop.create_future())
+            room.waiters.append(waiter)
+    if INTR.pending:
+        replay()
+    if waiter is None:
+        return ok
+    try:
+        await waiter.fut
+    except BaseException:
+        with LOCK:
+            if waiter.granted:
+                room.put()  # handed room after all: it goes to the next waiter, never lost
+            else:
+                try:
+                    room.waiters.remove(waiter)
+                except ValueError:  # pragma: no cover - skipped by a put() on a closed loop
+                    pass
+        if INTR.pending:
+            replay()
+        raise
+    with LOCK:
+        try:
+            ok = _queue(call, wq, work, None, over=True)  # on the room it was handed
+        finally:
+            # Give the grant back: if it queued, the insert counted the item and nr > limit
+            # or no one waits, so this only takes the grant off; if not, the next waiter gets it.
+            room.put()
+    if INTR.pending:
+        replay()
+    return ok
 
 
 def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
@@ -392,6 +514,17 @@ def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int |
         else:
             _check_bh(call, wq, dwork)
             was = bool(st & PENDING)
+            room = pwq.room
+            held = False
+            if room is not None and not d:  # R21: it is to be queued now
+                if was and not st & ARMED and dwork._pwq is not None and dwork._pwq.room is room:
+                    # Queued already, it moves to the tail and keeps its room: hold one more for
+                    # the moment, so that the room the steal frees cannot go to a waiter (put()
+                    # grants only at nr <= limit); insert counts it again, then the hold goes.
+                    room.nr += 1
+                    held = True
+                elif room.nr >= room.limit:
+                    raise _full(call, wq, dwork, room)
             if was:
                 steal(dwork)
             else:
@@ -403,6 +536,8 @@ def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int |
                 arm(dwork, pwq, d)
             else:
                 pwq.insert(dwork)
+                if room is not None and held:
+                    room.nr -= 1
     if INTR.pending:
         replay()
     return was
@@ -504,6 +639,7 @@ def submit(
 # ``wq.mod_delayed()`` and ``wq.submit()`` (``_workqueue.py``) call these.
 WQ_FORMS.queue_work = queue_work
 WQ_FORMS.queue_work_on = queue_work_on
+WQ_FORMS.queue_work_wait = queue_work_wait
 WQ_FORMS.queue_delayed_work = queue_delayed_work
 WQ_FORMS.mod_delayed_work = mod_delayed_work
 WQ_FORMS.submit = submit

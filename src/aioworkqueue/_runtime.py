@@ -576,6 +576,8 @@ def _take_back(work: Work, state: str) -> Unfinished:
         disarm(work)
     else:
         pwq.epochs.done(work._epoch)
+        if pwq.room:  # R21: it was counted as queued and not started
+            pwq.room.put()
     work._state &= ~(PENDING | WHERE | ARMED)
     pwq.nr_cancelled += 1
     on_unqueue(work)

@@ -7,8 +7,8 @@ that loop shuts down, what it still holds is reported as cancelled at that momen
 refuses ``queue_*`` (R20, ``_loop_ending``); the next use from a running loop rebinds it (SPEC §5).
 
 Owner (tags as in docs/design.md §1): ``_pwq``, ``_status``, ``_armed``, ``_epochs`` and the
-counters are L (changed under ``_lock.LOCK``); ``name``, ``flags``, ``max_active``, ``ordered`` are
-I (set once); each attribute says which.
+counters are L (changed under ``_lock.LOCK``); ``name``, ``flags``, ``max_active``,
+``max_pending``, ``ordered`` are I (set once); each attribute says which.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
 from ._lock import LOCK
 from ._pool import Pool, current_worker_work
 from ._pwq import Pwq
+from ._room import Room
 from ._timing import summarize
 from ._unbound import UnboundPool
 from ._work import ARMED, PENDING, RUNNING, WHERE, DelayedWork, Work
@@ -136,6 +137,10 @@ class WorkqueueStats:
     rescued: int
     #: Runs the runtime's watchdog saw hold their loop past ``cpu_intensive_thresh``.
     cpu_hogs: int
+    #: The bound on items queued and not started (R21); 0: unbounded.
+    max_pending: int = 0
+    #: ``queue_work_wait`` calls waiting for room right now.
+    room_waiters: int = 0
     # The timing statistics (``enable_timing()``): None where timing was never on for this
     # queue; counted only while it is on. Latencies are from a log2 histogram: a percentile is
     # the upper edge of its bucket (the true value is at most 2x lower), capped by the exact max.
@@ -189,6 +194,19 @@ def _check_max_active(call: str, name: str, max_active: object) -> int:
     return max_active or WQ_DFL_ACTIVE
 
 
+def _check_max_pending(call: str, name: str, max_pending: object) -> int:
+    if isinstance(max_pending, bool) or not isinstance(max_pending, int):
+        raise TypeError(
+            f"{call}: max_pending of workqueue {name!r} must be an int, got {max_pending!r}"
+        )
+    if max_pending < 0:
+        raise ValueError(
+            f"{call}: max_pending of workqueue {name!r} must be >= 0 (0: unbounded), "
+            f"got {max_pending}"
+        )
+    return max_pending
+
+
 def _default_handler(wq: Workqueue, work: Work, exc: BaseException) -> None:
     if isinstance(exc, asyncio.CancelledError):
         _log.error("workqueue %r: %r was cancelled while running", wq.name, work, exc_info=exc)
@@ -212,6 +230,7 @@ class Workqueue:
         "_executor",
         "_handler",
         "_pwq",
+        "_room",
         "_routed",
         "_rt",
         "_rt_pwqs",
@@ -221,6 +240,7 @@ class Workqueue:
         "_timing",
         "flags",
         "max_active",
+        "max_pending",
         "name",
         "ordered",
     )
@@ -233,6 +253,7 @@ class Workqueue:
         *,
         ordered: bool = False,
         exception_handler: ExceptionHandler | None = None,
+        max_pending: int = 0,
         _call: str = "Workqueue",
     ) -> None:
         # The class is public (isinstance, type hints), so constructing it directly must check
@@ -241,6 +262,7 @@ class Workqueue:
         name = _check_name(call, name)
         flags = _check_flags(call, name, flags)
         max_active = _check_max_active(call, name, max_active)
+        max_pending = _check_max_pending(call, name, max_pending)
         if not isinstance(ordered, bool):
             raise TypeError(f"{call}: ordered of workqueue {name!r} must be a bool")
         if ordered and (max_active != 1 or flags & WQ.BH):
@@ -254,6 +276,9 @@ class Workqueue:
         self.flags = flags  # I
         self.max_active = max_active  # I
         self.ordered = ordered  # I
+        self.max_pending = max_pending  # I
+        # I: the bound's count and waiters (R21), shared by every link; None: unbounded.
+        self._room = Room(max_pending) if max_pending else None
         self._handler = exception_handler  # I: None: the runtime's, else the default
         self._pwq: Pwq | None = None  # L: embedded mode: the link to the pool of its loop
         self._runtime = ACTIVE.rt  # I: the runtime it was allocated in, or None
@@ -494,7 +519,10 @@ class Workqueue:
         for worker in pool.workers:
             if worker.current is not None and worker.pwq is pwq:
                 lost.append((worker.current, "running"))
+        room = self._room
         for work, _state in lost:
+            if room is not None and work._state & PENDING and work._state & (WHERE & ~ARMED):
+                room.put()  # R21: it was counted as queued and not started
             work._state &= ~(PENDING | WHERE | ARMED | RUNNING)
             on_unqueue(work)
             on_end(work)
@@ -555,6 +583,8 @@ class Workqueue:
                 mayday=sum(p.nr_mayday for p in pwqs),
                 rescued=sum(p.nr_rescued for p in pwqs),
                 cpu_hogs=sum(p.nr_cpu_hogs for p in pwqs),
+                max_pending=self.max_pending,
+                room_waiters=len(self._room.waiters) if self._room is not None else 0,
                 **timing,
             )
 
@@ -563,6 +593,10 @@ class Workqueue:
     def queue(self, work: Work) -> bool:
         """Same as :func:`queue_work` ``(self, work)``."""
         return WQ_FORMS.queue_work(self, work)
+
+    async def queue_wait(self, work: Work) -> bool:
+        """Same as :func:`queue_work_wait` ``(self, work)``."""
+        return await WQ_FORMS.queue_work_wait(self, work)
 
     def queue_on(self, cpu: int, work: Work) -> bool:
         """Same as :func:`queue_work_on` ``(cpu, self, work)``."""
@@ -628,11 +662,13 @@ class _Forms:
         "queue_delayed_work",
         "queue_work",
         "queue_work_on",
+        "queue_work_wait",
         "submit",
     )
 
     queue_work: Callable[[Workqueue, Work], bool]
     queue_work_on: Callable[[int, Workqueue, Work], bool]
+    queue_work_wait: Callable[[Workqueue, Work], Coroutine[Any, Any, bool]]
     queue_delayed_work: Callable[[Workqueue, DelayedWork, float], bool]
     mod_delayed_work: Callable[[Workqueue, DelayedWork, float], bool]
     submit: Callable[[Workqueue, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Work]
@@ -727,26 +763,39 @@ def alloc_workqueue(
     max_active: int = 0,
     *,
     exception_handler: ExceptionHandler | None = None,
+    max_pending: int = 0,
 ) -> Workqueue:
     """Allocate a workqueue.
 
     ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``).
+    ``max_pending`` bounds how many of its items may be queued and not started yet, over all
+    pools (R21; 0, the default: unbounded): at the bound ``queue_*`` raises
+    :class:`WorkqueueFullError` and :func:`queue_work_wait` waits for room.
     ``exception_handler(wq, work, exc)`` gets what its work functions raise (R16); it may be
     ``async def``, and is then awaited on the pool's loop (design §8).
     Context: any. Called while an event loop runs in this thread (and no runtime is active), the
     queue is bound to that loop at once, so any thread may queue on it; otherwise it binds when
     :func:`running` is entered, or at its first use from a running loop.
     Returns: the new workqueue.
-    Raises: TypeError for a wrong type, ValueError for unknown or conflicting flags or a
-    ``max_active`` outside 0..WQ_MAX_ACTIVE.
+    Raises: TypeError for a wrong type, ValueError for unknown or conflicting flags, a
+    ``max_active`` outside 0..WQ_MAX_ACTIVE or a negative ``max_pending``.
     """
     return Workqueue(
-        name, flags, max_active, exception_handler=exception_handler, _call="alloc_workqueue"
+        name,
+        flags,
+        max_active,
+        exception_handler=exception_handler,
+        max_pending=max_pending,
+        _call="alloc_workqueue",
     )
 
 
 def alloc_ordered_workqueue(
-    name: str, flags: WQ | int = _NO_FLAGS, *, exception_handler: ExceptionHandler | None = None
+    name: str,
+    flags: WQ | int = _NO_FLAGS,
+    *,
+    exception_handler: ExceptionHandler | None = None,
+    max_pending: int = 0,
 ) -> Workqueue:
     """Allocate an ordered workqueue: one item at a time, strictly in queue order (R6).
 
@@ -759,7 +808,13 @@ def alloc_ordered_workqueue(
     if fl & WQ.BH:
         raise ValueError(f"{call}: WQ.BH queues cannot be ordered (workqueue {name!r})")
     return Workqueue(
-        name, fl | WQ.UNBOUND, 1, ordered=True, exception_handler=exception_handler, _call=call
+        name,
+        fl | WQ.UNBOUND,
+        1,
+        ordered=True,
+        exception_handler=exception_handler,
+        max_pending=max_pending,
+        _call=call,
     )
 
 
