@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
 import io
 import json
+import os
 import pathlib
+import select
+import socket
+import stat
 import sys
 import threading
+from typing import Any
 
 import pytest
 
 import aioworkqueue as aw
 from aioworkqueue import _timing
-from aioworkqueue._monitor import MISSING_RICH, _table, run_monitor
+from aioworkqueue._monitor import MISSING_RICH, MonitorServer, _table, run_monitor
 
 
 async def _read(address: str, **kw: object) -> tuple[int, str]:
@@ -266,3 +272,190 @@ def test_rich_missing_says_how_to_get_it(
     assert status == 2
     err = capsys.readouterr().err
     assert MISSING_RICH in err and "pip install 'aioworkqueue[monitor]'" in err
+
+
+# -- issue 13 item 8: a client that never reads --------------------------------------------------
+
+
+async def _bound(*names: str) -> list[aw.Workqueue]:
+    """Workqueues that have run an item, so that they belong to the running runtime."""
+    wqs = [aw.alloc_workqueue(name) for name in names]
+    for wq in wqs:
+        aw.queue_work(wq, aw.Work(lambda w: None))
+    await asyncio.gather(*(aw.flush_workqueue(wq) for wq in wqs))
+    return wqs
+
+
+def _connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return s
+
+
+def _read_all(s: socket.socket, timeout: float) -> bytes:
+    s.settimeout(timeout)
+    chunks = []
+    while chunk := s.recv(1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_never_reads_stalls_neither_other_clients_nor_shutdown(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = str(tmp_path / "big.sock")
+    async with aw.Runtime(cpus=1, loop_factory="asyncio", monitor=path) as rt:
+        # ~500 kB of JSON: more than a Unix socket's buffer holds.
+        await _bound(*(f"queue-{i:04d}-with-a-name-long-enough-to-matter" for i in range(1500)))
+        # Accepted first (the backlog is FIFO): the server is writing to it when the next comes.
+        stuck = await asyncio.to_thread(_connect, path)
+        try:
+            status, text = await _read(path, json_lines=True)
+            assert status == 0, "a second client got no answer while the first did not read"
+            assert len(json.loads(text)["workqueues"]) >= 1500
+            shutdown = asyncio.ensure_future(rt.shutdown(timeout=1.0))
+            done, _ = await asyncio.wait({shutdown}, timeout=1.0 + 1.5)
+            assert shutdown in done, "Runtime.shutdown(timeout=1) waited on the stuck client"
+        finally:
+            stuck.close()  # without the fix, this is what lets the server go
+        await shutdown
+
+
+def _big_server(path: str, **kw: Any) -> MonitorServer:
+    doc = {"pid": 1, "time": 0.0, "pools": [], "unbound_waiting": 0, "workqueues": []}
+    doc["padding"] = "x" * (8 << 20)  # far beyond any socket buffer
+    return MonitorServer(path, lambda: doc, **kw)
+
+
+def test_a_slow_reader_is_dropped_after_the_send_timeout(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "slow.sock")
+    srv = _big_server(path, send_timeout=0.2)
+    srv.start()
+    try:
+        stuck = _connect(path)
+        with stuck:
+            poller = select.poll()
+            poller.register(stuck, select.POLLRDHUP)
+            # The server's end closes while most of the document is still unsent: dropped.
+            assert poller.poll(10_000), "the server kept a client that does not read"
+            assert len(_read_all(stuck, 5.0)) < 8 << 20
+        full = _connect(path)
+        with full:
+            assert len(_read_all(full, 10.0)) > 8 << 20  # a reading client gets it all
+    finally:
+        srv.stop()
+
+
+def test_clients_beyond_max_clients_are_closed_at_once(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "few.sock")
+    srv = _big_server(path, max_clients=1)
+    srv.start()
+    try:
+        with _connect(path) as first, _connect(path) as second:
+            assert _read_all(second, 5.0) == b""  # closed without a document
+            assert first.recv(1) == b"{"  # the first one is still being served
+    finally:
+        srv.stop()
+
+
+# -- issue 13 item 9: what a Unix monitor address may remove --------------------------------------
+
+
+def test_a_regular_file_at_the_address_is_refused_and_kept(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "precious"
+    path.write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a socket") as info:
+        MonitorServer(str(path), dict)
+    assert info.value.filename == str(path) and str(path) in str(info.value)
+    assert path.read_text() == "keep me"
+
+
+def test_a_live_server_at_the_address_is_refused_and_keeps_serving(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "live.sock")
+    first = MonitorServer(path, lambda: {"who": "first"})
+    first.start()
+    try:
+        with pytest.raises(OSError, match="another server is listening") as info:
+            MonitorServer(path, lambda: {"who": "second"})
+        assert info.value.errno == errno.EADDRINUSE and info.value.filename == path
+        with _connect(path) as s:
+            assert json.loads(_read_all(s, 5.0)) == {"who": "first"}
+    finally:
+        first.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_runtime_refused_its_monitor_address_starts_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "taken"
+    path.write_text("")
+    rt = aw.Runtime(cpus=1, loop_factory="asyncio", monitor=str(path))
+    try:
+        with pytest.raises(FileExistsError):
+            await rt.start()
+    finally:
+        await rt.shutdown()  # nothing to do, unless start() went ahead regardless
+    assert not rt.running and rt.monitor_address is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("aiowq")]
+    async with aw.Runtime(cpus=1, loop_factory="asyncio"):  # none is left active
+        pass
+
+
+def test_a_stale_socket_is_replaced(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "stale.sock")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(path)
+    dead.close()  # a process that died: the file stays, nothing listens
+    srv = MonitorServer(path, lambda: {"fresh": True})
+    srv.start()
+    try:
+        with _connect(path) as s:
+            assert json.loads(_read_all(s, 5.0)) == {"fresh": True}
+    finally:
+        srv.stop()
+    assert not os.path.exists(path)
+
+
+def test_stop_removes_only_its_own_socket_file(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "mine.sock"
+    srv = MonitorServer(str(path), dict)
+    srv.start()
+    path.unlink()
+    path.write_text("someone else's now")
+    srv.stop()
+    assert path.read_text() == "someone else's now"
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o277])
+def test_the_socket_is_owner_only_whatever_the_umask(tmp_path: pathlib.Path, umask: int) -> None:
+    path = str(tmp_path / "private.sock")
+    old = os.umask(umask)
+    try:
+        srv = MonitorServer(path, lambda: {"ok": 1})
+    finally:
+        os.umask(old)
+    srv.start()
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        with _connect(path) as s:  # the owner can still connect
+            assert json.loads(_read_all(s, 5.0)) == {"ok": 1}
+    finally:
+        srv.stop()
+
+
+def test_the_listen_backlog_holds_a_burst_of_clients(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "burst.sock")
+    srv = MonitorServer(path, dict)  # not started: nothing accepts, so the backlog fills
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(40):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            clients.append(s)
+            s.setblocking(False)
+            s.connect(path)  # BlockingIOError once the backlog is full
+    finally:
+        for s in clients:
+            s.close()
+        srv.stop()

@@ -241,6 +241,15 @@ class Runtime:
             if self._state != _NEW:
                 raise WorkqueueError(f"Runtime.start: {self!r} cannot be started again")
             self._state = _STARTING
+        if self._monitor_at is not None:
+            # Bound before any thread starts: an address that is refused (in use, not a socket)
+            # then fails start() with nothing left running.
+            try:
+                self._monitor = MonitorServer(self._monitor_at, lambda: runtime_snapshot(self))
+            except BaseException:
+                with LOCK:
+                    self._state = _STOPPED
+                raise
         self.pools = [None] * self.cpus  # type: ignore[list-item]
         ready = [threading.Event() for _ in range(self.cpus)]
         errors: list[BaseException] = []
@@ -257,6 +266,9 @@ class Runtime:
         for ev in ready:
             await asyncio.to_thread(ev.wait)
         if errors:
+            if self._monitor is not None:
+                self._monitor.stop()  # never started: closes the socket, removes its file
+                self._monitor = None
             await self._stop_threads()
             with LOCK:
                 self._state = _STOPPED
@@ -267,8 +279,7 @@ class Runtime:
             ACTIVE.rt = self
         self._watchdog = Watchdog(self.pools, self.watchdog_thresh, self.cpu_intensive_thresh)
         self._watchdog.start()
-        if self._monitor_at is not None:
-            self._monitor = MonitorServer(self._monitor_at, lambda: runtime_snapshot(self))
+        if self._monitor is not None:
             self._monitor.start()
             self.monitor_address = self._monitor.address
 
