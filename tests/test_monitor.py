@@ -278,7 +278,10 @@ def test_rich_missing_says_how_to_get_it(
 
 
 async def _bound(*names: str) -> list[aw.Workqueue]:
-    """Workqueues that have run an item, so that they belong to the running runtime."""
+    """Workqueues that have run an item, so that they belong to the running runtime.
+
+    The runtime holds its queues weakly: keep what this returns while the monitor should see it.
+    """
     wqs = [aw.alloc_workqueue(name) for name in names]
     for wq in wqs:
         aw.queue_work(wq, aw.Work(lambda w: None))
@@ -307,7 +310,9 @@ async def test_a_client_that_never_reads_stalls_neither_other_clients_nor_shutdo
     path = str(tmp_path / "big.sock")
     async with aw.Runtime(cpus=1, loop_factory="asyncio", monitor=path) as rt:
         # ~500 kB of JSON: more than a Unix socket's buffer holds.
-        await _bound(*(f"queue-{i:04d}-with-a-name-long-enough-to-matter" for i in range(1500)))
+        wqs = await _bound(
+            *(f"queue-{i:04d}-with-a-name-long-enough-to-matter" for i in range(1500))
+        )
         # Accepted first (the backlog is FIFO): the server is writing to it when the next comes.
         stuck = await asyncio.to_thread(_connect, path)
         try:
@@ -320,6 +325,7 @@ async def test_a_client_that_never_reads_stalls_neither_other_clients_nor_shutdo
         finally:
             stuck.close()  # without the fix, this is what lets the server go
         await shutdown
+        del wqs
 
 
 def _big_server(path: str, **kw: Any) -> MonitorServer:
