@@ -20,6 +20,7 @@ import pytest
 
 import aioworkqueue as aw
 from aioworkqueue import _timing
+from aioworkqueue._cli import main
 from aioworkqueue._monitor import MISSING_RICH, MonitorServer, _table, run_monitor
 
 
@@ -465,3 +466,20 @@ def test_the_listen_backlog_holds_a_burst_of_clients(tmp_path: pathlib.Path) -> 
         for s in clients:
             s.close()
         srv.stop()
+
+
+# -- issue 13 item 10: REGEX with -j ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_monitor_json_lines_honour_the_regex(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "regex.sock")
+    async with aw.Runtime(cpus=1, loop_factory="asyncio", monitor=path):
+        wqs = await _bound("keep-a", "keep-b", "drop-c")
+        status = await asyncio.to_thread(main, ["monitor", path, "-j", "^keep"])
+        del wqs
+    assert status == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert sorted(q["name"] for q in json.loads(line)["workqueues"]) == ["keep-a", "keep-b"]

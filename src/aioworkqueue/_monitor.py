@@ -398,7 +398,7 @@ def run_monitor(
     json_lines: bool,
     regex: str | None,
     count: int | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     rich: bool = False,
     console: Any = None,
 ) -> int:
@@ -411,6 +411,8 @@ def run_monitor(
     Returns: the exit status: 0, 1 when the process cannot be read, 2 for a bad argument
     (``--rich`` without rich installed is one).
     """
+    if out is None:
+        out = sys.stdout  # looked up now, not at import: whatever stdout is when called
     try:
         parse_address(address)
         pattern = re.compile(regex) if regex else None
@@ -435,6 +437,8 @@ def run_monitor(
         except (OSError, ValueError) as exc:
             return _cannot_read(address, exc)
         if json_lines:
+            if pattern is not None:  # the same rows as the table: REGEX filters both
+                doc = {**doc, "workqueues": _rows(doc, pattern)}
             print(json.dumps(doc), file=out, flush=True)
         else:
             print(_table(doc, pattern) + "\n", file=out, flush=True)
