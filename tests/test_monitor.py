@@ -483,3 +483,62 @@ async def test_monitor_json_lines_honour_the_regex(
     assert status == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert sorted(q["name"] for q in json.loads(line)["workqueues"]) == ["keep-a", "keep-b"]
+
+
+# -- issue 13 item 10: running(monitor=...) in the embedded mode ----------------------------------
+
+
+@pytest.mark.asyncio
+async def test_embedded_running_serves_the_host_pool_to_the_monitor_command(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "embedded.sock")
+    ctx = aw.running(monitor=path)
+    async with ctx:
+        assert ctx.monitor_address == path
+        emb = aw.alloc_workqueue("emb-jobs")
+        unbound = aw.alloc_workqueue("emb-unbound", aw.WQ.UNBOUND)
+        other = aw.alloc_workqueue("other-jobs")
+        for _ in range(4):
+            aw.queue_work(emb, aw.Work(lambda w: None))
+        aw.queue_work(unbound, aw.Work(lambda w: None))
+        aw.queue_work(other, aw.Work(lambda w: None))
+        await asyncio.gather(*(aw.flush_workqueue(q) for q in (emb, unbound, other)))
+        status = await asyncio.to_thread(main, ["monitor", path, "^emb"])
+        assert status == 0
+        rows = {
+            ln.split()[0]: ln.split() for ln in capsys.readouterr().out.strip().splitlines()[1:-1]
+        }
+        assert set(rows) == {"emb-jobs", "emb-unbound"}
+        assert rows["emb-jobs"][1:3] == ["4", "0"] and rows["emb-unbound"][1] == "1"
+        status = await asyncio.to_thread(main, ["monitor", path, "-j"])
+        assert status == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert [p["cpu"] for p in doc["pools"]] == [0]  # the embedded mode's only pool
+        assert {"emb-jobs", "emb-unbound", "other-jobs"} <= {q["name"] for q in doc["workqueues"]}
+    assert ctx.monitor_address is None
+    assert not await asyncio.to_thread(os.path.exists, path)  # removed on the way out
+
+
+@pytest.mark.asyncio
+async def test_embedded_running_refused_its_monitor_address_starts_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "taken"
+    path.write_text("keep")
+    watchdogs = len([t for t in threading.enumerate() if t.name == "aiowq-watchdog"])
+    ctx = aw.running(monitor=str(path))
+    with pytest.raises(FileExistsError, match="not a socket"):
+        await ctx.__aenter__()
+    assert len([t for t in threading.enumerate() if t.name == "aiowq-watchdog"]) == watchdogs
+    assert path.read_text() == "keep"
+    path.unlink()
+    async with ctx:  # it was left idle: it may be entered once the address is free
+        assert ctx.monitor_address == str(path)
+
+
+def test_running_with_a_runtime_takes_no_monitor_of_its_own() -> None:
+    with pytest.raises(ValueError, match="runtime=\\{'monitor'"):
+        aw.running(runtime=True, monitor="127.0.0.1:0")
+    with pytest.raises(ValueError, match="monitor address"):
+        aw.running(monitor="10.0.0.1:80")

@@ -327,6 +327,27 @@ def runtime_snapshot(rt: Any) -> dict[str, Any]:
     }
 
 
+def pool_snapshot(pool: Any) -> dict[str, Any]:
+    """The JSON document ``running(monitor=...)`` serves: the embedded pool of one loop and every
+    workqueue bound to it, in the shape of :func:`runtime_snapshot`. Context: any thread."""
+    # Imported here: the statistics live a layer above this module (it is imported by the
+    # runtime, which the statistics module imports).
+    from ._lock import LOCK
+    from ._observe import _pool_stats
+
+    with LOCK:
+        ps = _pool_stats(pool)
+        unbound = len(pool.ub_hi) + len(pool.ub)  # without a runtime, its own WQ.UNBOUND lists
+        wqs = sorted({id(p.wq): p.wq for p in list(pool.pwqs)}.values(), key=lambda q: q.name)
+    return {
+        "pid": os.getpid(),
+        "time": time.time(),
+        "pools": [asdict(ps)],
+        "unbound_waiting": unbound,
+        "workqueues": [asdict(q.stats()) for q in wqs],
+    }
+
+
 def _fetch(address: str) -> dict[str, Any]:
     family, sockaddr = parse_address(address)
     with socket.socket(family, socket.SOCK_STREAM) as s:
