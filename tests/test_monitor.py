@@ -22,6 +22,7 @@ import aioworkqueue as aw
 from aioworkqueue import _timing
 from aioworkqueue._cli import main
 from aioworkqueue._monitor import MISSING_RICH, MonitorServer, _table, run_monitor
+from tests.conftest import ExpectedErrors
 
 
 async def _read(address: str, **kw: object) -> tuple[int, str]:
@@ -366,6 +367,31 @@ def test_clients_beyond_max_clients_are_closed_at_once(tmp_path: pathlib.Path) -
         srv.stop()
 
 
+def test_a_snapshot_that_raises_is_reported_and_the_server_goes_on(
+    tmp_path: pathlib.Path, expect_errors: ExpectedErrors
+) -> None:
+    path = str(tmp_path / "flaky.sock")
+    calls = [0]
+
+    def snapshot() -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("broken stats")
+        return {"ok": calls[0]}
+
+    srv = MonitorServer(path, snapshot)
+    srv.start()
+    try:
+        with _connect(path) as s:
+            assert _read_all(s, 5.0) == b""  # closed without a document
+        with _connect(path) as s:
+            assert json.loads(_read_all(s, 5.0)) == {"ok": 2}
+    finally:
+        srv.stop()
+    (msg,) = expect_errors.messages
+    assert "snapshot failed" in msg and path in msg
+
+
 # -- issue 13 item 9: what a Unix monitor address may remove --------------------------------------
 
 
@@ -408,6 +434,20 @@ async def test_a_runtime_refused_its_monitor_address_starts_nothing(
     assert not [t for t in threading.enumerate() if t.name.startswith("aiowq")]
     async with aw.Runtime(cpus=1, loop_factory="asyncio"):  # none is left active
         pass
+
+
+@pytest.mark.asyncio
+async def test_a_runtime_whose_pools_fail_to_start_leaves_no_monitor_socket(
+    tmp_path: pathlib.Path,
+) -> None:
+    def no_loop() -> asyncio.AbstractEventLoop:
+        raise RuntimeError("no loop today")
+
+    path = tmp_path / "early.sock"
+    rt = aw.Runtime(cpus=1, loop_factory=no_loop, monitor=str(path))
+    with pytest.raises(RuntimeError, match="no loop today"):
+        await rt.start()  # the monitor was bound before the pool threads: it must be undone
+    assert not await asyncio.to_thread(path.exists)
 
 
 def test_a_stale_socket_is_replaced(tmp_path: pathlib.Path) -> None:
