@@ -7,7 +7,8 @@ One object serves every framework that speaks "async context manager for the app
     Starlette(lifespan=aioworkqueue.running)      # Starlette / FastAPI call running(app)
     Starlette(lifespan=functools.partial(aioworkqueue.running, timeout=3))
 
-Entering starts the runtime: nothing in the embedded mode (work runs on the host loop), a per-CPU
+Entering starts the runtime: in the embedded mode (work runs on the host loop) only a watchdog
+thread for that loop and, with ``monitor=``, the monitor; a per-CPU
 :class:`~aioworkqueue.Runtime` when asked. Leaving shuts down within ``timeout`` seconds, which
 should be shorter than the server's own grace period:
 
@@ -52,8 +53,10 @@ from typing import Any
 from ._cancel import cancel_work
 from ._errors import WorkqueueError
 from ._lock import INTR, LOCK, replay
+from ._monitor import MonitorServer, parse_address
 from ._pool import Pool, current_worker_work
-from ._runtime import ACTIVE, Runtime, Unfinished, _stop_pool, report_unfinished
+from ._runtime import ACTIVE, Runtime, Unfinished, _stop_pool, pool_snapshot, report_unfinished
+from ._watchdog import Watchdog
 from ._work import Work
 from ._workqueue import (
     _ALL,
@@ -80,6 +83,10 @@ _IDLE, _ENTERED, _EXITING = range(3)
 # so that their refusal is WorkqueueShuttingDownError, not drain_workqueue's. Owner: LOCK.
 _MARKS: dict[int, int] = {}
 
+# Runtime's defaults: the kernel's 30 s lockup threshold, and 10 ms for a CPU hog.
+_WATCHDOG_THRESH = 30.0
+_CPU_INTENSIVE_THRESH = 0.010
+
 
 def _check_timeout(timeout: object) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
@@ -89,18 +96,42 @@ def _check_timeout(timeout: object) -> float:
     return float(timeout)
 
 
+def _check_thresh(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"running: {name} must be int or float seconds, got {value!r}")
+    if not 0 < value < math.inf:  # NaN fails this too
+        raise ValueError(f"running: {name} must be finite and > 0, got {value!r}")
+    return float(value)
+
+
 class Running:
     """The async context manager that :func:`running` returns.
 
     After the block, ``.unfinished`` holds what the shutdown could not finish, as
     ``(work, workqueue, state)``; ``.runtime`` is the :class:`Runtime` it ran, or None (embedded).
     It may be entered again once it has been left (a new runtime is made from ``True`` or a
-    mapping; a :class:`Runtime` instance cannot be started twice).
+    mapping; a :class:`Runtime` instance cannot be started twice). In the embedded mode,
+    ``.monitor_address`` is where ``aioworkqueue monitor`` can read it while it is entered (the
+    real port when asked for port 0), or None.
 
     Context: enter and leave from coroutines; the two may run in different tasks.
     """
 
-    __slots__ = ("_loop", "_spec", "_state", "on_unfinished", "runtime", "timeout", "unfinished")
+    __slots__ = (
+        "_loop",
+        "_monitor",
+        "_monitor_at",
+        "_spec",
+        "_state",
+        "_watchdog",
+        "cpu_intensive_thresh",
+        "monitor_address",
+        "on_unfinished",
+        "runtime",
+        "timeout",
+        "unfinished",
+        "watchdog_thresh",
+    )
 
     def __init__(
         self,
@@ -108,6 +139,9 @@ class Running:
         runtime: bool | Runtime | Mapping[str, Any] = False,
         timeout: float = 5.0,
         on_unfinished: OnUnfinished | None = None,
+        monitor: str | None = None,
+        watchdog_thresh: float = _WATCHDOG_THRESH,
+        cpu_intensive_thresh: float = _CPU_INTENSIVE_THRESH,
     ) -> None:
         if not isinstance(runtime, bool | Runtime | Mapping):
             raise TypeError(
@@ -118,8 +152,26 @@ class Running:
             raise TypeError(f"running: on_unfinished must be callable, got {on_unfinished!r}")
         self._spec = runtime  # I
         self.timeout = _check_timeout(timeout)  # I
+        self.watchdog_thresh = _check_thresh("watchdog_thresh", watchdog_thresh)  # I
+        self.cpu_intensive_thresh = _check_thresh("cpu_intensive_thresh", cpu_intensive_thresh)  # I
+        if monitor is not None:
+            parse_address(monitor)  # a bad address fails here, not on entering
+        if runtime is not False and (
+            monitor is not None
+            or self.watchdog_thresh != _WATCHDOG_THRESH
+            or self.cpu_intensive_thresh != _CPU_INTENSIVE_THRESH
+        ):
+            # A runtime has its own monitor and watchdog; two of each would only confuse.
+            raise ValueError(
+                "running: monitor, watchdog_thresh and cpu_intensive_thresh are for the embedded "
+                "mode; with a runtime, give them to it (runtime={'monitor': ...} or Runtime(...))"
+            )
+        self._monitor_at = monitor  # I
         self.on_unfinished = on_unfinished  # I
         # O: the loop that entered the block (``_loop``) owns the rest.
+        self._monitor: MonitorServer | None = None
+        self._watchdog: Watchdog | None = None
+        self.monitor_address: str | None = None
         self.runtime: Runtime | None = None
         self.unfinished: list[Unfinished] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,6 +199,7 @@ class Running:
             if spec is False:
                 self.runtime = None
                 _claim_unbound(self._loop, None)
+                self._watch(self._loop)
                 return
             if isinstance(spec, Runtime):
                 rt = spec
@@ -196,13 +249,44 @@ class Running:
         if cancelled is not None:
             raise cancelled
 
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the monitor and the watchdog of ``loop``'s embedded pool, as a runtime does for
+        its pools. Context: the entering coroutine, on ``loop``. Raises: OSError when the
+        monitor address is refused (then nothing is left started)."""
+        with LOCK:
+            pool = _pool_of(loop)  # made now, on its loop, so its thread is this one
+        if self._monitor_at is not None:
+            self._monitor = MonitorServer(self._monitor_at, lambda: pool_snapshot(pool))
+        self._watchdog = Watchdog([pool], self.watchdog_thresh, self.cpu_intensive_thresh)
+        self._watchdog.start()
+        if self._monitor is not None:
+            self._monitor.start()
+            self.monitor_address = self._monitor.address
+
+    def _unwatch(self) -> None:
+        # Joined here, on the loop, not awaited in a thread: both stop at once by construction
+        # (an Event wakes the watchdog, a socketpair the monitor), while an await would leave
+        # the loop idle, and a virtual clock (the test plugin's) would jump past the deadline
+        # to the next timer meanwhile.
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        if self._monitor is not None:
+            self._monitor.stop()
+            self._monitor = None
+            self.monitor_address = None
+
     async def _shutdown(self) -> None:
         # The host loop's pool is drained in both modes: a workqueue allocated before the
         # runtime started (at import time, say) is an embedded one and runs there.
         parts = [self._shutdown_host()]
         if self.runtime is not None:
             parts.append(self.runtime.shutdown(self.timeout))
-        unfinished = [item for part in await asyncio.gather(*parts) for item in part]
+        try:
+            gathered = await asyncio.gather(*parts)
+        finally:
+            self._unwatch()  # after the drain: the monitor shows it, the watchdog guards it
+        unfinished = [item for part in gathered for item in part]
         with LOCK:
             # R20: from now on queue_* on the host loop's queues raises instead of answering
             # True for items no lifespan covers (a producer thread that outlived the service).
@@ -234,6 +318,9 @@ def running(
     runtime: bool | Runtime | Mapping[str, Any] = False,
     timeout: float = 5.0,
     on_unfinished: OnUnfinished | None = None,
+    monitor: str | None = None,
+    watchdog_thresh: float = _WATCHDOG_THRESH,
+    cpu_intensive_thresh: float = _CPU_INTENSIVE_THRESH,
 ) -> Running:
     """Run the workqueues for the life of a block or an app; drain them when it ends.
 
@@ -246,11 +333,28 @@ def running(
     ``queue_*`` on the queues of that loop raises ``WorkqueueLoopError``. On entry, every
     workqueue no loop has claimed yet is bound to the loop (or the runtime).
 
+    In the embedded mode the host loop's pool gets what a runtime gives its pools, while the
+    block runs: a watchdog thread that pings the loop, counting an item that runs more than
+    ``cpu_intensive_thresh`` seconds (default 10 ms) without awaiting as a CPU hog
+    (``wq.stats().cpu_hogs``, reported at WARNING) and reporting a loop that does not turn for
+    ``watchdog_thresh`` seconds (default 30) as a workqueue lockup at ERROR, with the running item
+    and the loop's stack; and, with ``monitor=ADDRESS`` (a Unix socket path or ``127.0.0.1:PORT``),
+    the statistics ``aioworkqueue monitor`` reads. With a runtime these three belong to the
+    :class:`Runtime`; giving them here is a ValueError.
+
     Context: call anywhere; enter and leave from coroutines (possibly different tasks).
     Returns: a :class:`Running` async context manager (entering it yields None).
-    Raises: TypeError / ValueError for bad arguments, at once.
+    Raises: TypeError / ValueError for bad arguments, at once; entering raises OSError when the
+    monitor address is refused (see :class:`Runtime`).
     """
-    return Running(runtime=runtime, timeout=timeout, on_unfinished=on_unfinished)
+    return Running(
+        runtime=runtime,
+        timeout=timeout,
+        on_unfinished=on_unfinished,
+        monitor=monitor,
+        watchdog_thresh=watchdog_thresh,
+        cpu_intensive_thresh=cpu_intensive_thresh,
+    )
 
 
 # -- binding on entry (SPEC §5 "Binding") ----------------------------------------------------

@@ -7,18 +7,25 @@ not time its queues. ``--rich`` draws the table with rich (the ``monitor`` extra
 on a terminal; it is a flag, not automatic, so that the output of the command never depends on
 which optional packages happen to be installed.
 
-The server runs in its own thread with blocking sockets, not on a pool loop, so it still answers
-when a loop is stuck — when it is needed most. The protocol is one JSON document per connection:
-the client connects, the server writes a snapshot and closes. ADDRESS is a Unix socket path or
-``127.0.0.1:PORT`` (loopback only; port 0 picks a free one, see ``Runtime.monitor_address``).
+The server runs in its own thread, not on a pool loop, so it still answers when a loop is stuck —
+when it is needed most. The protocol is one JSON document per connection: the client connects,
+the server writes a snapshot and closes. The thread serves every client with non-blocking sockets:
+a client that does not read is dropped after ``send_timeout`` and never delays the other clients
+or the server's ``stop()``. ADDRESS is a Unix socket path or ``127.0.0.1:PORT`` (loopback only;
+port 0 picks a free one, see ``Runtime.monitor_address``). A Unix socket is created owner-only
+(0600), and the only thing ever removed to make room for it is a stale socket (nothing listening).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
+import selectors
 import socket
+import stat
 import sys
 import threading
 import time
@@ -27,6 +34,8 @@ from dataclasses import asdict
 from typing import Any, TextIO
 
 __all__ = ("MISSING_RICH", "MonitorServer", "parse_address", "run_monitor")
+
+_log = logging.getLogger("aioworkqueue")
 
 
 def _count(v: Any) -> str:
@@ -68,6 +77,7 @@ _COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("rescued", "rescued", _count),
 )
 
+_BACKLOG = 64  # connections waiting for accept(); a burst of monitors must not be refused
 _FILE_WIDTH = 240  # the rich table's width when it is not drawn on a terminal
 
 #: What ``--rich`` says when rich is not installed.
@@ -94,51 +104,216 @@ def parse_address(address: str) -> tuple[int, Any]:
 
 
 class MonitorServer:
-    """Serves ``snapshot()`` as JSON to every connection, from its own thread."""
+    """Serves ``snapshot()`` as JSON to every connection, from its own thread.
 
-    def __init__(self, address: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+    One thread multiplexes every client with non-blocking sockets: a client that connects and
+    never reads holds only its own buffer, never the thread, and is dropped once it has not taken
+    its document within ``send_timeout`` seconds. At most ``max_clients`` are served at once;
+    beyond that a new connection is closed at once (the monitor must not become the way to
+    exhaust the process's memory or descriptors).
+
+    Owner: the server thread, except ``_stop`` and ``_wake`` (any thread).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        snapshot: Callable[[], dict[str, Any]],
+        *,
+        send_timeout: float = 2.0,
+        max_clients: int = 32,
+    ) -> None:
         family, sockaddr = parse_address(address)
         # I, all but the socket's state (T: the server thread, after start()).
         self._snapshot = snapshot
+        self._send_timeout = send_timeout
+        self._max_clients = max_clients
+        self._path: str | None = None
+        self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we made
         self._sock = socket.socket(family, socket.SOCK_STREAM)
-        if family == socket.AF_UNIX and os.path.exists(sockaddr):
-            os.unlink(sockaddr)  # a stale socket from a process that died
         try:
-            self._sock.bind(sockaddr)
-            self._sock.listen(8)
+            if family == socket.AF_UNIX:
+                self._bind_unix(sockaddr)
+            else:
+                self._sock.bind(sockaddr)
+            self._sock.listen(_BACKLOG)
+            self._sock.setblocking(False)
+            bound = self._sock.getsockname()
         except BaseException:
-            self._sock.close()  # an address in use must not leave an open socket behind
+            self._sock.close()
             raise
-        self._sock.settimeout(0.2)
-        self._path = sockaddr if family == socket.AF_UNIX else None
-        bound = self._sock.getsockname()
         #: Where it listens (the real port when asked for port 0).
-        self.address = bound if isinstance(bound, str) else f"{bound[0]}:{bound[1]}"
+        self.address: str = bound if isinstance(bound, str) else f"{bound[0]}:{bound[1]}"
         self._stop = threading.Event()
+        self._wake_r, self._wake = socket.socketpair()  # stop() writes one byte: the thread wakes
         self._thread = threading.Thread(target=self._serve, name="aiowq-monitor", daemon=True)
 
+    def _bind_unix(self, path: str) -> None:
+        _clear_stale_socket(path)
+        # The file must be 0600 whatever the umask, and nobody else may connect in between.
+        # os.umask() would do it but is process-wide: another thread creating a file at that
+        # moment would get our mask. Instead: on Linux, bind() creates the file with the mode of
+        # the socket's inode minus the umask, so fchmod() before bind() never lets it be more
+        # than 0600; chmod() after bind() makes it exactly 0600 (a umask of 0o200 would leave
+        # 0400 and lock the owner out). The window between bind() and chmod() is harmless:
+        # a socket that is not listening yet refuses every connect(), so the first client can
+        # arrive only after listen(), when the mode is already right.
+        try:
+            os.fchmod(self._sock.fileno(), 0o600)
+        except OSError:
+            pass  # not Linux: chmod() before listen() below still closes the window
+        self._sock.bind(path)
+        self._path = path
+        os.chmod(path, 0o600)
+        st = os.stat(path)
+        self._inode = (st.st_dev, st.st_ino)
+
     def start(self) -> None:
+        """Start serving. Context: any thread, once."""
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and remove the socket file. Context: any thread but the server's."""
+        """Stop serving, drop every client, remove the socket file. Returns promptly: the thread
+        waits for nothing but the select() that this call wakes. Context: any thread but the
+        server's."""
         self._stop.set()
-        self._thread.join()
+        try:
+            self._wake.send(b"x")
+        except OSError:
+            pass  # its buffer is full: the thread is being woken already
+        if self._thread.is_alive():
+            self._thread.join()
         self._sock.close()
-        if self._path is not None and os.path.exists(self._path):
-            os.unlink(self._path)
+        self._wake.close()
+        self._wake_r.close()
+        if self._path is not None and self._inode is not None:
+            try:
+                st = os.lstat(self._path)
+            except FileNotFoundError:
+                return
+            # Only our own socket file: if it was replaced (another server that took over a path
+            # we left, say), it is not ours to remove.
+            if (st.st_dev, st.st_ino) == self._inode:
+                os.unlink(self._path)
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            with conn:
-                try:
-                    conn.sendall(json.dumps(self._snapshot()).encode() + b"\n")
-                except OSError:
-                    pass  # the client went away
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ)
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        clients: dict[socket.socket, tuple[memoryview, float]] = {}  # conn -> (unsent, deadline)
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                timeout = min((d for _, d in clients.values()), default=now + 1.0) - now
+                for key, _ in sel.select(max(0.0, timeout)):
+                    if key.fileobj is self._sock:
+                        self._accept(sel, clients)
+                    elif key.fileobj is self._wake_r:
+                        pass  # stop() was called; the loop test ends it
+                    else:
+                        conn = key.fileobj
+                        assert isinstance(conn, socket.socket)
+                        self._send(sel, clients, conn)
+                now = time.monotonic()
+                for conn in [c for c, (_, d) in clients.items() if d <= now]:
+                    self._drop(sel, clients, conn)  # too slow a reader: it holds others' share
+        finally:
+            for conn in list(clients):
+                self._drop(sel, clients, conn)
+            sel.close()
+
+    def _accept(
+        self, sel: selectors.BaseSelector, clients: dict[socket.socket, tuple[memoryview, float]]
+    ) -> None:
+        try:
+            conn, _ = self._sock.accept()
+        except OSError:
+            return  # the client went away before we took it (or a spurious wake-up)
+        if len(clients) >= self._max_clients:
+            conn.close()
+            return
+        try:
+            data = json.dumps(self._snapshot()).encode() + b"\n"
+        except Exception:
+            conn.close()
+            # The monitor goes on serving: the next snapshot may work, and it is most wanted
+            # when something is already wrong.
+            _log.exception("monitor %s: taking the statistics snapshot failed", self.address)
+            return
+        conn.setblocking(False)
+        clients[conn] = (memoryview(data), time.monotonic() + self._send_timeout)
+        sel.register(conn, selectors.EVENT_WRITE)
+        self._send(sel, clients, conn)  # most documents fit the socket buffer: done at once
+
+    def _send(
+        self,
+        sel: selectors.BaseSelector,
+        clients: dict[socket.socket, tuple[memoryview, float]],
+        conn: socket.socket,
+    ) -> None:
+        unsent, deadline = clients[conn]
+        try:
+            sent = conn.send(unsent)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(sel, clients, conn)  # the client went away
+            return
+        if sent == len(unsent):
+            self._drop(sel, clients, conn)  # done: closing is the end of the document
+        else:
+            clients[conn] = (unsent[sent:], deadline)
+
+    @staticmethod
+    def _drop(
+        sel: selectors.BaseSelector,
+        clients: dict[socket.socket, tuple[memoryview, float]],
+        conn: socket.socket,
+    ) -> None:
+        del clients[conn]
+        sel.unregister(conn)
+        conn.close()
+
+
+def _clear_stale_socket(path: str) -> None:
+    """Make way for a new socket at ``path``: remove a stale socket file, and nothing else.
+
+    Context: the thread that creates the server. Raises: OSError (EADDRINUSE) naming the path
+    when a server answers there; FileExistsError when the path is not a socket at all.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(
+            errno.EEXIST,
+            f"monitor: {path!r} exists and is not a socket; not removing it "
+            f"(choose another monitor address)",
+            path,
+        )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # nothing listens: a socket left behind by a process that died
+            return
+        except FileNotFoundError:
+            return  # removed meanwhile: the path is free
+        except OSError as exc:
+            raise OSError(
+                errno.EADDRINUSE,
+                f"monitor: cannot tell whether the socket {path!r} is in use ({exc}); "
+                f"not removing it",
+                path,
+            ) from exc
+    raise OSError(
+        errno.EADDRINUSE,
+        f"monitor: another server is listening on {path!r}; not taking it over "
+        f"(stop it or choose another monitor address)",
+        path,
+    )
 
 
 def runtime_snapshot(rt: Any) -> dict[str, Any]:
@@ -224,7 +399,7 @@ def run_monitor(
     json_lines: bool,
     regex: str | None,
     count: int | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     rich: bool = False,
     console: Any = None,
 ) -> int:
@@ -237,6 +412,8 @@ def run_monitor(
     Returns: the exit status: 0, 1 when the process cannot be read, 2 for a bad argument
     (``--rich`` without rich installed is one).
     """
+    if out is None:
+        out = sys.stdout  # looked up now, not at import: whatever stdout is when called
     try:
         parse_address(address)
         pattern = re.compile(regex) if regex else None
@@ -261,6 +438,8 @@ def run_monitor(
         except (OSError, ValueError) as exc:
             return _cannot_read(address, exc)
         if json_lines:
+            if pattern is not None:  # the same rows as the table: REGEX filters both
+                doc = {**doc, "workqueues": _rows(doc, pattern)}
             print(json.dumps(doc), file=out, flush=True)
         else:
             print(_table(doc, pattern) + "\n", file=out, flush=True)

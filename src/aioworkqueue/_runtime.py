@@ -24,12 +24,13 @@ import logging
 import math
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from ._barrier import on_unqueue
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
@@ -48,6 +49,7 @@ __all__ = (
     "Runtime",
     "RuntimeStats",
     "Unfinished",
+    "pool_snapshot",
     "report_unfinished",
     "runtime_stats",
 )
@@ -295,6 +297,15 @@ class Runtime:
             if self._state != _NEW:
                 raise WorkqueueError(f"Runtime.start: {self!r} cannot be started again")
             self._state = _STARTING
+        if self._monitor_at is not None:
+            # Bound before any thread starts: an address that is refused (in use, not a socket)
+            # then fails start() with nothing left running.
+            try:
+                self._monitor = MonitorServer(self._monitor_at, lambda: runtime_snapshot(self))
+            except BaseException:
+                with LOCK:
+                    self._state = _STOPPED
+                raise
         self.pools = [None] * self.cpus  # type: ignore[list-item]
         ready = [threading.Event() for _ in range(self.cpus)]
         errors: list[BaseException] = []
@@ -319,8 +330,7 @@ class Runtime:
                 ACTIVE.rt = self
             self._watchdog = Watchdog(self.pools, self.watchdog_thresh, self.cpu_intensive_thresh)
             self._watchdog.start()
-            if self._monitor_at is not None:
-                self._monitor = MonitorServer(self._monitor_at, lambda: runtime_snapshot(self))
+            if self._monitor is not None:  # bound above, before any thread
                 self._monitor.start()
                 self.monitor_address = self._monitor.address
         except BaseException:
@@ -328,9 +338,10 @@ class Runtime:
             raise
 
     async def _abort_start(self, ready: list[threading.Event]) -> None:
-        """Undo a start that failed at any step (a pool thread, the loop factory, the monitor's
-        address, a cancellation): no thread, no active runtime, nothing for the next runtime to
-        trip over. Context: the coroutine of :meth:`start`, which re-raises afterwards."""
+        """Undo a start that failed at any step (a pool thread, the loop factory, a
+        cancellation): no thread, no active runtime, nothing for the next runtime to trip over.
+        A refused monitor address fails earlier, before any thread starts.
+        Context: the coroutine of :meth:`start`, which re-raises afterwards."""
         with LOCK:
             if ACTIVE.rt is self:
                 ACTIVE.rt = None
@@ -339,7 +350,7 @@ class Runtime:
         for ev in ready[: len(self._threads)]:
             await asyncio.to_thread(ev.wait)
         if self._monitor is not None:
-            await asyncio.to_thread(self._monitor.stop)
+            await asyncio.to_thread(self._monitor.stop)  # never started: closes, unlinks
             self._monitor = None
             self.monitor_address = None
         if self._watchdog is not None:
@@ -600,3 +611,19 @@ def _check_timeout(call: str, timeout: object) -> float:
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(f"{call}: timeout must be >= 0, got {timeout!r}")
     return float(timeout)
+
+
+def pool_snapshot(pool: Any) -> dict[str, Any]:
+    """The JSON document ``running(monitor=...)`` serves: the embedded pool of one loop and every
+    workqueue bound to it, in the shape of :func:`runtime_snapshot`. Context: any thread."""
+    with LOCK:
+        ps = _pool_stats(pool)
+        unbound = len(pool.ub_hi) + len(pool.ub)  # without a runtime, its own WQ.UNBOUND lists
+        wqs = sorted({id(p.wq): p.wq for p in list(pool.pwqs)}.values(), key=lambda q: q.name)
+    return {
+        "pid": os.getpid(),
+        "time": time.time(),
+        "pools": [asdict(ps)],
+        "unbound_waiting": unbound,
+        "workqueues": [asdict(q.stats()) for q in wqs],
+    }

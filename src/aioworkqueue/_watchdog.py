@@ -2,6 +2,7 @@
 
 A thread of the runtime (``aiowq-watchdog``; ``aiowq/<cpu>`` names pool threads only) pings
 every pool loop with ``call_soon_threadsafe`` every ``tick`` seconds and watches for the answer.
+In the embedded mode, ``running()`` starts one for the host loop's pool while its block runs.
 An unanswered ping means the loop has not turned since it was sent:
 
 * after ``cpu_intensive_thresh`` (default 10 ms), the item the loop is executing ran that long
@@ -46,7 +47,8 @@ def _pong(pool: Pool, seq: int) -> None:
 
 
 class Watchdog:
-    """Watches the pools of one runtime from its own thread."""
+    """Watches the pools of one runtime, or the embedded pool of ``running()``'s loop, from its
+    own thread."""
 
     def __init__(self, pools: list[Pool], watchdog_thresh: float, cpu_intensive_thresh: float):
         self.pools = pools  # I (the runtime's list; its pools' ping_* fields: L)
