@@ -539,7 +539,9 @@ def alloc_workqueue(
 ) -> Workqueue:
     """Allocate a workqueue.
 
-    ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``).
+    ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``),
+    as in the kernel: with ``Runtime(cpus=2)``, ``max_active=4`` lets 8 run. A ``WQ.UNBOUND``
+    queue has one link shared by every pool, so there it caps the whole process (R7).
     Context: any; the queue binds to an event loop when first used.
     Returns: the new workqueue.
     Raises: TypeError for a wrong type, ValueError for unknown or conflicting flags or a

@@ -1,0 +1,153 @@
+"""The documentation keeps its promises: every rule it cites links to ``docs/spec.md``, and every
+link into a Markdown page names an anchor that exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "docs" / "spec.md"
+PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+
+_FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+_LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
+_RULE = re.compile(r"\bR(\d+)\b")
+_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
+_HTML_ID = re.compile(r"""<a\s+(?:id|name)=["']([^"']+)["']""")
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def _blocks(path: Path) -> list[tuple[str, int, str]]:
+    """Returns: every fenced block of ``path`` as (info string, first line number, body)."""
+    text = path.read_text(encoding="utf-8")
+    return [
+        (m.group(1).strip(), text.count("\n", 0, m.start()) + 2, m.group(2))
+        for m in _FENCE.finditer(text)
+    ]
+
+
+def _prose(path: Path) -> str:
+    """Returns: the text of ``path`` with its fenced blocks blanked out (line numbers kept)."""
+    text = path.read_text(encoding="utf-8")
+    return _FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+
+
+def _slug(heading: str) -> str:
+    """Returns: the anchor GitHub gives a heading: lower case, punctuation dropped, spaces to
+    hyphens (inline code and emphasis marks go with the punctuation)."""
+    text = _LINK.sub(r"\1", heading).lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Returns: the anchors a link into ``path`` may name (headings, with GitHub's -1, -2 suffix
+    for repeats, and explicit ``<a id=...>``)."""
+    prose = _prose(path)
+    seen: dict[str, int] = {}
+    out = set(_HTML_ID.findall(prose))
+    for heading in _HEADING.findall(prose):
+        slug = _slug(heading)
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def _rule_anchors() -> dict[int, str]:
+    """Returns: rule number -> the anchor of its heading in docs/spec.md."""
+    out = {}
+    for heading in _HEADING.findall(_prose(SPEC)):
+        if m := re.match(r"R(\d+)\.", heading):
+            out[int(m.group(1))] = _slug(heading)
+    return out
+
+
+def test_the_spec_has_every_rule_and_the_status_notes() -> None:
+    rules = _rule_anchors()
+    assert sorted(rules) == list(range(1, 22))
+    assert rules[1] == "r1-the-pending-bit"
+    text = SPEC.read_text(encoding="utf-8")
+    for part in ("### R20.", "### R21.", "### Binding a queue to a loop", "Redis Streams"):
+        section = text[text.index(part) :]
+        following = section[: section.find("\n#", 1) if "\n#" in section[1:] else None]
+        assert "**Status:** not implemented yet in this version" in following, part
+
+
+def test_no_doc_cites_the_spec_file_outside_the_repository() -> None:
+    for path in [*PAGES, *sorted((ROOT / "src").rglob("*.py"))]:
+        assert "SPEC.md" not in path.read_text(encoding="utf-8"), _rel(path)
+
+
+def rule_mentions_without_a_link(path: Path) -> list[str]:
+    """Returns: "file:line: Rn" for every rule number in the prose of ``path`` that is not (in)
+    the text of a link to its own anchor in docs/spec.md."""
+    rules = _rule_anchors()
+    problems = []
+    for lineno, raw in enumerate(_prose(path).splitlines(), 1):
+        line = re.sub(r"`[^`]*`", "", raw)  # inline code is code, not a citation
+        where = f"{_rel(path)}:{lineno}"
+        for m in _LINK.finditer(line):
+            text, target = m.group(1), m.group(2)
+            file, _, anchor = target.partition("#")
+            cited = [int(n) for n in _RULE.findall(text)]
+            if cited and (len(cited) != 1 or (path.parent / file).resolve() != SPEC):
+                problems.append(f"{where}: link {m.group(0)} must cite one rule")
+            elif cited and anchor != rules.get(cited[0]):
+                problems.append(f"{where}: {m.group(0)} is not R{cited[0]}'s anchor")
+        rest = _LINK.sub("", line)
+        problems += [f"{where}: R{n}" for n in _RULE.findall(rest)]
+    return problems
+
+
+@pytest.mark.parametrize("path", [p for p in PAGES if p != SPEC], ids=_rel)
+def test_every_rule_cited_links_to_its_anchor(path: Path) -> None:
+    assert rule_mentions_without_a_link(path) == []
+
+
+def broken_links(path: Path) -> list[str]:
+    """Returns: every relative link of ``path`` whose file, or anchor in a Markdown file, is
+    missing."""
+    problems = []
+    for m in _LINK.finditer(_prose(path)):
+        target = m.group(2)
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:: not ours to check
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            problems.append(f"{_rel(path)}: {target}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            problems.append(f"{_rel(path)}: {target}: no such anchor in {_rel(dest)}")
+    return problems
+
+
+@pytest.mark.parametrize("path", PAGES, ids=_rel)
+def test_every_link_target_exists(path: Path) -> None:
+    assert broken_links(path) == []
+
+
+def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
+    page = ROOT / "docs" / "_probe_of_test_docs.md"
+    page.write_text(
+        "As [R1](spec.md#r1-the-pending-bit) says, and R2 too; see\n"
+        "[R3](spec.md#r4-exactly-once), [here](spec.md#no-such-anchor) and `R5` in code.\n"
+        "```python\nR6 = 1\n```\n",
+        encoding="utf-8",
+    )
+    try:
+        assert rule_mentions_without_a_link(page) == [
+            "docs/_probe_of_test_docs.md:1: R2",
+            "docs/_probe_of_test_docs.md:2: [R3](spec.md#r4-exactly-once) is not R3's anchor",
+        ]
+        assert broken_links(page) == [
+            "docs/_probe_of_test_docs.md: spec.md#no-such-anchor: no such anchor in docs/spec.md"
+        ]
+    finally:
+        page.unlink()
