@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from aioworkqueue.testing import run_virtual
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "docs" / "spec.md"
@@ -228,3 +232,27 @@ def test_the_lifespan_pattern_runs_on_a_two_cpu_runtime(tmp_path: Path) -> None:
     assert "Runtime(cpus=2)" in bodies[0] or '"cpus": 2' in bodies[0]
     proc = run_snippet(bodies[0], tmp_path)  # it asserts one semaphore per pool loop itself
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_quick_start_says_what_leaving_does_to_an_armed_item(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = next(b for info, _, b in _blocks(ROOT / "README.md") if info == "python")
+    lines = body.splitlines()
+    at = next(i for i, line in enumerate(lines) if "queue_delayed_work(" in line)
+    comment = " ".join(line.partition("#")[2] for line in lines[at : at + 4])
+    assert "`async with`" in comment
+    assert "at once" in comment
+    # And it is true: on a virtual clock, leaving the block runs the retry long before the
+    # 1 s it was re-armed for (destroy fires armed items, R14), so little virtual time passes.
+    ns: dict[str, Any] = {"__name__": "quick_start"}
+    exec(compile(body.replace("asyncio.run(main())", ""), "README.md", "exec"), ns)
+
+    async def timed() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await ns["main"]()
+        return loop.time() - start
+
+    assert run_virtual(timed) < 0.5
+    assert "retry" in capsys.readouterr().out.split()
