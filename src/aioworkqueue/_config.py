@@ -11,7 +11,7 @@ class _Config:
     __slots__ = ("max_workers",)
 
     def __init__(self) -> None:
-        #: Most items one pool runs at once over all its queues (SPEC §5, "Workers").
+        #: Most items one pool runs at once over all its queues (docs/spec.md, "Workers").
         self.max_workers = _DEFAULT_MAX_WORKERS
 
 

@@ -2,8 +2,8 @@
 
 In the embedded mode (no Runtime) there is one pool per event loop, cpu 0. A workqueue binds to the
 loop that is running when it is first used and queues there from any thread afterwards. When that
-loop has closed, the next use from a running loop rebinds it (SPEC §5); whatever was still pending
-on the dead loop is reported as cancelled, never silently dropped.
+loop has closed, the next use from a running loop rebinds it (docs/spec.md); whatever was still
+pending on the dead loop is reported as cancelled, never silently dropped.
 
 Owner: ``_pwq``, ``_status``, ``_armed``, ``_epochs`` and the counters change under ``_lock.LOCK``;
 ``name``, ``flags``, ``max_active``, ``ordered`` are set once.
