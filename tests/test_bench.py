@@ -62,12 +62,14 @@ def test_smoke_run_prints_the_table_and_writes_json(
         "higher is better",
         "lower is better",
         "* asyncio.Queue + 4 workers",
-        "Targets of the issue",
+        "Performance goals (informational",
         "wall time: ",
     ):
         assert text in out, text
     assert "Errors" not in out
     assert "[1/10] asyncio: throughput, plain items" in err  # progress, on stderr
+    # A user reads this output: no wording from the project's own tracker.
+    assert "issue" not in (out + err + path.read_text(encoding="utf-8")).lower()
 
     doc = json.loads(path.read_text(encoding="utf-8"))
     assert doc["header"]["mode"] == "smoke"
@@ -95,7 +97,8 @@ def test_smoke_run_prints_the_table_and_writes_json(
     assert text.startswith(f"Command: `aioworkqueue bench --smoke --json {path} --markdown {md}`")
     assert "| | asyncio | ratio |" in text
     assert "| **asyncio.Queue + 4 workers** (baseline) | " in text
-    assert "Targets of the issue:" in text
+    assert "Performance goals:" in text
+    assert "issue" not in text.lower()
 
 
 def test_only_and_a_missing_aiojobs(

@@ -41,6 +41,29 @@ def test_demo_accounts_for_every_item(seed: int, capsys: pytest.CaptureFixture[s
     assert fields["sent"] == fields["received"] == "600"
 
 
+def test_demo_summary_has_a_legend_for_every_field(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_demo(seconds=5, datagrams=200, seed=3) == 0
+    out = capsys.readouterr().out
+    fields = _summary(out)
+    lines = out.splitlines()
+    legend = lines[lines.index("where:") + 1 :]
+    rows: dict[str, str] = {}
+    name = ""
+    for line in legend:
+        assert line.startswith("  "), line
+        head, _, meaning = line.strip().partition("  ")
+        if line[2] != " ":  # a new entry; an indented line continues the one before
+            name = head
+            rows[name] = meaning.strip()
+        else:
+            rows[name] += " " + line.strip()
+    assert list(rows) == list(fields)
+    # The two a reader asks about: why ran > queued, and what lost=0 asserts.
+    assert "retried" in rows["ran"]
+    assert "queued + retried - ran - cancelled" in rows["lost"]
+    assert "R4" in rows["lost"]
+
+
 def test_demo_console_command() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "aioworkqueue._cli", "demo", "--seconds", "5", "--datagrams", "500"],

@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 
 from ._tools.bench import DESCRIPTION as BENCH_DESCRIPTION
 from ._tools.bench import add_arguments as add_bench_arguments
 
 __all__ = ("main",)
 
+# What ``--help`` shows; the module docstring is for readers of the code (it may use markup).
+_DESCRIPTION = (
+    "The Linux kernel's workqueue API for asyncio: run the demo service, measure the library "
+    "against the alternatives, or watch a running process's workqueues."
+)
+
+
+def _version() -> str:
+    """Returns: the installed distribution's version, or a note when it is not installed."""
+    try:
+        return metadata.version("aioworkqueue")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare source tree
+        return "unknown (not installed)"
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``aioworkqueue`` command line. Returns: the exit status."""
-    parser = argparse.ArgumentParser(prog="aioworkqueue", description=__doc__)
+    parser = argparse.ArgumentParser(prog="aioworkqueue", description=_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"aioworkqueue {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a small UDP service on the embedded default")
     demo.add_argument("--seconds", type=float, default=3.0, help="how long to serve (default 3)")

@@ -12,7 +12,7 @@ class _Config:
 
     def __init__(self) -> None:
         #: A (one int store by configure(); a pool reads it once, when it is made): the most
-        #: items one pool runs at once over all its queues (SPEC §5, "Workers").
+        #: items one pool runs at once over all its queues (docs/spec.md, "Workers").
         self.max_workers = _DEFAULT_MAX_WORKERS
 
 

@@ -58,7 +58,7 @@ async def freeze_workqueues() -> None:
 def thaw_workqueues() -> None:
     """Let frozen ``WQ.FREEZABLE`` queues start items again, in the order they were queued.
 
-    Context: any (a plain function, as SPEC §5 says).
+    Context: any (a plain function, as docs/spec.md says).
     """
     with LOCK:
         FROZEN.on = False

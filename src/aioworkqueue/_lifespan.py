@@ -21,7 +21,7 @@ should be shorter than the server's own grace period:
 
 Entering binds every workqueue that no loop has claimed yet, the system queues included, to the
 loop (or gives it to the runtime), so a module-level queue takes work from threads at once
-(SPEC §5 "Binding").
+(docs/spec.md, "Binding").
 
 In Runtime mode steps 1-3 are :meth:`Runtime.shutdown`. In both modes they also act, at the same
 time and with the same deadline, on the embedded pool of the loop the context was entered on
@@ -357,7 +357,7 @@ def running(
     )
 
 
-# -- binding on entry (SPEC §5 "Binding") ----------------------------------------------------
+# -- binding on entry (docs/spec.md, "Binding") ----------------------------------------------------
 
 #: Queues that entering running() gave to its runtime (they were allocated unbound, outside any
 #: runtime). Once that runtime has ended, the next running() claims them again.

@@ -27,7 +27,7 @@ A nested call answers from the state it sees (consistent: the interrupted sectio
 committed, or has) plus the calls recorded before it, and is replayed the moment the outermost
 section releases the lock (every section ends with ``if INTR.pending: replay()``), before this
 thread runs anything else. Only queueing calls may be made from there: that is what interrupt
-context is for (SPEC §1); see ``_queueing.py`` for how a replayed queue keeps R1 and R4.
+context is for (docs/spec.md); see ``_queueing.py`` for how a replayed queue keeps R1 and R4.
 """
 
 from __future__ import annotations

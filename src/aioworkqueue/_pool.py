@@ -125,7 +125,7 @@ _HANDLER_TASKS: set[asyncio.Task[None]] = set()
 
 
 async def _await_handler(aw: Awaitable[object], work: Work, pwq: Pwq) -> None:
-    """Await what an async exception handler returned; report it if it raises (SPEC §5)."""
+    """Await what an async exception handler returned; report it if it raises (docs/spec.md)."""
     try:
         await aw
     except asyncio.CancelledError:

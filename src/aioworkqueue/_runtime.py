@@ -467,7 +467,7 @@ class Runtime:
 
     # -- shutdown -------------------------------------------------------------------------------
 
-    async def shutdown(self, timeout: float | None = None) -> list[Unfinished]:  # noqa: ASYNC109 (SPEC names it)
+    async def shutdown(self, timeout: float | None = None) -> list[Unfinished]:  # noqa: ASYNC109 (docs/spec.md names it)
         """Flush every workqueue of this runtime within ``timeout`` seconds, cancel what still
         runs, stop the pools and join their threads.
 

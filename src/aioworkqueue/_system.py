@@ -1,7 +1,7 @@
 """The system workqueues and ``schedule_work`` / ``schedule_delayed_work``.
 
 They are ordinary workqueues that cannot be destroyed. In the embedded mode they bind to the
-running loop at first use and rebind once that loop has closed (SPEC §5).
+running loop at first use and rebind once that loop has closed (docs/spec.md).
 """
 
 from __future__ import annotations

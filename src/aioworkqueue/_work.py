@@ -73,7 +73,7 @@ MAX_DELAY = 1e305
 
 
 def is_async_callable(func: object) -> bool:
-    """Return True when calling ``func`` gives a coroutine, as SPEC §5 defines it.
+    """Return True when calling ``func`` gives a coroutine, as docs/spec.md defines it.
 
     ``functools.partial`` is unwrapped, and for callable objects ``__call__`` is looked at.
     """
@@ -161,7 +161,7 @@ class Work:
 class DelayedWork(Work):
     """A work item that can also be queued after a delay (``struct delayed_work``).
 
-    A DelayedWork is a Work: every plain-work call accepts it (SPEC §5).
+    A DelayedWork is a Work: every plain-work call accepts it (docs/spec.md).
 
     Context: construct anywhere.
     """
@@ -235,7 +235,7 @@ def check_delayed(call: str, work: object) -> DelayedWork:
 
 
 def check_delay(call: str, delay: object, work: object) -> float:
-    """Return ``delay`` as seconds, or raise as SPEC §5 says (bool: TypeError; <0, NaN, inf)."""
+    """Return ``delay`` as seconds, or raise per docs/spec.md (bool: TypeError; <0, NaN, inf)."""
     if isinstance(delay, bool) or not isinstance(delay, int | float):
         raise TypeError(
             f"{call}: delay must be int or float seconds, got {describe(delay)} "

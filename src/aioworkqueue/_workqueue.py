@@ -4,7 +4,8 @@ In the embedded mode (no Runtime) there is one pool per event loop, cpu 0. A wor
 loop running in the thread that allocates it, else to the loop of ``running()`` when that is
 entered, else to the loop that first uses it, and queues there from any thread afterwards. When
 that loop shuts down, what it still holds is reported as cancelled at that moment and the queue
-refuses ``queue_*`` (R20, ``_loop_ending``); the next use from a running loop rebinds it (SPEC §5).
+refuses ``queue_*`` (R20, ``_loop_ending``); the next use from a running loop rebinds it
+(docs/spec.md).
 
 Owner (tags as in docs/design.md §1): ``_pwq``, ``_status``, ``_armed``, ``_epochs`` and the
 counters are L (changed under ``_lock.LOCK``); ``name``, ``flags``, ``max_active``,
@@ -304,8 +305,8 @@ class Workqueue:
             if self._runtime is None:
                 loop = _get_running_loop()
                 if loop is not None:
-                    # SPEC §5 "Binding": allocated on a running loop, bound to it at once, so a
-                    # thread may queue on it before any coroutine has used it.
+                    # docs/spec.md, "Binding": allocated on a running loop, bound to it at once,
+                    # so a thread may queue on it before any coroutine has used it.
                     pool = _pool_of(loop)
                     if not pool.dead:
                         self._pwq = Pwq(self, pool, self.max_active, self._epochs)
@@ -353,7 +354,8 @@ class Workqueue:
 
     def _may_rebind(self) -> bool:
         """True if the caller's running loop may take this ended queue over: the loop it is bound
-        to is no longer running (SPEC §5: consecutive ``asyncio.run`` calls). Context: under LOCK.
+        to is no longer running (docs/spec.md: consecutive ``asyncio.run`` calls).
+        Context: under LOCK.
         """
         running = _get_running_loop()
         pwq = self._pwq
@@ -767,7 +769,9 @@ def alloc_workqueue(
 ) -> Workqueue:
     """Allocate a workqueue.
 
-    ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``).
+    ``max_active`` is how many of its items may run at once per pool (0 means ``WQ_DFL_ACTIVE``),
+    as in the kernel: with ``Runtime(cpus=2)``, ``max_active=4`` lets 8 run. A ``WQ.UNBOUND``
+    queue has one link shared by every pool, so there it caps the whole process (R7).
     ``max_pending`` bounds how many of its items may be queued and not started yet, over all
     pools (R21; 0, the default: unbounded): at the bound ``queue_*`` raises
     :class:`WorkqueueFullError` and :func:`queue_work_wait` waits for room.

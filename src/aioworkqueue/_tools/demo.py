@@ -1,6 +1,6 @@
 """``aioworkqueue demo``: a small UDP service on the embedded default mode.
 
-What it shows, with the kernel's vocabulary (SPEC §1):
+What it shows, with the kernel's vocabulary (``docs/spec.md``, vocabulary):
 
 * **Interrupt context, top half.** The ``loop.add_reader`` callback of the UDP socket is the
   device's interrupt handler: the loop calls it synchronously from its select step, so it must not
@@ -316,8 +316,43 @@ async def _serve(service: _Service, seconds: float, seed: int) -> str:
         return stop
 
 
+# What each number of the summary means, printed under it: without it a reader sees ran > queued
+# and lost=0 and cannot tell why. One entry per field, in the summary's order (a test checks it).
+_LEGEND = (
+    ("sent", "datagrams the load generator sent"),
+    ("received", "datagrams the reader callback (the top half) took off the socket"),
+    ("queued", "datagrams whose queue_work returned True (the key's item was not pending)"),
+    ("deduplicated", "datagrams whose key's item was already pending: coalesced (R1)"),
+    ("ran", "runs of the work function; a retry runs the same item again, so ran can exceed"),
+    ("", "queued: ran = queued + retried - cancelled"),
+    ("retried", "failed attempts re-queued as a delayed retry of the same item (R8)"),
+    ("failed", "payloads given up after 3 failed attempts"),
+    ("cancelled", "armed retries that a newer datagram took back (cancel returned True, R10)"),
+    ("lost", "queued + retried - ran - cancelled: 0 means every True queue_* ran once or was"),
+    ("", "cancelled, none vanished and none ran twice (R4)"),
+    ("log_in_order", "the ordered queue wrote the log lines in the order they were queued (R6)"),
+    ("succeeded", "payloads whose last run succeeded"),
+    (
+        "superseded",
+        "runs whose payload a newer datagram replaced meanwhile; that one runs next (R2)",
+    ),
+    ("irqs", "calls of the reader callback; each drained every datagram waiting"),
+    ("peak_active", "most rx items running at once (max_active is 16, R7)"),
+    ("log_lines", "lines the ordered log holds at the end"),
+    ("stop", "why serving stopped: complete (all received), timeout or interrupt (Ctrl-C)"),
+    ("elapsed", "wall time of the whole run, shutdown included"),
+)
+
+
+def _print_legend() -> None:
+    width = max(len(name) for name, _ in _LEGEND)
+    print("where:")
+    for name, meaning in _LEGEND:
+        print(f"  {name:<{width}}  {meaning}")
+
+
 def run_demo(seconds: float, datagrams: int, seed: int) -> int:
-    """Run the UDP demo service and print a one-line summary of what happened.
+    """Run the UDP demo service and print a one-line summary of what happened, with a legend.
 
     It serves until all ``datagrams`` sent have been received, ``seconds`` have passed, or
     Ctrl-C, then shuts down cleanly (flush and destroy every queue it created).
@@ -351,8 +386,9 @@ def run_demo(seconds: float, datagrams: int, seed: int) -> int:
         f"lost={s.lost} log_in_order={s.log_in_order} succeeded={s.succeeded} "
         f"superseded={s.superseded} irqs={s.irqs} peak_active={s.peak_running} "
         f"log_lines={len(s.log)} stop={stop} elapsed={elapsed:.3f}s",
-        flush=True,
     )
+    _print_legend()
+    sys.stdout.flush()
     for problem in s.problems:
         print(f"aioworkqueue demo: {problem}", file=sys.stderr)
     if s.stray:

@@ -1,7 +1,8 @@
 """Printing a run: the header, the table of values and ratios, the targets, JSON and a plot.
 
-The targets are the ones of the issue that asked for this command. They are informational: each
-is printed with what was measured and MET or NOT MET, and the command never fails on them.
+The targets are the performance goals the library is built to: each says how it should compare
+with an alternative (or a bound on a value). They are informational: each is printed with what
+was measured and MET or NOT MET, and the command never fails on them.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def markdown(
                 cols.append("-" if cell is None else fmt_value(g.unit, cell.value, cell.note))
                 cols.append(fmt_ratio(g.ratio(lp, row)))
             lines.append(f"| {label} | " + " | ".join(cols) + " |")
-    lines += ["", "Targets of the issue:", ""]
+    lines += ["", "Performance goals:", ""]
     for t in evaluated:
         status = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
         got = ", ".join(f"{lp} {v}" for lp, v in t["measured"].items()) or "not measured"
@@ -163,7 +164,7 @@ def markdown(
 
 @dataclass(frozen=True)
 class Target:
-    """A goal of the issue: ``check`` gives (what was measured, met) for one loop, or None."""
+    """A performance goal: ``check`` gives (what was measured, met) for one loop, or None."""
 
     text: str
     check: Callable[[Results, str], tuple[str, bool] | None]
@@ -338,7 +339,7 @@ def verdict(t: dict[str, Any]) -> str:
 
 
 def print_targets(evaluated: list[dict[str, Any]], out: TextIO) -> None:
-    print("\nTargets of the issue (informational; the command never fails on them)", file=out)
+    print("\nPerformance goals (informational: the command never fails on them)", file=out)
     print("  (a floor is the least design that does the same job; see _bench/_floor.py)", file=out)
     for t in evaluated:
         status = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
