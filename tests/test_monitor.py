@@ -6,6 +6,7 @@ import asyncio
 import errno
 import importlib.util
 import io
+import itertools
 import json
 import os
 import pathlib
@@ -528,34 +529,41 @@ async def test_monitor_json_lines_honour_the_regex(
 # -- issue 13 item 10: running(monitor=...) in the embedded mode ----------------------------------
 
 
+_RUN = itertools.count()  # a fresh name for each run of a test
+
+
 @pytest.mark.asyncio
 async def test_embedded_running_serves_the_host_pool_to_the_monitor_command(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = str(tmp_path / "embedded.sock")
+    # Names of this run only: entering running() also binds queues of earlier runs whose loops
+    # have closed (docs/spec.md, "Binding"), and an earlier "emb-jobs" would make a second row.
+    tag = f"emb{next(_RUN)}"
     ctx = aw.running(monitor=path)
     async with ctx:
         assert ctx.monitor_address == path
-        emb = aw.alloc_workqueue("emb-jobs")
-        unbound = aw.alloc_workqueue("emb-unbound", aw.WQ.UNBOUND)
-        other = aw.alloc_workqueue("other-jobs")
+        emb = aw.alloc_workqueue(f"{tag}-jobs")
+        unbound = aw.alloc_workqueue(f"{tag}-unbound", aw.WQ.UNBOUND)
+        other = aw.alloc_workqueue(f"other-{tag}")
         for _ in range(4):
             aw.queue_work(emb, aw.Work(lambda w: None))
         aw.queue_work(unbound, aw.Work(lambda w: None))
         aw.queue_work(other, aw.Work(lambda w: None))
         await asyncio.gather(*(aw.flush_workqueue(q) for q in (emb, unbound, other)))
-        status = await asyncio.to_thread(main, ["monitor", path, "^emb"])
+        status = await asyncio.to_thread(main, ["monitor", path, f"^{tag}"])
         assert status == 0
         rows = {
             ln.split()[0]: ln.split() for ln in capsys.readouterr().out.strip().splitlines()[1:-1]
         }
-        assert set(rows) == {"emb-jobs", "emb-unbound"}
-        assert rows["emb-jobs"][1:3] == ["4", "0"] and rows["emb-unbound"][1] == "1"
+        assert set(rows) == {f"{tag}-jobs", f"{tag}-unbound"}
+        assert rows[f"{tag}-jobs"][1:3] == ["4", "0"] and rows[f"{tag}-unbound"][1] == "1"
         status = await asyncio.to_thread(main, ["monitor", path, "-j"])
         assert status == 0
         doc = json.loads(capsys.readouterr().out)
         assert [p["cpu"] for p in doc["pools"]] == [0]  # the embedded mode's only pool
-        assert {"emb-jobs", "emb-unbound", "other-jobs"} <= {q["name"] for q in doc["workqueues"]}
+        names = {q["name"] for q in doc["workqueues"]}
+        assert {f"{tag}-jobs", f"{tag}-unbound", f"other-{tag}"} <= names
     assert ctx.monitor_address is None
     assert not await asyncio.to_thread(os.path.exists, path)  # removed on the way out
 
