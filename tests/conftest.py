@@ -73,3 +73,9 @@ def _no_unexpected_errors(
         if r.levelno >= logging.ERROR and r.name.split(".")[0] in _WATCHED
     ]
     assert not bad, "unexpected error reports:\n" + "\n".join(bad)
+
+
+async def settle(n: int = 20) -> None:
+    """Let the loop run n rounds (workers pick items up, futures complete)."""
+    for _ in range(n):
+        await asyncio.sleep(0)

@@ -20,7 +20,7 @@ import pytest
 
 import aioworkqueue as aw
 from aioworkqueue import _lock
-from tests.conftest import ExpectedErrors
+from tests.conftest import ExpectedErrors, settle
 from tests.vclock import run_virtual
 
 SHUT = 3.0
@@ -33,12 +33,6 @@ class Item(aw.Work):
     def __init__(self, func: aw.WorkFunc, label: object = None) -> None:
         super().__init__(func)
         self.label = label
-
-
-async def settle(n: int = 20) -> None:
-    """Let the loop run n rounds (workers pick items up, futures complete)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def finish(*tasks: asyncio.Task[T]) -> list[T]:

@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 
 import aioworkqueue as aw
+from tests.conftest import settle
 
 
 class Item(aw.Work):
@@ -17,11 +18,6 @@ class Item(aw.Work):
     def __init__(self, func: aw.WorkFunc, label: str) -> None:
         super().__init__(func)
         self.label = label
-
-
-async def settle(n: int = 20) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 @pytest_asyncio.fixture

@@ -7,11 +7,7 @@ import asyncio
 import pytest
 
 import aioworkqueue as aw
-
-
-async def settle(n: int = 20) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
+from tests.conftest import settle
 
 
 @pytest.mark.asyncio

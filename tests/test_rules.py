@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 import aioworkqueue as aw
-from tests.conftest import ExpectedErrors
+from tests.conftest import ExpectedErrors, settle
 from tests.vclock import run_virtual
 
 
@@ -32,12 +32,6 @@ class DItem(aw.DelayedWork):
     def __init__(self, func: aw.WorkFunc, label: object = None) -> None:
         super().__init__(func)
         self.label = label
-
-
-async def settle(n: int = 20) -> None:
-    """Let the loop run n rounds (workers pick items up, futures complete)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 # -- R1 -------------------------------------------------------------------------------------------
