@@ -7,7 +7,10 @@ puts the exact, lock-free pending bit into that floor and measures what is left,
 * ``asyncio.Queue + 4 workers``: the baseline;
 * ``floor, plain flag``: ``if item.st: return False`` / ``item.st = 1``, a deque, 4 workers;
 * ``floor, PendingTable``: the same floor, with ``PendingTable.queue`` and ``take`` (claim,
-  check, pop) for the pending bit: what Core v2's hot path would pay for R1/R10 without a lock.
+  check, pop) for the pending bit: what Core v2's hot path would pay for R1/R10 without a lock;
+* ``floor, batch claim``: the candidate of docs/design.md §9, costed only (not yet a protocol the
+  interleaving test has checked): the same queue step inlined, and one claim per batch of takes
+  (a worker claims once, checks and pops every waiting entry, releases, then runs them).
 
 Items are plain ``async def`` functions that never await, in bursts, each burst flushed.
 Usage: ``python benchmarks/pending_floor.py [--items N] [--rounds R]``. Prints items/s and the
@@ -28,6 +31,7 @@ from typing import Any
 from aioworkqueue._pending import Claimer, PendingTable
 
 N_WORKERS = 4
+_TAKES = object()  # the claims key of a batch of takes
 
 
 class Item:
@@ -41,8 +45,9 @@ class Item:
 class _Floor:
     """A deque, parked workers, one waiter for the burst's end; ``exact`` picks the pending bit."""
 
-    def __init__(self, exact: bool) -> None:
-        self.exact = exact
+    def __init__(self, exact: bool, batch: bool = False) -> None:
+        self.exact = exact or batch
+        self.batch = batch
         self.dq: deque[Any] = deque()
         self.idle: list[asyncio.Future[None]] = []
         self.left = 0
@@ -55,7 +60,12 @@ class _Floor:
         return tasks
 
     def queue(self, item: Item) -> bool:
-        if self.exact:
+        if self.batch:
+            token = object()
+            if self.table._pend.setdefault(item, token) is not token:
+                return False
+            self.dq.extend((item, token))
+        elif self.exact:
             if not self.table.queue(item, self.dq):
                 return False
         else:
@@ -69,6 +79,9 @@ class _Floor:
         return True
 
     async def _worker(self) -> None:
+        if self.batch:
+            await self._batch_worker()
+            return
         dq, idle, loop, exact = self.dq, self.idle, asyncio.get_running_loop(), self.exact
         take, claimer = self.table.take, Claimer()
         while True:
@@ -91,6 +104,38 @@ class _Floor:
                 idle.append(fut)
                 await fut
 
+    async def _batch_worker(self) -> None:
+        dq, idle, loop = self.dq, self.idle, asyncio.get_running_loop()
+        pend, claims, claimer = self.table._pend, self.table._claims, Claimer()
+        get, pop, popleft = pend.get, pend.pop, dq.popleft
+        mine: list[Item] = []
+        while True:
+            if dq:
+                # One claim for the whole batch of takes (a cancel would wait for the batch;
+                # nothing cancels here, so it is never held by another).
+                if claims.setdefault(_TAKES, claimer) is not claimer:
+                    raise RuntimeError("pending_floor: the batch claim is held")
+                try:
+                    while dq and len(mine) < 256:
+                        item = popleft()
+                        token = popleft()
+                        if get(item) is token:
+                            pop(item)
+                            mine.append(item)
+                finally:
+                    del claims[_TAKES]
+                for item in mine:
+                    await item.fn()
+                self.left -= len(mine)
+                mine.clear()
+                if not self.left and self.done is not None:
+                    self.done.set_result(None)
+                    self.done = None
+            else:
+                fut = loop.create_future()
+                idle.append(fut)
+                await fut
+
     async def flush(self) -> None:
         if self.left:
             self.done = asyncio.get_running_loop().create_future()
@@ -101,8 +146,8 @@ async def _plain() -> None:
     return None
 
 
-async def _burst_floor(exact: bool, n: int, rounds: int) -> float:
-    f = _Floor(exact)
+async def _burst_floor(exact: bool, n: int, rounds: int, batch: bool = False) -> float:
+    f = _Floor(exact, batch)
     tasks = await f.start()
     items = [Item(_plain) for _ in range(n)]
     best = 0.0
@@ -147,6 +192,7 @@ async def _measure(n: int, rounds: int) -> dict[str, float]:
         "asyncio.Queue + 4 workers": await _burst_queue(n, rounds),
         "floor, plain flag": await _burst_floor(False, n, rounds),
         "floor, PendingTable (lock-free, exact)": await _burst_floor(True, n, rounds),
+        "floor, batch claim (costed, not yet checked)": await _burst_floor(False, n, rounds, True),
     }
 
 
@@ -172,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         base = res["asyncio.Queue + 4 workers"]
         print(f"  {name}:")
         for label, v in res.items():
-            print(f"    {label:42s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
+            print(f"    {label:46s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
     return 0
 
 
