@@ -82,7 +82,7 @@ class _Floor:
         if self.batch:
             await self._batch_worker()
             return
-        dq, idle, loop, exact = self.dq, self.idle, asyncio.get_running_loop(), self.exact
+        dq, loop, exact = self.dq, asyncio.get_running_loop(), self.exact
         take, claimer = self.table.take, Claimer()
         while True:
             if dq:
@@ -96,16 +96,24 @@ class _Floor:
                     item.st = 0
                 await item.fn()
                 self.left -= 1
-                if not self.left and self.done is not None:
-                    self.done.set_result(None)
-                    self.done = None
+                if not self.left:
+                    self._burst_ended()
             else:
-                fut = loop.create_future()
-                idle.append(fut)
-                await fut
+                await self._park(loop)
+
+    def _burst_ended(self) -> None:
+        # Once per burst, off the per-item path the floors are compared on.
+        if self.done is not None:
+            self.done.set_result(None)
+            self.done = None
+
+    async def _park(self, loop: asyncio.AbstractEventLoop) -> None:
+        fut = loop.create_future()
+        self.idle.append(fut)
+        await fut
 
     async def _batch_worker(self) -> None:
-        dq, idle, loop = self.dq, self.idle, asyncio.get_running_loop()
+        dq, loop = self.dq, asyncio.get_running_loop()
         pend, claims, claimer = self.table._pend, self.table._claims, Claimer()
         get, pop, popleft = pend.get, pend.pop, dq.popleft
         mine: list[Item] = []
@@ -128,13 +136,10 @@ class _Floor:
                     await item.fn()
                 self.left -= len(mine)
                 mine.clear()
-                if not self.left and self.done is not None:
-                    self.done.set_result(None)
-                    self.done = None
+                if not self.left:
+                    self._burst_ended()
             else:
-                fut = loop.create_future()
-                idle.append(fut)
-                await fut
+                await self._park(loop)
 
     async def flush(self) -> None:
         if self.left:

@@ -77,12 +77,21 @@ async def gated(wq: aw.Workqueue, gate: Gate) -> AsyncIterator[aw.Workqueue]:
 
 
 def _full_queue(name: str, gate: Gate, **kw: Any) -> tuple[aw.Workqueue, Item, Item]:
-    """A queue with max_active 1, max_pending 1: ``a`` runs (blocked), ``b`` waits for its slot."""
+    """A queue with max_active 1, max_pending 1, and two items for it (``a``, ``b``), unqueued."""
     return (
         aw.alloc_workqueue(name, max_active=1, max_pending=1, **kw),
         Item(gate, "a"),
         Item(gate, "b"),
     )
+
+
+async def _filled(name: str, gate: Gate) -> tuple[aw.Workqueue, Item, Item]:
+    """:func:`_full_queue`, full: ``a`` runs (blocked on ``gate``), ``b`` waits for its slot."""
+    wq, a, b = _full_queue(name, gate)
+    aw.queue_work(wq, a)
+    await settle()
+    aw.queue_work(wq, b)
+    return wq, a, b
 
 
 # -- the parameter -----------------------------------------------------------------------------
@@ -296,10 +305,7 @@ async def test_queue_work_wait_with_room_queues_at_once() -> None:
 @pytest.mark.asyncio
 async def test_queue_work_wait_on_a_pending_or_disabled_work_is_false_at_once() -> None:
     gate = Gate()
-    wq, a, b = _full_queue("r1wait", gate)
-    aw.queue_work(wq, a)
-    await settle()
-    aw.queue_work(wq, b)
+    wq, _, b = await _filled("r1wait", gate)
     assert done_at_once(aw.queue_work_wait(wq, b)) is False  # pending: no waiting (R1)
     c = Item(gate, "c")
     aw.disable_work(c)
@@ -312,10 +318,7 @@ async def test_queue_work_wait_on_a_pending_or_disabled_work_is_false_at_once() 
 @pytest.mark.asyncio
 async def test_waiters_wake_in_fifo_order_and_the_room_is_theirs() -> None:
     gate = Gate()
-    wq, a, b = _full_queue("fifo", gate)
-    aw.queue_work(wq, a)
-    await settle()
-    aw.queue_work(wq, b)
+    wq, _, b = await _filled("fifo", gate)
     items = [Item(gate, f"w{i}") for i in range(3)]
     done: list[str] = []
 
@@ -343,10 +346,7 @@ async def test_waiters_wake_in_fifo_order_and_the_room_is_theirs() -> None:
 @pytest.mark.asyncio
 async def test_a_waiter_cancelled_before_room_comes_queues_nothing() -> None:
     gate = Gate()
-    wq, a, b = _full_queue("cancel1", gate)
-    aw.queue_work(wq, a)
-    await settle()
-    aw.queue_work(wq, b)
+    wq, _, b = await _filled("cancel1", gate)
     w0, w1 = Item(gate, "w0"), Item(gate, "w1")
     t0 = asyncio.create_task(aw.queue_work_wait(wq, w0))
     await settle(2)
@@ -367,10 +367,7 @@ async def test_a_waiter_cancelled_before_room_comes_queues_nothing() -> None:
 @pytest.mark.asyncio
 async def test_a_waiter_cancelled_after_room_was_handed_to_it_passes_it_on() -> None:
     gate = Gate()
-    wq, a, b = _full_queue("cancel2", gate)
-    aw.queue_work(wq, a)
-    await settle()
-    aw.queue_work(wq, b)
+    wq, _, b = await _filled("cancel2", gate)
     w0, w1 = Item(gate, "w0"), Item(gate, "w1")
     t0 = asyncio.create_task(aw.queue_work_wait(wq, w0))
     await settle(2)
@@ -393,10 +390,7 @@ async def test_a_waiter_cancelled_after_room_was_handed_to_it_passes_it_on() -> 
 @pytest.mark.asyncio
 async def test_a_waiter_whose_work_became_pending_meanwhile_returns_false_and_passes_on() -> None:
     gate = Gate()
-    wq, a, b = _full_queue("r1later", gate)
-    aw.queue_work(wq, a)
-    await settle()
-    aw.queue_work(wq, b)
+    wq, _, b = await _filled("r1later", gate)
     w0, w1 = aw.DelayedWork(gate), Item(gate, "w1")
     t0 = asyncio.create_task(aw.queue_work_wait(wq, w0))
     await settle(2)
@@ -419,10 +413,7 @@ async def test_queue_work_wait_refuses_at_once_on_a_destroyed_or_draining_queue(
     with pytest.raises(aw.WorkqueueDestroyedError, match="queue_work_wait: workqueue 'gone'"):
         await aw.queue_work_wait(wq, aw.Work(lambda w: None))
     gate = Gate()
-    wq, a, b = _full_queue("draining", gate)
-    aw.queue_work(wq, a)
-    await settle()
-    aw.queue_work(wq, b)
+    wq, _, _ = await _filled("draining", gate)
     drain = asyncio.create_task(wq.drain())
     await settle(2)
     late = aw.queue_work_wait(wq, Item(gate, "late"))
@@ -465,11 +456,8 @@ async def test_waiting_on_its_own_full_ordered_queue_is_a_deadlock_error() -> No
 def test_a_timer_that_fires_on_a_full_queue_queues_over_the_bound_never_drops() -> None:
     async def main() -> None:
         gate = Gate()
-        wq, a, b = _full_queue("timer", gate)
         ran: list[str] = []
-        aw.queue_work(wq, a)
-        await settle()
-        aw.queue_work(wq, b)
+        wq, _, _ = await _filled("timer", gate)
         d = aw.DelayedWork(lambda w: ran.append("d"))
         assert aw.queue_delayed_work(wq, d, 1.0)  # arming on a full queue: accepted (R21)
         await asyncio.sleep(2.0)  # virtual: the timer fired
@@ -535,10 +523,7 @@ async def test_a_signal_handler_that_interrupted_our_section_gets_the_same_bound
 @pytest.mark.asyncio
 async def test_from_another_thread_queue_raises_and_a_waiter_on_its_own_loop_wakes() -> None:
     gate = Gate()
-    wq, a, b = _full_queue("thread", gate)
-    aw.queue_work(wq, a)
-    await settle()
-    aw.queue_work(wq, b)
+    wq, _, _ = await _filled("thread", gate)
     outcome: dict[str, object] = {}
     waiting = threading.Event()
 
