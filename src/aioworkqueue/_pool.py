@@ -671,30 +671,36 @@ class Pool:
                             worker.counted = False
                         if self.stopping:
                             return  # a runtime shutdown: take nothing new
-                        while True:
-                            if rescue is not None:
-                                work = self._take_rescued(rescue)
-                                if work is None:
-                                    return  # nothing left for this rescuer
-                            elif hi:
-                                work = hi.popleft()
-                            elif ub_hi:
-                                work = ub_hi.popleft()
-                            elif worklist:
-                                work = worklist.popleft()
-                            elif ub:
-                                work = ub.popleft()
-                            else:
-                                work = None
-                                fut = worker.fut = loop.create_future()
-                                self.idle.append(worker)
-                                break
-                            st = work._state
-                            if not st & _SLOW_START:
-                                work._state = (st & _NOT_PENDING_QUEUED) | RUNNING  # R2
-                                break
-                            if self._start(work):
-                                break
+                        if batch >= _BATCH:
+                            # cond_resched, before taking the next item: a cancel delivered
+                            # at that yield must not leave a taken item with nobody to run or
+                            # report it (see below).
+                            work = fut = None
+                        else:
+                            while True:
+                                if rescue is not None:
+                                    work = self._take_rescued(rescue)
+                                    if work is None:
+                                        return  # nothing left for this rescuer
+                                elif hi:
+                                    work = hi.popleft()
+                                elif ub_hi:
+                                    work = ub_hi.popleft()
+                                elif worklist:
+                                    work = worklist.popleft()
+                                elif ub:
+                                    work = ub.popleft()
+                                else:
+                                    work = None
+                                    fut = worker.fut = loop.create_future()
+                                    self.idle.append(worker)
+                                    break
+                                st = work._state
+                                if not st & _SLOW_START:
+                                    work._state = (st & _NOT_PENDING_QUEUED) | RUNNING  # R2
+                                    break
+                                if self._start(work):
+                                    break
                         if work is not None:
                             pwq = work._pwq  # type: ignore[assignment]
                             epoch = work._epoch
@@ -711,14 +717,13 @@ class Pool:
                 if work is None:
                     batch = 0
                     worker.current = None
-                    await fut  # type: ignore[misc]  # the waker counts us in nr_waking
+                    if fut is None:  # let the rest of the loop run (the kernel's cond_resched)
+                        await asyncio.sleep(0)
+                    else:
+                        await fut  # the waker counts us in nr_waking
                     continue
                 batch += 1
-                if batch >= _BATCH:  # let the rest of the loop run (the kernel's cond_resched)
-                    batch = 0
-                    worker.current = None
-                    await asyncio.sleep(0)
-                # Not cleared after the run: the next item, the park or the yield above
+                # Not cleared after the run: the next item, the park or the yield
                 # overwrite it before anything else runs on this loop.
                 worker.current = work
                 worker.pwq = pwq
@@ -727,6 +732,12 @@ class Pool:
                     t0 = _trace_start(work, pwq)
                     timed = HOOKS.run  # timing is on: the runner meters the item's CPU time
                 try:
+                    if batch > _BATCH:
+                        # Only an R3 rerun (nxt above) gets this far into a batch: fresh takes
+                        # yield before taking. Here the item is ours already, so the yield is
+                        # part of its run: a cancel delivered at it is handled as the run's.
+                        batch = 0
+                        await asyncio.sleep(0)
                     st = work._state
                     if timed is not None:  # only ever set just above: one test when off
                         run, timed = timed, None
