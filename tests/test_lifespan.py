@@ -387,3 +387,32 @@ def test_a_stopped_loop_refuses_queueing_from_a_thread() -> None:
     finally:
         loop.close()
     assert holder[0].stats().queued == 0
+
+
+@pytest.mark.asyncio
+async def test_refusal_has_no_gap_between_the_drain_and_the_end(
+    aiowq_clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the start of the exit on, outside queueing raises without a break: a thread that
+    calls between the drain's end and the end of running() (here: while the watchdog is
+    stopped, the last step) is refused, not accepted onto a queue nothing covers any more."""
+    wq = aw.alloc_workqueue("lifespan-gap")
+    seen: list[BaseException | bool] = []
+    unwatch = Running._unwatch
+
+    def call_from_a_thread(self: Running) -> None:
+        def producer() -> None:
+            try:
+                seen.append(aw.queue_work(wq, aw.Work(print)))
+            except aw.WorkqueueError as exc:
+                seen.append(exc)
+
+        th = threading.Thread(target=producer)
+        th.start()
+        th.join()
+        unwatch(self)
+
+    monkeypatch.setattr(Running, "_unwatch", call_from_a_thread)
+    async with aw.running():
+        assert aw.queue_work(wq, aw.Work(lambda w: None))
+    assert len(seen) == 1 and isinstance(seen[0], aw.WorkqueueLoopError), seen

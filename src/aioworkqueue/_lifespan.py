@@ -290,8 +290,9 @@ class Running:
         with LOCK:
             # R20: from now on queue_* on the host loop's queues raises instead of answering
             # True for items no lifespan covers (a producer thread that outlived the service).
-            # Not earlier: while the runtime drains, its running items may still chain onto
-            # system queues.
+            # The queues the host drain marked are ended already (_shutdown_embedded, with no
+            # gap after the drain's refusal); the rest are system queues that route to a
+            # runtime, ended only now: while the runtime drains, its items may chain onto them.
             pool = _POOLS.get(self._loop) if self._loop is not None else None
             if pool is not None:
                 for wq in _queues_of(pool):
@@ -492,7 +493,9 @@ async def _shutdown_embedded(loop: asyncio.AbstractEventLoop, deadline: float) -
                 if n:
                     _MARKS[id(wq)] = n
                 else:
-                    wq._status &= ~_SHUTDOWN
+                    # R20 without a gap: the end's refusal starts before the drain's stops, so
+                    # an outside call between here and the end of running() raises too.
+                    wq._status = (wq._status | _ENDED) & ~_SHUTDOWN
         if INTR.pending:
             replay()
     report_unfinished("shutdown", unfinished)
