@@ -65,7 +65,7 @@ def test_many_deadlines_fire_in_order_and_never_early(early: float) -> None:
                 assert aw.queue_delayed_work(wq, w, delay)
                 if i % 50 == 49:
                     await asyncio.sleep(0.0007)  # arm some while others are due
-            assert pool_of(wq).theap  # one heap holds them
+            assert pool_of(wq).timers.heap  # one heap holds them
             await until_idle(wq)
         return log, due
 
@@ -86,22 +86,22 @@ def test_cancel_and_rearm_leave_garbage_that_is_skipped_and_compacted() -> None:
             for i, w in enumerate(items):
                 assert aw.queue_delayed_work(wq, w, 1.0 + i)
             pool = pool_of(wq)
-            assert (len(pool.theap), pool.tdead) == (10, 0)
+            assert (len(pool.timers.heap), pool.timers.dead) == (10, 0)
             for w in items[:5]:  # five of ten: garbage is not more than half yet
                 assert aw.cancel_delayed_work(w)
-            assert (len(pool.theap), pool.tdead) == (10, 5)
+            assert (len(pool.timers.heap), pool.timers.dead) == (10, 5)
             assert not aw.cancel_delayed_work(items[0])  # not pending any more
             # Re-arm one: its old entry is garbage too, which makes more than half: compacted.
             assert aw.mod_delayed_work(wq, items[5], 0.5) is True
-            assert (len(pool.theap), pool.tdead) == (5, 0)
-            assert sorted(e[2].label for e in pool.theap) == [5, 6, 7, 8, 9]
+            assert (len(pool.timers.heap), pool.timers.dead) == (5, 0)
+            assert sorted(e[2].label for e in pool.timers.heap) == [5, 6, 7, 8, 9]
             # Cancel the earliest: the loop timer set for it finds garbage and moves on.
             assert aw.cancel_delayed_work(items[5])
             await until_idle(wq)
             assert [label for label, _ in log] == [6, 7, 8, 9]
             for label, t in log:
                 assert t >= t0 + 1.0 + label  # type: ignore[operator]
-            assert pool.theap == [] and pool.tdead == 0
+            assert pool.timers.heap == [] and pool.timers.dead == 0
             # A cancelled item can be armed again, and fires once.
             assert aw.queue_delayed_work(wq, items[0], 0.25)
             await until_idle(wq)
@@ -119,14 +119,14 @@ def test_an_earlier_deadline_moves_the_loop_timer() -> None:
             t0 = loop.time()
             assert aw.queue_delayed_work(wq, late, 10.0)
             pool = pool_of(wq)
-            assert pool.twhen == late._deadline
-            first = pool.thandle
+            assert pool.timers.when == late._deadline
+            first = pool.timers.handle
             assert aw.queue_delayed_work(wq, soon, 1.0)
-            assert pool.twhen == soon._deadline  # moved to the earlier deadline
+            assert pool.timers.when == soon._deadline  # moved to the earlier deadline
             assert first is not None and first.cancelled()
             third = Stamped(log, "third")
             assert aw.queue_delayed_work(wq, third, 5.0)  # not the earliest: timer untouched
-            assert pool.twhen == soon._deadline
+            assert pool.timers.when == soon._deadline
             await until_idle(wq)
             assert log == [("soon", t0 + 1.0), ("third", t0 + 5.0), ("late", t0 + 10.0)]
 
@@ -147,17 +147,17 @@ def test_an_earlier_deadline_armed_from_another_thread_moves_the_loop_timer() ->
             def other() -> None:
                 armed_at.append(loop.time())
                 assert aw.queue_delayed_work(wq, soon, 2.0)
-                assert pool.tkick  # the loop is asked to move its timer; it is not touched here
+                assert pool.timers.kick  # the loop is asked to move its timer; not touched here
 
             th = threading.Thread(target=other)
             th.start()
             th.join()
-            assert pool.twhen == late._deadline
+            assert pool.timers.when == late._deadline
             while not log:
                 await asyncio.sleep(0.5)
             # Had the timer stayed at 100 s, the virtual clock would have jumped there.
             assert log == [("soon", armed_at[0] + 2.0)]
-            assert not pool.tkick
+            assert not pool.timers.kick
             assert aw.cancel_delayed_work(late)
 
     run_virtual(main)
@@ -192,7 +192,7 @@ def test_a_loop_timer_that_fires_early_never_queues_early() -> None:
                 await until_idle(wq)
             finally:
                 del loop.call_at
-            assert pool.theap == []
+            assert pool.timers.heap == []
             assert {label for label, _ in log} == set(range(5))
             for label, t in log:
                 assert t >= items[label].due  # type: ignore[index]  # never early (R8)

@@ -13,7 +13,6 @@ from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import INTR, LOCK, replay, run_redo
 from ._pool import Pool, current_worker_work
 from ._queueing import steal
-from ._timer import compact
 from ._work import (
     ARMED,
     DISABLE_MASK,
@@ -112,9 +111,10 @@ def cancel_delayed_work(dwork: Work) -> bool:
                 del pwq.wq._armed[id(dwork)]  # type: ignore[union-attr]
                 pwq.nr_cancelled += 1  # type: ignore[union-attr]
                 pool: Pool = dwork._tpool  # type: ignore[assignment]  # set while ARMED
-                n = pool.tdead = pool.tdead + 1
-                if n > len(pool.theap) >> 1:
-                    compact(pool)
+                timers = pool.timers
+                n = timers.dead = timers.dead + 1
+                if n > len(timers.heap) >> 1:
+                    timers.compact()
                 res = True
         except AttributeError:  # a subclass that skipped Work.__init__ (no _state): say so
             check_initialised("cancel_delayed_work", dwork)

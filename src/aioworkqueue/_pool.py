@@ -38,7 +38,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from types import CoroutineType
 from typing import Any, Protocol
 
@@ -48,6 +48,7 @@ from ._errors import describe
 from ._hooks import HOOKS, OUTCOMES, Runner, emit
 from ._lock import INTR, LOCK, record, replay, run_redo
 from ._room import Room
+from ._theap import TimerHeap
 from ._work import (
     ASYNC_FN,
     CALL,
@@ -58,7 +59,6 @@ from ._work import (
     REDO,
     RUNNING,
     WAITED,
-    DelayedWork,
     Work,
 )
 
@@ -255,14 +255,8 @@ class Pool:
         "pwqs",
         "rescuers",
         "stopping",
-        "tclock",
-        "tdead",
-        "thandle",
-        "theap",
         "tid",
-        "tkick",
-        "tms",
-        "twhen",
+        "timers",
         "ub",
         "ub_hi",
         "workers",
@@ -279,27 +273,7 @@ class Pool:
         self.loop = loop  # I
         self.cpu = cpu  # I
         self.tid = _get_ident()  # I: the loop's thread (the caller runs on the loop)
-        # Timers (``_timer.py``). The clock of deadlines: asyncio's loop.time() is
-        # time.monotonic() itself (called directly, it is cheaper); another asyncio loop's own
-        # (a virtual clock); for loops that do not declare a _clock_resolution (uvloop: its
-        # loop.time() is time.monotonic() truncated to whole milliseconds) time.monotonic(), and
-        # deadlines rounded up to the loop's next millisecond (tms). I, both.
-        if type(loop).time is asyncio.BaseEventLoop.time:
-            self.tclock: Callable[[], float] = time.monotonic
-            self.tms = False
-        elif isinstance(getattr(loop, "_clock_resolution", None), float):
-            self.tclock = loop.time
-            self.tms = False
-        else:
-            self.tclock = time.monotonic
-            self.tms = True
-        # Armed items: a heap of (deadline, gen, dwork); entries whose gen is not the item's
-        # _tgen any more are garbage (tdead counts them). One loop timer, for the earliest. L.
-        self.theap: list[tuple[float, int, DelayedWork]] = []
-        self.tdead = 0
-        self.thandle: asyncio.TimerHandle | None = None  # O (and L)
-        self.twhen = float("inf")  # O (and L): the deadline thandle is set for
-        self.tkick = False  # L: a call_soon_threadsafe(_timer._retime) is on its way
+        self.timers = TimerHeap(loop)  # I (its fields: see _theap.py)
         self.max_workers = max_workers  # I
         self.worklist: deque[Work] = deque()  # L: active items, FIFO
         self.hi: deque[Work] = deque()  # L: active WQ.HIGHPRI items, served first

@@ -455,14 +455,15 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                         dwork._state = st | _PENDING_ARMED
                         dwork._tpool = pool
                         dwork._pwq = pwq
-                        t = pool.tclock() + d
-                        if pool.tms:
+                        timers = pool.timers
+                        t = timers.clock() + d
+                        if timers.ms:
                             t = _ceil(t * 1000.0) / 1000.0
                         dwork._deadline = t
                         gen = dwork._tgen = next_gen()
                         wq._armed[id(dwork)] = dwork
-                        _heappush(pool.theap, (t, gen, dwork))
-                        if t < pool.twhen:  # the new earliest: the loop timer moves
+                        _heappush(timers.heap, (t, gen, dwork))
+                        if t < timers.when:  # the new earliest: the loop timer moves
                             # directly only from a task: the loop is awake (Pool.direct)
                             retime(pool, t, _current_task(loop) is not None)
                         pwq.nr_queued += 1

@@ -245,9 +245,9 @@ def _until_next_timer(wqs: list[Workqueue], loop: asyncio.AbstractEventLoop) -> 
             tpool = dwork._tpool  # deadlines are on its timer clock
             assert tpool is not None  # set while ARMED
             if tpool.loop is loop:
-                wait = min(wait, dwork._deadline - tpool.tclock())
+                wait = min(wait, dwork._deadline - tpool.timers.clock())
             else:  # another loop's: poll it
-                wait = min(wait, dwork._deadline - tpool.tclock(), 0.005)
+                wait = min(wait, dwork._deadline - tpool.timers.clock(), 0.005)
     return max(wait, 0.0)
 
 

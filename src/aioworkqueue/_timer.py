@@ -1,36 +1,36 @@
 """Delayed work: arming, firing and disarming timers (R8, R9), one timer heap per pool.
 
-Each pool keeps its armed items in a binary heap of ``(deadline, gen, dwork)`` entries and holds
-one loop ``TimerHandle``, for the earliest deadline. Arming is a ``heappush``; the loop timer is
-touched only when the new deadline is earlier than the one it is set for. Disarming (cancel, a
-re-arm, firing at once) only invalidates the entry: ``gen`` is unique over all arms, and an entry
-whose ``gen`` is no longer the item's ``_tgen`` is garbage, dropped when it reaches the top or
-when garbage exceeds half of the heap (compaction). So neither arming nor disarming has to be on
-the pool's loop, and a cancel is a few stores.
+Each pool keeps its armed items in its ``TimerHeap`` (``_theap.py``: a binary heap of ``(deadline,
+gen, dwork)`` entries) and holds one loop ``TimerHandle``, for the earliest deadline. Arming is a
+``heappush``; the loop timer is touched only when the new deadline is earlier than the one it is
+set for. Disarming (cancel, a re-arm, firing at once) only invalidates the entry: ``gen`` is unique
+over all arms, and an entry whose ``gen`` is no longer the item's ``_tgen`` is garbage, dropped
+when it reaches the top or when garbage exceeds half of the heap (compaction). So neither arming
+nor disarming has to be on the pool's loop, and a cancel is a few stores.
 
-Deadlines are on the pool's clock ``Pool.tclock``: ``time.monotonic()`` for asyncio's loops
-(their ``loop.time()`` is that) and for uvloop (whose ``loop.time()`` is the same clock truncated to
-whole milliseconds); ``loop.time()`` for other asyncio loops (a virtual clock). On a loop whose own
-clock is truncated (``Pool.tms``) a deadline is rounded up to the next whole millisecond: then the
-item waits ``delay`` both on the real clock and on the loop's, and the loop's millisecond timer can
-be set for it exactly. When the loop timer fires, every entry that is due on the real clock is
-queued, in deadline order (ties: in arming order); if the timer fired early (uvloop may; asyncio
-by up to its clock resolution), nothing is queued early (R8) and it is set again for the remainder.
+Deadlines are on the pool's clock ``TimerHeap.clock``: ``time.monotonic()`` for asyncio's loops
+(their ``loop.time()`` is that) and for uvloop (whose ``loop.time()`` is the same clock truncated
+to whole milliseconds); ``loop.time()`` for other asyncio loops (a virtual clock). On a loop whose
+own clock is truncated (``TimerHeap.ms``) a deadline is rounded up to the next whole millisecond:
+then the item waits ``delay`` both on the real clock and on the loop's, and the loop's millisecond
+timer can be set for it exactly. When the loop timer fires, every entry that is due on the real
+clock is queued, in deadline order (ties: in arming order); if the timer fired early (uvloop may;
+asyncio by up to its clock resolution), nothing is queued early (R8) and it is set again for the
+remainder.
 
-Arming from anywhere but a task of the pool's loop, when the deadline is the new earliest, asks
-the loop to re-set its timer with one ``call_soon_threadsafe`` (coalesced by ``Pool.tkick``):
+Arming from anywhere but a task of the pool's loop, when the deadline is the new earliest, asks the
+loop to re-set its timer with one ``call_soon_threadsafe`` (coalesced by ``TimerHeap.kick``):
 ``TimerHandle`` is not thread-safe, and a plain ``call_at`` from a signal handler would not wake a
 loop asleep in ``select()`` (design §5).
 
 Owner: the heap and every field are changed under ``_lock.LOCK``; the loop ``TimerHandle``
-(``Pool.thandle``, ``Pool.twhen``) is only touched on the pool's loop thread.
+(``TimerHeap.handle``, ``TimerHeap.when``) is only touched on the pool's loop thread.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from typing import TYPE_CHECKING
 
 from ._lock import INTR, LOCK, replay
@@ -40,13 +40,12 @@ if TYPE_CHECKING:
     from ._pool import Pool
     from ._pwq import Pwq
 
-__all__ = ("arm", "compact", "disarm", "fire_now", "next_gen", "retime")
+__all__ = ("arm", "disarm", "fire_now", "next_gen", "retime")
 
 #: Arm generations, unique over all items and pools (0 is never issued: "not armed").
 next_gen = itertools.count(1).__next__
 _heappush = heapq.heappush
 _heappop = heapq.heappop
-_ceil = math.ceil
 _INF = float("inf")
 _NOT_ARMED = ~ARMED
 
@@ -59,15 +58,13 @@ def arm(dwork: DelayedWork, pwq: Pwq, delay: float, direct: bool | None = None) 
     pool = pwq.pool.timer_pool()
     dwork._tpool = pool
     dwork._pwq = pwq
-    t = pool.tclock() + delay
-    if pool.tms:  # the loop's own clock is whole milliseconds: round up to its next tick
-        t = _ceil(t * 1000.0) / 1000.0
-    dwork._deadline = t
+    timers = pool.timers
+    t = dwork._deadline = timers.deadline(delay)
     gen = dwork._tgen = next_gen()
     dwork._state |= ARMED
     pwq.wq._armed[id(dwork)] = dwork
-    _heappush(pool.theap, (t, gen, dwork))
-    if t < pool.twhen:
+    _heappush(timers.heap, (t, gen, dwork))
+    if t < timers.when:
         if direct is None or pool is not pwq.pool:
             direct = pool.direct()
         retime(pool, t, direct)
@@ -80,8 +77,8 @@ def retime(pool: Pool, when: float, direct: bool) -> None:
     """
     if direct:
         _set(pool, when)
-    elif not pool.tkick:
-        pool.tkick = True
+    elif not pool.timers.kick:
+        pool.timers.kick = True
         try:
             pool.loop.call_soon_threadsafe(_retime, pool)
         except RuntimeError:
@@ -92,26 +89,28 @@ def retime(pool: Pool, when: float, direct: bool) -> None:
 
 def _set(pool: Pool, when: float) -> None:
     # Context: under LOCK, on the pool's loop thread.
-    handle = pool.thandle
+    timers = pool.timers
+    handle = timers.handle
     if handle is not None:
         handle.cancel()
-    pool.twhen = when
-    pool.thandle = pool.loop.call_at(when, _expire, pool)
+    timers.when = when
+    timers.handle = pool.loop.call_at(when, _expire, pool)
 
 
 def _retime(pool: Pool) -> None:
     """Set the loop timer for the earliest live deadline. Context: the pool's loop thread."""
     with LOCK:
-        pool.tkick = False  # first, then look: an arm after this sends another (design §6)
-        heap = pool.theap
+        timers = pool.timers
+        timers.kick = False  # first, then look: an arm after this sends another (design §6)
+        heap = timers.heap
         while heap:
             t, gen, dwork = heap[0]
             if dwork._tgen == gen:
-                if t < pool.twhen:
+                if t < timers.when:
                     _set(pool, t)
                 break
             _heappop(heap)
-            pool.tdead -= 1
+            timers.dead -= 1
     if INTR.pending:
         replay()
 
@@ -119,15 +118,16 @@ def _retime(pool: Pool) -> None:
 def _expire(pool: Pool) -> None:
     """The loop timer fired: queue every item that is due, then set it for the next one."""
     with LOCK:
-        pool.thandle = None
-        pool.twhen = _INF
-        heap = pool.theap
-        now = pool.tclock()
+        timers = pool.timers
+        timers.handle = None
+        timers.when = _INF
+        heap = timers.heap
+        now = timers.clock()
         while heap:
             t, gen, dwork = heap[0]
             if dwork._tgen != gen:  # cancelled or re-armed: garbage
                 _heappop(heap)
-                pool.tdead -= 1
+                timers.dead -= 1
             elif now < t:  # not due yet (or the loop woke early): never queue early (R8)
                 _set(pool, t)
                 break
@@ -143,14 +143,6 @@ def _expire(pool: Pool) -> None:
         replay()
 
 
-def compact(pool: Pool) -> None:
-    """Drop the garbage entries of ``pool``'s heap. Context: under LOCK, any thread."""
-    heap = pool.theap
-    heap[:] = [e for e in heap if e[2]._tgen == e[1]]
-    heapq.heapify(heap)
-    pool.tdead = 0
-
-
 def disarm(dwork: DelayedWork) -> None:
     """Disarm an armed ``dwork`` (it stays PENDING). Context: under LOCK, any thread."""
     dwork._state &= _NOT_ARMED
@@ -160,9 +152,7 @@ def disarm(dwork: DelayedWork) -> None:
     del pwq.wq._armed[id(dwork)]
     pool = dwork._tpool
     assert pool is not None
-    pool.tdead += 1
-    if pool.tdead > len(pool.theap) >> 1:
-        compact(pool)
+    pool.timers.garbage()
 
 
 def fire_now(dwork: DelayedWork, direct: bool | None = None) -> None:

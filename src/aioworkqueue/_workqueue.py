@@ -753,8 +753,7 @@ def _loop_ending(pool: Pool) -> None:
                     if state != "armed":  # armed items are not in a flush epoch yet
                         link.epochs.done(work._epoch)  # flushers waiting for it are released
                     unfinished.append((work, wq, state))
-        pool.theap.clear()  # every entry belongs to an item taken back above
-        pool.tdead = 0
+        pool.timers.clear()  # every entry belongs to an item taken back above
     if unfinished:
         report_unfinished("event loop shutdown", unfinished)
 

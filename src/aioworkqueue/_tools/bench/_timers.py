@@ -282,8 +282,8 @@ async def _lateness_floor(
     m: int, rate: float, delays: list[float]
 ) -> tuple[dict[str, float], float]:
     loop = asyncio.get_running_loop()
-    # The library's test (Pool.tclock): a loop without a declared float clock resolution (uvloop)
-    # has a millisecond clock; deadlines are on time.monotonic(), as this module's are.
+    # The library's test (TimerHeap.clock): a loop without a declared float clock resolution
+    # (uvloop) has a millisecond clock; deadlines are on time.monotonic(), as this module's are.
     ms = not isinstance(getattr(loop, "_clock_resolution", None), float)
     stamps = [_FloorStamp(loop, ms) for _ in range(m)]
 
