@@ -149,3 +149,31 @@ async def test_a_dead_consumers_entries_are_claimed_and_run(
     assert st["redelivered"] == 1 and st["completed"] == 2
     assert w.redelivered == 1
     assert any("dead worker" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_r6_ordered_queue_over_two_workers_runs_one_at_a_time_in_order(
+    app: awr.App,
+) -> None:
+    order: list[int] = []
+    running = 0
+
+    @app.function
+    async def step(i: int) -> None:
+        nonlocal running
+        running += 1
+        assert running == 1  # one at a time over both workers
+        await asyncio.sleep(0.002)
+        order.append(i)
+        running -= 1
+
+    wq = app.workqueue("o", ordered=True)
+    async with (
+        app.worker(queues=["o"], concurrency=4, consumer="a"),
+        app.worker(queues=["o"], concurrency=4, consumer="b"),
+    ):
+        for i in range(12):
+            await wq.queue(app.work(step, i))
+        await asyncio.wait_for(wq.flush(), 20)
+    assert order == list(range(12))
+    assert (await wq.stats())["failed"] == 0
