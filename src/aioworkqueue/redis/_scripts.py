@@ -1,0 +1,469 @@
+"""The Lua scripts, one per operation (docs/redis.md, "The scripts"), and their loader.
+
+Redis runs a script to its end before any other command, so each one is a critical section over
+the keys of its queue. Every script gets the same ``KEYS`` (``QueueKeys.all()``) and the shared
+prelude, so the start steps are one function used by **start**, **finish** (the hand-off) and
+**claim**. Time is always the server's ``TIME``: one clock for every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+PRELUDE = r"""
+local K_META, K_STREAM, K_PEND, K_DELAYED, K_DPAY, K_RUN, K_DEFER, K_INACTIVE, K_ACTIVE,
+      K_LAST, K_STATS, K_DONE =
+      KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9],
+      KEYS[10], KEYS[11], KEYS[12]
+local GROUP = 'awq'
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function meta_num(field)
+  return tonumber(redis.call('HGET', K_META, field) or '0') or 0
+end
+
+-- queueing is refused on a destroyed queue, and on a draining one unless the caller runs an
+-- item of this queue (chained work, R14)
+local function check_state(chained)
+  local st = redis.call('HGET', K_META, 'state')
+  if st == false or st == 'destroyed' then
+    return redis.error_reply('AWQ destroyed')
+  end
+  if st == 'draining' and chained ~= '1' then
+    return redis.error_reply('AWQ draining')
+  end
+  return nil
+end
+
+local function check_room()
+  local mp = meta_num('max_pending')
+  if mp > 0 and redis.call('HLEN', K_PEND) >= mp then
+    return redis.error_reply('AWQ full')
+  end
+  return nil
+end
+
+-- the payload of an armed item: '<len(f)>:' .. f .. a, binary safe
+local function pack(f, a) return tostring(#f) .. ':' .. f .. a end
+local function unpack_payload(p)
+  local c = string.find(p, ':', 1, true)
+  local n = tonumber(string.sub(p, 1, c - 1))
+  return string.sub(p, c + 1, c + n), string.sub(p, c + n + 1)
+end
+
+local function add_entry(k, f, a, now)
+  local id = redis.call('XADD', K_STREAM, '*', 'k', k, 'f', f, 'a', a, 'q', tostring(now))
+  redis.call('HSET', K_PEND, k, id)
+  redis.call('HINCRBY', K_STATS, 'queued', 1)
+  return id
+end
+
+local function entry_fields(id)
+  local e = redis.call('XRANGE', K_STREAM, id, id)
+  if #e == 0 then return nil end
+  local out = {}
+  local flat = e[1][2]
+  for i = 1, #flat, 2 do out[flat[i]] = flat[i + 1] end
+  return out
+end
+
+local function parse_run(r)
+  local a, b, c = string.match(r, '^(%S+) (%S+) (%S+)$')
+  return a, b, tonumber(c)
+end
+
+local function drop_entry(id)
+  redis.call('XACK', K_STREAM, GROUP, id)
+  redis.call('XDEL', K_STREAM, id)
+end
+
+-- the start steps (docs/redis.md, **start**); front: an 'inactive' answer goes back to the head
+-- of the list (the hand-off of finish took it from there, FIFO must hold)
+local function try_start(id, k, consumer, lease, now, front)
+  local r = redis.call('HGET', K_RUN, k)
+  local rid, rcons, rdl
+  if r then rid, rcons, rdl = parse_run(r) end
+  if rid == id then
+    return 'skip'  -- this very instance runs already (a retry, or a claim of a live run)
+  end
+  if redis.call('HGET', K_PEND, k) ~= id then
+    drop_entry(id)  -- cancelled, or superseded by mod_delayed_work
+    return 'skip'
+  end
+  if r and rdl > now then
+    redis.call('HSET', K_DEFER, k, id)  -- R3: the worker running k runs it next
+    return 'deferred'
+  end
+  if meta_num('ordered') == 1 then
+    local last = redis.call('GET', K_LAST)
+    local from = '-'
+    if last then from = '(' .. last end
+    local first = redis.call('XRANGE', K_STREAM, from, '+', 'COUNT', 1)
+    if #first == 0 or first[1][1] ~= id then
+      return 'wait'  -- R6: an earlier entry has not started yet
+    end
+  end
+  local active = tonumber(redis.call('GET', K_ACTIVE) or '0')
+  if r then
+    active = active - 1  -- an expired run (its worker died): this start inherits its slot
+  end
+  local ma = meta_num('max_active')
+  if ma > 0 and active >= ma then
+    if not redis.call('LPOS', K_INACTIVE, id) then
+      if front then redis.call('LPUSH', K_INACTIVE, id)
+      else redis.call('RPUSH', K_INACTIVE, id) end
+    end
+    return 'inactive'  -- R7
+  end
+  redis.call('HDEL', K_PEND, k)  -- R2: the pending bit clears when the run starts
+  redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' ' .. tostring(now + lease))
+  if not r then redis.call('INCR', K_ACTIVE) end
+  if meta_num('ordered') == 1 then redis.call('SET', K_LAST, id) end
+  redis.call('HINCRBY', K_STATS, 'started', 1)
+  -- the runner owns the entry in the PEL from now on (renew, claim after its death)
+  redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID')
+  return 'run'
+end
+"""
+
+DECLARE = r"""
+if redis.call('EXISTS', K_META) == 0 then
+  redis.call('HSET', K_META, 'max_active', ARGV[1], 'ordered', ARGV[2], 'max_pending', ARGV[3],
+             'state', 'live', 'created', tostring(now_ms()))
+end
+local st = redis.call('HGET', K_META, 'state')
+if st ~= 'destroyed' then
+  redis.pcall('XGROUP', 'CREATE', K_STREAM, GROUP, '0', 'MKSTREAM')  -- BUSYGROUP: already there
+end
+return st
+"""
+
+QUEUE = r"""
+local k, f, a, chained = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local e = check_state(chained)
+if e then return e end
+if redis.call('HEXISTS', K_PEND, k) == 1 then return 0 end  -- R1
+e = check_room()
+if e then return e end
+add_entry(k, f, a, now_ms())
+return 1
+"""
+
+QUEUE_DELAYED = r"""
+local k, f, a, delay, chained = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local e = check_state(chained)
+if e then return e end
+if redis.call('HEXISTS', K_PEND, k) == 1 then return 0 end  -- R1, R8
+e = check_room()
+if e then return e end
+redis.call('HSET', K_PEND, k, 'd')
+redis.call('ZADD', K_DELAYED, now_ms() + delay, k)
+redis.call('HSET', K_DPAY, k, pack(f, a))
+return 1
+"""
+
+MOD_DELAYED = r"""
+local k, f, a, delay, chained = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local e = check_state(chained)
+if e then return e end
+local now = now_ms()
+local p = redis.call('HGET', K_PEND, k)
+local was = 0
+if p == 'd' then
+  if delay == 0 then
+    local pf, pa = unpack_payload(redis.call('HGET', K_DPAY, k))
+    redis.call('ZREM', K_DELAYED, k)
+    redis.call('HDEL', K_DPAY, k)
+    add_entry(k, pf, pa, now)
+  else
+    redis.call('ZADD', K_DELAYED, 'XX', now + delay, k)
+  end
+  return 1
+end
+if p then
+  -- queued and not started: take the entry back (R9); delay 0 queues it again at the tail
+  local fields = entry_fields(p)
+  if fields then f, a = fields['f'], fields['a'] end
+  redis.call('XDEL', K_STREAM, p)
+  redis.call('LREM', K_INACTIVE, 0, p)
+  if redis.call('HGET', K_DEFER, k) == p then redis.call('HDEL', K_DEFER, k) end
+  redis.call('HDEL', K_PEND, k)
+  was = 1
+else
+  e = check_room()
+  if e then return e end
+end
+if delay == 0 then
+  add_entry(k, f, a, now)
+else
+  redis.call('HSET', K_PEND, k, 'd')
+  redis.call('ZADD', K_DELAYED, now + delay, k)
+  redis.call('HSET', K_DPAY, k, pack(f, a))
+end
+return was
+"""
+
+# ARGV[1] == '1' fires every armed item whatever its due time (destroy, R14).
+PROMOTE = r"""
+local now = now_ms()
+local upto = now
+if ARGV[1] == '1' then upto = '+inf' end
+local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', upto, 'LIMIT', 0, 1000)
+for _, k in ipairs(due) do
+  local p = redis.call('HGET', K_DPAY, k)
+  redis.call('ZREM', K_DELAYED, k)
+  redis.call('HDEL', K_DPAY, k)
+  if p and redis.call('HGET', K_PEND, k) == 'd' then
+    local f, a = unpack_payload(p)
+    add_entry(k, f, a, now)
+  end
+end
+local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+local wait = -1
+if #nxt > 0 then wait = math.max(0, tonumber(nxt[2]) - now) end
+return {#due, wait}
+"""
+
+CANCEL = r"""
+local k = ARGV[1]
+local p = redis.call('HGET', K_PEND, k)
+if not p then return 0 end
+if p == 'd' then
+  redis.call('ZREM', K_DELAYED, k)
+  redis.call('HDEL', K_DPAY, k)
+else
+  redis.call('XDEL', K_STREAM, p)
+  redis.call('LREM', K_INACTIVE, 0, p)
+  if redis.call('HGET', K_DEFER, k) == p then redis.call('HDEL', K_DEFER, k) end
+end
+redis.call('HDEL', K_PEND, k)
+redis.call('HINCRBY', K_STATS, 'cancelled', 1)
+redis.call('PUBLISH', K_DONE, 'c')
+return 1
+"""
+
+# ARGV: id, key, consumer, lease_ms. Returns the answer of the start steps.
+START = r"""
+return try_start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), now_ms(), false)
+"""
+
+# ARGV: id, key, consumer, outcome ('ok' / 'fail'), lease_ms, hand-off ('1': take the next
+# instance; '0': a stopping worker, the instance waits for another worker).
+# Returns {} or the next instance this worker runs at once: {id, key, f, a}.
+FINISH = r"""
+local id, k, consumer, outcome, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local now = now_ms()
+drop_entry(id)
+local r = redis.call('HGET', K_RUN, k)
+if r then
+  local rid = parse_run(r)
+  if rid == id then
+    redis.call('HDEL', K_RUN, k)
+    if tonumber(redis.call('GET', K_ACTIVE) or '0') > 0 then redis.call('DECR', K_ACTIVE) end
+  end
+end
+if outcome == 'ok' then redis.call('HINCRBY', K_STATS, 'completed', 1)
+else redis.call('HINCRBY', K_STATS, 'failed', 1) end
+redis.call('PUBLISH', K_DONE, 'f')
+if ARGV[6] ~= '1' then return {} end
+-- the hand-off: the instance waiting for exactly this slot starts here, in the same script, so
+-- no other worker can take the slot in between
+local nxt = redis.call('HGET', K_DEFER, k)
+if nxt then
+  redis.call('HDEL', K_DEFER, k)
+  local fields = entry_fields(nxt)
+  if fields and try_start(nxt, k, consumer, lease, now, false) == 'run' then
+    return {nxt, k, fields['f'], fields['a']}
+  end
+end
+while true do
+  local h = redis.call('LPOP', K_INACTIVE)
+  if not h then break end
+  local fields = entry_fields(h)
+  if fields then
+    local ans = try_start(h, fields['k'], consumer, lease, now, true)
+    if ans == 'run' then return {h, fields['k'], fields['f'], fields['a']} end
+    if ans == 'inactive' then break end
+    if ans == 'wait' then redis.call('LPUSH', K_INACTIVE, h) break end
+  end
+end
+return {}
+"""
+
+# ARGV: id, key, consumer, lease_ms. Returns 1, or 0 if the lease was lost.
+RENEW = r"""
+local id, k, consumer, lease = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local r = redis.call('HGET', K_RUN, k)
+if not r then return 0 end
+local rid, rcons = parse_run(r)
+if rid ~= id or rcons ~= consumer then return 0 end
+redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' ' .. tostring(now_ms() + lease))
+redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID')
+return 1
+"""
+
+# ARGV: consumer, lease_ms, count. Returns a flat list of {answer, id, key, f, a} for the
+# instances this consumer runs now: 'rerun' (a run cut by a dead worker) or 'run'.
+CLAIM = r"""
+local consumer, lease, count = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now = now_ms()
+local res = redis.call('XAUTOCLAIM', K_STREAM, GROUP, consumer, lease, '0-0', 'COUNT', count)
+local out = {}
+for _, e in ipairs(res[2]) do
+  local id = e[1]
+  local fields = {}
+  local flat = e[2]
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  local k = fields['k']
+  if k then
+    local r = redis.call('HGET', K_RUN, k)
+    local rid, rcons, rdl
+    if r then rid, rcons, rdl = parse_run(r) end
+    if rid == id then
+      if rdl <= now then
+        redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' ' .. tostring(now + lease))
+        redis.call('HINCRBY', K_STATS, 'redelivered', 1)
+        table.insert(out, {'rerun', id, k, fields['f'], fields['a']})
+      end
+    elseif try_start(id, k, consumer, lease, now, false) == 'run' then
+      table.insert(out, {'run', id, k, fields['f'], fields['a']})
+    end
+  end
+end
+return out
+"""
+
+# The flush barrier: the stream's last-generated ID ('0-0' when nothing was ever queued).
+BARRIER = r"""
+if redis.call('EXISTS', K_STREAM) == 0 then return '0-0' end
+local info = redis.call('XINFO', 'STREAM', K_STREAM)
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then return info[i + 1] end
+end
+return '0-0'
+"""
+
+# ARGV: a barrier ID. Returns 1 once no entry with ID <= it is left in the stream (R13).
+BARRIER_DONE = r"""
+if #redis.call('XRANGE', K_STREAM, '-', ARGV[1], 'COUNT', 1) == 0 then return 1 end
+return 0
+"""
+
+# ARGV: key. Returns the entry IDs flush_work waits for: the running and the pending instance.
+WORK_IDS = r"""
+local k = ARGV[1]
+local out = {}
+local r = redis.call('HGET', K_RUN, k)
+if r then local rid = parse_run(r) table.insert(out, rid) end
+local p = redis.call('HGET', K_PEND, k)
+if p and p ~= 'd' then table.insert(out, p) end
+return out
+"""
+
+# ARGV: entry IDs. Returns how many of them are still in the stream.
+ENTRIES_LEFT = r"""
+local n = 0
+for _, id in ipairs(ARGV) do
+  if #redis.call('XRANGE', K_STREAM, id, id) > 0 then n = n + 1 end
+end
+return n
+"""
+
+# ARGV: key. Returns {pending (0/1), running (0/1)}.
+BUSY = r"""
+local k = ARGV[1]
+local p = redis.call('HEXISTS', K_PEND, k)
+local r = redis.call('HGET', K_RUN, k)
+local running = 0
+if r then
+  local _, _, dl = parse_run(r)
+  if dl > now_ms() then running = 1 end
+end
+return {p, running}
+"""
+
+# ARGV: the new state ('live' / 'draining' / 'destroyed'). Returns the old one.
+SET_STATE = r"""
+local old = redis.call('HGET', K_META, 'state')
+if old == 'destroyed' then return old end
+redis.call('HSET', K_META, 'state', ARGV[1])
+if ARGV[1] == 'destroyed' then
+  redis.call('DEL', K_STREAM, K_PEND, K_DELAYED, K_DPAY, K_RUN, K_DEFER, K_INACTIVE, K_ACTIVE,
+             K_LAST)
+end
+return old or false
+"""
+
+# Returns how many entries are left in the stream (0: drained).
+STREAM_LEN = r"""
+return redis.call('XLEN', K_STREAM)
+"""
+
+# Returns the counters of T:stats and the number running now, as a flat list.
+STATS = r"""
+local out = redis.call('HGETALL', K_STATS)
+table.insert(out, 'active')
+table.insert(out, redis.call('GET', K_ACTIVE) or '0')
+table.insert(out, 'pending')
+table.insert(out, tostring(redis.call('HLEN', K_PEND)))
+return out
+"""
+
+SOURCES: dict[str, str] = {
+    "declare": DECLARE,
+    "queue": QUEUE,
+    "queue_delayed": QUEUE_DELAYED,
+    "mod_delayed": MOD_DELAYED,
+    "promote": PROMOTE,
+    "cancel": CANCEL,
+    "start": START,
+    "finish": FINISH,
+    "renew": RENEW,
+    "claim": CLAIM,
+    "barrier": BARRIER,
+    "barrier_done": BARRIER_DONE,
+    "work_ids": WORK_IDS,
+    "entries_left": ENTRIES_LEFT,
+    "busy": BUSY,
+    "set_state": SET_STATE,
+    "stream_len": STREAM_LEN,
+    "stats": STATS,
+}
+
+
+class Scripts:
+    """The scripts of one client: ``await scripts.call(name, keys, *args)`` runs one.
+
+    Context: the event loop of the client. EVALSHA first; on NOSCRIPT (a restarted or flushed
+    server) the source is loaded again and the call repeated once.
+    """
+
+    __slots__ = ("_client", "_sha", "_src")
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._src = {name: PRELUDE + body for name, body in SOURCES.items()}
+        self._sha = {
+            name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._src.items()
+        }
+
+    async def call(self, name: str, keys: list[str], *args: str | int | bytes) -> Any:
+        """Run script ``name`` with ``keys`` and ``args``.
+
+        Context: a coroutine. Returns: the script's reply. Raises: redis' ``ResponseError`` for
+        the script's own errors (``AWQ destroyed`` and so on; ``_ops`` maps them).
+        """
+        sha = self._sha[name]
+        try:
+            return await self._client.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._client.script_load(self._src[name])
+            return await self._client.evalsha(sha, len(keys), *keys, *args)
