@@ -551,12 +551,15 @@ async def _pop(r: Any, key: str, procs: Sequence[BaseProcess], what: str) -> byt
 
 
 def _put_missing(g: _Groups, loop: str, system: str, note: str) -> None:
+    """``note`` in each of ``system``'s rows that has no number yet (a failure keeps the
+    numbers measured before it)."""
     client = _CLASSES[system]
     one = client.one_label
     rows = [(g.enqueue, one), (g.batched, f"{one}, gather of {CHUNK}{client.batched_suffix}")]
     rows += [(e, system) for e in g.e2e.values()] + [(g.p50, system), (g.p99, system)]
     for group, row in rows:
-        group.put(loop, row, Cell(None, note))
+        if group.value(loop, row) is None:
+            group.put(loop, row, Cell(None, note))
 
 
 async def _system(
