@@ -16,10 +16,13 @@ Scenarios (one module each; every module's docstring says what it measures and h
 * ``_latency``: latency to start on an idle loop, and flushing under continuous load;
 * ``_runtime``: ``Runtime(cpus=1)`` and ``cpus=2`` against the embedded mode;
 * ``_tracecost``: tracepoints off against a build without them, and tracing and timing on
-  (a process per run, A/B interleaved).
+  (a process per run, A/B interleaved);
+* ``_redis``: arq and saq against ``aioworkqueue.redis`` on a private redis-server (enqueue
+  rate, end to end with 1 and 4 worker processes, latency to start); only with
+  ``--only redis``, never in the default run.
 
-Optional dependencies (the ``bench`` extra): aiojobs (its rows are skipped without it) and
-matplotlib (for ``--plot``).
+Optional dependencies (the ``bench`` extra): aiojobs (its rows are skipped without it),
+matplotlib (for ``--plot``), and arq, saq and redis-py (for ``--only redis``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ("DESCRIPTION", "MISSING_MPL", "STEP_KEYS", "add_arguments")
+__all__ = ("DESCRIPTION", "MISSING_MPL", "OPT_IN_KEYS", "STEP_KEYS", "add_arguments")
 
 DESCRIPTION = (
     "Measure aioworkqueue against what you would write instead (asyncio.Queue and workers, a "
@@ -25,7 +25,11 @@ STEP_KEYS = (
     "flush",
     "runtime",
     "tracecost",
+    "redis",
 )
+#: Scenarios that run only when ``--only`` names them in full: ``redis`` starts a private
+#: redis-server and worker processes, so the default run needs no server.
+OPT_IN_KEYS = ("redis",)
 MISSING_MPL = (
     "--plot needs matplotlib, which is not installed here; install the bench extra "
     "(pip install 'aioworkqueue[bench]') or run without --plot"
@@ -55,7 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only",
         metavar="NAMES",
-        help="comma-separated scenarios to run (prefixes match): " + ", ".join(STEP_KEYS),
+        help="comma-separated scenarios to run (prefixes match): "
+        + ", ".join(k for k in STEP_KEYS if k not in OPT_IN_KEYS)
+        + "; and, only when named in full: redis (arq and saq against aioworkqueue.redis, "
+        "on a private redis-server it starts; needs redis-server on PATH)",
     )
     # For the test suite: tiny sizes on one loop; every code path runs, the numbers mean nothing.
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)

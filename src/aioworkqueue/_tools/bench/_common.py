@@ -77,6 +77,12 @@ class Sizes:
     runtime_burst: int  # items per burst of the per-CPU runtime scenario
     runtime_rounds: int
     tracecost_rounds: int  # rounds of one process per kind of build (``_tracecost``)
+    # ``--only redis`` (``_redis``): jobs per enqueue round and per end-to-end run, enqueue
+    # rounds, latency samples, and the counts of worker processes of the end-to-end runs.
+    redis_jobs: int
+    redis_rounds: int
+    redis_latency: int
+    redis_workers: tuple[int, ...]
 
 
 FULL = Sizes(
@@ -98,6 +104,10 @@ FULL = Sizes(
     runtime_burst=10_000,
     runtime_rounds=7,
     tracecost_rounds=7,
+    redis_jobs=5_000,
+    redis_rounds=3,
+    redis_latency=200,
+    redis_workers=(1, 4),
 )
 QUICK = Sizes(
     name="quick",
@@ -118,6 +128,10 @@ QUICK = Sizes(
     runtime_burst=3_000,
     runtime_rounds=3,
     tracecost_rounds=3,
+    redis_jobs=1_000,
+    redis_rounds=2,
+    redis_latency=200,
+    redis_workers=(1, 4),
 )
 #: For the test suite: every code path, tiny sizes, one loop; the numbers mean nothing.
 SMOKE = Sizes(
@@ -139,6 +153,10 @@ SMOKE = Sizes(
     runtime_burst=40,
     runtime_rounds=1,
     tracecost_rounds=1,
+    redis_jobs=50,
+    redis_rounds=1,
+    redis_latency=20,
+    redis_workers=(1,),
 )
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from . import _latency, _memory, _runtime, _threads, _throughput, _timers, _tracecost
-from ._args import DESCRIPTION, MISSING_MPL, STEP_KEYS, add_arguments
+from . import _latency, _memory, _redis, _runtime, _threads, _throughput, _timers, _tracecost
+from ._args import DESCRIPTION, MISSING_MPL, OPT_IN_KEYS, STEP_KEYS, add_arguments
 from ._common import FULL, QUICK, SMOKE, Ctx, Progress, Sizes, import_optional
 from ._model import Results
 from ._report import (
@@ -59,6 +59,7 @@ STEPS = (
     Step("flush", "flush under continuous load", _latency.run_flush),
     Step("runtime", "per-CPU runtime vs embedded", _runtime.run),
     Step("tracecost", "cost of the tracepoints, in processes", _tracecost.run),
+    Step("redis", "Redis: arq, saq, aioworkqueue.redis", _redis.run),
 )
 assert tuple(s.key for s in STEPS) == STEP_KEYS
 
@@ -78,12 +79,17 @@ def _loops(choice: str | None, smoke: bool) -> dict[str, LoopFactory] | str:
     return {choice: factories[choice]}
 
 
+def _named(step: Step, name: str) -> bool:
+    """Does ``--only`` name ``step``? By a prefix, or in full for an opt-in scenario."""
+    return step.key == name if step.key in OPT_IN_KEYS else step.key.startswith(name)
+
+
 def _steps(only: str | None) -> list[Step] | str:
     if not only:
-        return list(STEPS)
+        return [s for s in STEPS if s.key not in OPT_IN_KEYS]
     names = [n.strip() for n in only.split(",") if n.strip()]
-    chosen = [s for s in STEPS if any(s.key.startswith(n) for n in names)]
-    unknown = [n for n in names if not any(s.key.startswith(n) for s in STEPS)]
+    chosen = [s for s in STEPS if any(_named(s, n) for n in names)]
+    unknown = [n for n in names if not any(_named(s, n) for s in STEPS)]
     if unknown or not chosen:
         names_given = ", ".join(repr(n) for n in (unknown or [only]))
         return f"--only: no scenario named {names_given}; choose from {', '.join(STEP_KEYS)}"
