@@ -9,7 +9,8 @@ prelude, so the start steps are one function used by **start**, **finish** (the 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -462,8 +463,11 @@ class Scripts:
         the script's own errors (``AWQ destroyed`` and so on; ``_ops`` maps them).
         """
         sha = self._sha[name]
+        # redis-py's stubs type evalsha's arguments differently from one major version to the
+        # next (5.x: all str; 6+: EncodableT); the call itself is the same on both.
+        evalsha = cast("Callable[..., Awaitable[Any]]", self._client.evalsha)
         try:
-            return await self._client.evalsha(sha, len(keys), *keys, *args)
+            return await evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:
             await self._client.script_load(self._src[name])
-            return await self._client.evalsha(sha, len(keys), *keys, *args)
+            return await evalsha(sha, len(keys), *keys, *args)
