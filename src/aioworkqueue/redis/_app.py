@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from types import SimpleNamespace
@@ -27,9 +27,12 @@ from ._scripts import Scripts
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The (prefix, queue) of the Redis item that runs in this task: queueing onto a draining queue
-#: is allowed from there (chained work, R14). The worker sets it around each run.
-RUNNING_IN: ContextVar[tuple[str, str] | None] = ContextVar("aioworkqueue_redis_running_in")
-RUNNING_IN.set(None)
+#: is allowed from there (chained work, R14). The worker sets it around each run. A default,
+#: not a ``set`` at import: a set reaches only the context of the import, and a loop started
+#: later in another context (a second ``asyncio.Runner``) would find the variable unset.
+RUNNING_IN: ContextVar[tuple[str, str] | None] = ContextVar(
+    "aioworkqueue_redis_running_in", default=None
+)
 
 #: The method forms' table, filled by ``_ops`` (see the module docstring).
 FORMS: Any = SimpleNamespace()
@@ -274,6 +277,10 @@ class RemoteWorkqueue:
     def queue(self, work: RemoteWork) -> Awaitable[bool]:
         """Same as :func:`queue_work` ``(self, work)``."""
         return FORMS.queue_work(self, work)  # type: ignore[no-any-return]
+
+    def queue_many(self, works: Iterable[RemoteWork]) -> Awaitable[list[bool]]:
+        """Same as :func:`queue_work_many` ``(self, works)``."""
+        return FORMS.queue_work_many(self, works)  # type: ignore[no-any-return]
 
     def queue_delayed(self, work: RemoteWork, delay: float) -> Awaitable[bool]:
         """Same as :func:`queue_delayed_work` ``(self, work, delay)``."""

@@ -158,6 +158,42 @@ add_entry(k, f, a, now_ms())
 return 1
 """
 
+# ARGV: chained, then (key, f, a) per work. The batch is one critical section: the state and
+# the bound are checked once for all of it, and nothing is queued if either refuses. Returns one
+# 1/0 per work, in order (R1 per item: a key already pending, or seen earlier in this batch,
+# answers 0 and changes nothing).
+QUEUE_MANY = r"""
+local e = check_state(ARGV[1])
+if e then return e end
+local n = (#ARGV - 1) / 3
+local out, seen, new = {}, {}, 0
+for i = 0, n - 1 do
+  local k = ARGV[2 + 3 * i]
+  if seen[k] or redis.call('HEXISTS', K_PEND, k) == 1 then
+    out[i + 1] = 0
+  else
+    seen[k] = true
+    out[i + 1] = 1
+    new = new + 1
+  end
+end
+local mp = meta_num('max_pending')
+if mp > 0 and new > 0 and redis.call('HLEN', K_PEND) + new > mp then
+  return redis.error_reply('AWQ full')
+end
+local now = tostring(now_ms())
+for i = 0, n - 1 do
+  if out[i + 1] == 1 then
+    local k = ARGV[2 + 3 * i]
+    local id = redis.call('XADD', K_STREAM, '*', 'k', k, 'f', ARGV[3 + 3 * i], 'a', ARGV[4 + 3 * i],
+                          'q', now)
+    redis.call('HSET', K_PEND, k, id)
+  end
+end
+if new > 0 then redis.call('HINCRBY', K_STATS, 'queued', new) end
+return out
+"""
+
 QUEUE_DELAYED = r"""
 local k, f, a, delay, chained = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local e = check_state(chained)
@@ -421,6 +457,7 @@ return out
 SOURCES: dict[str, str] = {
     "declare": DECLARE,
     "queue": QUEUE,
+    "queue_many": QUEUE_MANY,
     "queue_delayed": QUEUE_DELAYED,
     "mod_delayed": MOD_DELAYED,
     "promote": PROMOTE,
