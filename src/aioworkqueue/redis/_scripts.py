@@ -86,6 +86,27 @@ local function drop_entry(id)
   redis.call('XDEL', K_STREAM, id)
 end
 
+-- moves the armed items that are due (all of them with everything) to the stream; returns
+-- {how many, ms until the next due time or -1}
+local function promote(now, everything)
+  local upto = now
+  if everything then upto = '+inf' end
+  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', upto, 'LIMIT', 0, 1000)
+  for _, k in ipairs(due) do
+    local p = redis.call('HGET', K_DPAY, k)
+    redis.call('ZREM', K_DELAYED, k)
+    redis.call('HDEL', K_DPAY, k)
+    if p and redis.call('HGET', K_PEND, k) == 'd' then
+      local f, a = unpack_payload(p)
+      add_entry(k, f, a, now)
+    end
+  end
+  local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+  local wait = -1
+  if #nxt > 0 then wait = math.max(0, tonumber(nxt[2]) - now) end
+  return {#due, wait}
+end
+
 -- the start steps (docs/redis.md, **start**); front: an 'inactive' answer goes back to the head
 -- of the list (the hand-off of finish took it from there, FIFO must hold)
 local function try_start(id, k, consumer, lease, now, front)
@@ -132,6 +153,45 @@ local function try_start(id, k, consumer, lease, now, front)
   -- the runner owns the entry in the PEL from now on (renew, claim after its death)
   redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID')
   return 'run'
+end
+
+-- the finish steps (docs/redis.md, **finish**) without the message on ``done``; returns the
+-- instance handed to this consumer ({id, key, f, a}) or nil
+local function finish(id, k, consumer, outcome, lease, handoff, now)
+  drop_entry(id)
+  local r = redis.call('HGET', K_RUN, k)
+  if r then
+    local rid = parse_run(r)
+    if rid == id then
+      redis.call('HDEL', K_RUN, k)
+      if tonumber(redis.call('GET', K_ACTIVE) or '0') > 0 then redis.call('DECR', K_ACTIVE) end
+    end
+  end
+  if outcome == 'ok' then redis.call('HINCRBY', K_STATS, 'completed', 1)
+  else redis.call('HINCRBY', K_STATS, 'failed', 1) end
+  if handoff ~= '1' then return nil end
+  -- the hand-off: the instance waiting for exactly this slot starts here, in the same script,
+  -- so no other worker can take the slot in between
+  local nxt = redis.call('HGET', K_DEFER, k)
+  if nxt then
+    redis.call('HDEL', K_DEFER, k)
+    local fields = entry_fields(nxt)
+    if fields and try_start(nxt, k, consumer, lease, now, false) == 'run' then
+      return {nxt, k, fields['f'], fields['a']}
+    end
+  end
+  while true do
+    local h = redis.call('LPOP', K_INACTIVE)
+    if not h then break end
+    local fields = entry_fields(h)
+    if fields then
+      local ans = try_start(h, fields['k'], consumer, lease, now, true)
+      if ans == 'run' then return {h, fields['k'], fields['f'], fields['a']} end
+      if ans == 'inactive' then break end
+      if ans == 'wait' then redis.call('LPUSH', K_INACTIVE, h) break end
+    end
+  end
+  return nil
 end
 """
 
@@ -249,24 +309,9 @@ return was
 """
 
 # ARGV[1] == '1' fires every armed item whatever its due time (destroy, R14).
+# Returns {how many fired, ms until the next due time or -1}.
 PROMOTE = r"""
-local now = now_ms()
-local upto = now
-if ARGV[1] == '1' then upto = '+inf' end
-local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', upto, 'LIMIT', 0, 1000)
-for _, k in ipairs(due) do
-  local p = redis.call('HGET', K_DPAY, k)
-  redis.call('ZREM', K_DELAYED, k)
-  redis.call('HDEL', K_DPAY, k)
-  if p and redis.call('HGET', K_PEND, k) == 'd' then
-    local f, a = unpack_payload(p)
-    add_entry(k, f, a, now)
-  end
-end
-local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
-local wait = -1
-if #nxt > 0 then wait = math.max(0, tonumber(nxt[2]) - now) end
-return {#due, wait}
+return promote(now_ms(), ARGV[1] == '1')
 """
 
 CANCEL = r"""
@@ -292,59 +337,93 @@ START = r"""
 return try_start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), now_ms(), false)
 """
 
+# ARGV: consumer, lease_ms, then (id, key) per entry this consumer read. The start steps for
+# each, in order: the same answers as one **start** per entry, in one critical section.
+# Returns one answer per entry.
+START_MANY = r"""
+local consumer, lease, now = ARGV[1], tonumber(ARGV[2]), now_ms()
+local out = {}
+for i = 3, #ARGV, 2 do
+  table.insert(out, try_start(ARGV[i], ARGV[i + 1], consumer, lease, now, false))
+end
+return out
+"""
+
+# ARGV: consumer, lease_ms, count. What a busy worker does before each read, in one script:
+# **promote** the due items, read up to ``count`` new entries for this consumer (XREADGROUP
+# without BLOCK: a script never blocks) and run the start steps on each, in stream order.
+# Returns {ms until the next due time or -1, how many entries were read, then {answer, id, key,
+# f, a} for each entry answered 'run' or 'wait'} (the others need nothing of the worker).
+TAKE = r"""
+local consumer, lease, count = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now = now_ms()
+local pr = promote(now, false)
+local out = {pr[2], 0}
+local resp = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', count,
+                        'STREAMS', K_STREAM, '>')
+if not resp then return out end
+local entries = resp[1][2]
+out[2] = #entries
+for _, e in ipairs(entries) do
+  local id, flat = e[1], e[2]
+  if flat then
+    local fields = {}
+    for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+    local ans = try_start(id, fields['k'], consumer, lease, now, false)
+    if ans == 'run' or ans == 'wait' then
+      table.insert(out, {ans, id, fields['k'], fields['f'], fields['a']})
+    end
+  end
+end
+return out
+"""
+
 # ARGV: id, key, consumer, outcome ('ok' / 'fail'), lease_ms, hand-off ('1': take the next
 # instance; '0': a stopping worker, the instance waits for another worker).
 # Returns {} or the next instance this worker runs at once: {id, key, f, a}.
 FINISH = r"""
-local id, k, consumer, outcome, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local now = now_ms()
-drop_entry(id)
-local r = redis.call('HGET', K_RUN, k)
-if r then
-  local rid = parse_run(r)
-  if rid == id then
-    redis.call('HDEL', K_RUN, k)
-    if tonumber(redis.call('GET', K_ACTIVE) or '0') > 0 then redis.call('DECR', K_ACTIVE) end
-  end
-end
-if outcome == 'ok' then redis.call('HINCRBY', K_STATS, 'completed', 1)
-else redis.call('HINCRBY', K_STATS, 'failed', 1) end
+local nxt = finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], now_ms())
 redis.call('PUBLISH', K_DONE, 'f')
-if ARGV[6] ~= '1' then return {} end
--- the hand-off: the instance waiting for exactly this slot starts here, in the same script, so
--- no other worker can take the slot in between
-local nxt = redis.call('HGET', K_DEFER, k)
-if nxt then
-  redis.call('HDEL', K_DEFER, k)
-  local fields = entry_fields(nxt)
-  if fields and try_start(nxt, k, consumer, lease, now, false) == 'run' then
-    return {nxt, k, fields['f'], fields['a']}
-  end
-end
-while true do
-  local h = redis.call('LPOP', K_INACTIVE)
-  if not h then break end
-  local fields = entry_fields(h)
-  if fields then
-    local ans = try_start(h, fields['k'], consumer, lease, now, true)
-    if ans == 'run' then return {h, fields['k'], fields['f'], fields['a']} end
-    if ans == 'inactive' then break end
-    if ans == 'wait' then redis.call('LPUSH', K_INACTIVE, h) break end
-  end
-end
-return {}
+return nxt or {}
 """
 
-# ARGV: id, key, consumer, lease_ms. Returns 1, or 0 if the lease was lost.
+# ARGV: consumer, lease_ms, hand-off, then (id, key, outcome) per finished instance: the
+# **finish** steps for each, in order, and one message on ``done`` for the batch (flushers
+# re-check the stream, so one is enough). Returns the instances handed to this worker, flat:
+# {id, key, f, a, id, key, f, a, ...}.
+FINISH_MANY = r"""
+local consumer, lease, handoff, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], now_ms()
+local out = {}
+for i = 4, #ARGV, 3 do
+  local nxt = finish(ARGV[i], ARGV[i + 1], consumer, ARGV[i + 2], lease, handoff, now)
+  if nxt then
+    for _, v in ipairs(nxt) do table.insert(out, v) end
+  end
+end
+redis.call('PUBLISH', K_DONE, 'f')
+return out
+"""
+
+# ARGV: consumer, lease_ms, then (id, key) per run of this consumer. Returns one 1 per run, or
+# 0 where the lease was lost.
 RENEW = r"""
-local id, k, consumer, lease = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local r = redis.call('HGET', K_RUN, k)
-if not r then return 0 end
-local rid, rcons = parse_run(r)
-if rid ~= id or rcons ~= consumer then return 0 end
-redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' ' .. tostring(now_ms() + lease))
-redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID')
-return 1
+local consumer, lease, now = ARGV[1], tonumber(ARGV[2]), now_ms()
+local out = {}
+for i = 3, #ARGV, 2 do
+  local id, k = ARGV[i], ARGV[i + 1]
+  local r = redis.call('HGET', K_RUN, k)
+  local ok = 0
+  if r then
+    local rid, rcons = parse_run(r)
+    if rid == id and rcons == consumer then
+      redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' ' .. tostring(now + lease))
+      redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID')
+      ok = 1
+    end
+  end
+  table.insert(out, ok)
+end
+return out
 """
 
 # ARGV: consumer, lease_ms, count. Returns a flat list of {answer, id, key, f, a} for the
@@ -463,7 +542,10 @@ SOURCES: dict[str, str] = {
     "promote": PROMOTE,
     "cancel": CANCEL,
     "start": START,
+    "start_many": START_MANY,
+    "take": TAKE,
     "finish": FINISH,
+    "finish_many": FINISH_MANY,
     "renew": RENEW,
     "claim": CLAIM,
     "barrier": BARRIER,
