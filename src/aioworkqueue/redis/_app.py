@@ -93,7 +93,8 @@ class App:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool. Context: a coroutine."""
+        """Close the connections (the scripts' and the pool). Context: a coroutine."""
+        await self.scripts.aclose()
         await self.client.aclose()
 
     # -- the registry ---------------------------------------------------------------------------
@@ -236,7 +237,7 @@ class App:
 class RemoteWorkqueue:
     """A queue in the server (``app.workqueue(...)``); methods mirror the in-process Workqueue."""
 
-    __slots__ = ("_declared", "app", "keys", "max_active", "max_pending", "name", "ordered")
+    __slots__ = ("_all", "_declared", "app", "keys", "max_active", "max_pending", "name", "ordered")
 
     def __init__(
         self, app: App, name: str, max_active: int, ordered: bool, max_pending: int
@@ -247,6 +248,7 @@ class RemoteWorkqueue:
         self.ordered = ordered
         self.max_pending = max_pending
         self.keys: QueueKeys = queue_keys(app.prefix, name)
+        self._all = tuple(self.keys.all())
         self._declared = False
 
     def __repr__(self) -> str:
@@ -260,7 +262,7 @@ class RemoteWorkqueue:
         """
         st = await self.app.scripts.call(
             "declare",
-            self.keys.all(),
+            self._all,
             self.max_active,
             int(self.ordered),
             self.max_pending,
@@ -272,7 +274,7 @@ class RemoteWorkqueue:
         """Run ``script`` on this queue's keys (declared first). Context: a coroutine."""
         if not self._declared:
             await self.declare()
-        return await self.app.scripts.call(script, self.keys.all(), *args)
+        return await self.app.scripts.call(script, self._all, *args)
 
     def queue(self, work: RemoteWork) -> Awaitable[bool]:
         """Same as :func:`queue_work` ``(self, work)``."""

@@ -8,12 +8,16 @@ prelude, so the start steps are one function used by **start**, **finish** (the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 PRELUDE = r"""
 local K_META, K_STREAM, K_PEND, K_DELAYED, K_DPAY, K_RUN, K_DEFER, K_INACTIVE, K_ACTIVE,
@@ -559,14 +563,127 @@ SOURCES: dict[str, str] = {
 }
 
 
+def _arg(v: str | int | bytes) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode()
+    return b"%d" % v
+
+
+def _bulks(values: Iterable[str | int | bytes]) -> bytes:
+    """The RESP bulk strings of ``values``, one after the other."""
+    parts: list[bytes] = []
+    for v in values:
+        b = _arg(v)
+        parts += (b"$%d\r\n" % len(b), b, b"\r\n")
+    return b"".join(parts)
+
+
+class _Lane:
+    """One connection that carries every script call of an App, pipelined.
+
+    Each call writes its command at once and waits for its own reply; one reader task hands the
+    replies out in order. So calls never wait for each other (a gather of 100 enqueues is one
+    stream of commands on one socket), and a call costs one write and one read, without the
+    connection pool's checkout, health check and return that every redis-py command pays.
+    The connection itself is redis-py's, made from the client's pool settings (URL, password,
+    db, TLS), so the handshake is the client's. A lost connection fails the calls in flight
+    with ``ConnectionError`` and the next call connects again.
+    Context: the event loop the App is used on; a new loop gets a new connection.
+    """
+
+    __slots__ = ("_conn", "_lock", "_loop", "_make", "_pending", "_reader")
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._conn: Any = None
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def _connection(self) -> tuple[Any, deque[asyncio.Future[Any]]]:
+        conn = self._conn
+        if conn is not None and conn.is_connected and self._loop is asyncio.get_running_loop():
+            return conn, self._pending
+        if self._loop is not asyncio.get_running_loop():
+            self._loop, self._lock, self._conn = asyncio.get_running_loop(), asyncio.Lock(), None
+        assert self._lock is not None
+        async with self._lock:  # one caller connects; the others wait for it
+            if self._conn is None or not self._conn.is_connected:
+                conn = self._make()
+                await conn.connect()
+                self._conn, self._pending = conn, deque()
+                self._reader = asyncio.create_task(
+                    self._read(conn, self._pending), name="awq-redis-lane"
+                )
+        return self._conn, self._pending
+
+    async def call(self, packed: bytes) -> Any:
+        """Send one packed command, return its reply (raise its error reply)."""
+        conn, pending = await self._connection()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending.append(fut)  # before the write: the reader pops in the order of the writes
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+        except BaseException as e:  # redis-py has closed the connection: all in flight fail
+            self._fail(conn, pending, e)
+            raise
+        return await fut
+
+    async def _read(self, conn: Any, pending: deque[asyncio.Future[Any]]) -> None:
+        try:
+            while True:
+                try:
+                    reply, error = await conn.read_response(), None
+                except ResponseError as e:  # an error reply: the call's own answer
+                    reply, error = None, e
+                fut = pending.popleft()
+                if fut.done():  # its caller was cancelled: the reply is dropped
+                    continue
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(reply)
+        except BaseException as e:
+            self._fail(conn, pending, e)
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+
+    def _fail(self, conn: Any, pending: deque[asyncio.Future[Any]], e: BaseException) -> None:
+        if self._conn is conn:
+            self._conn = None
+        while pending:
+            fut = pending.popleft()
+            if not fut.done():
+                err = RedisConnectionError(f"aioworkqueue.redis: connection lost: {e!r}")
+                fut.set_exception(err)
+
+    async def aclose(self) -> None:
+        """Close the connection; calls in flight fail. Context: a coroutine."""
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect()
+
+
 class Scripts:
     """The scripts of one client: ``await scripts.call(name, keys, *args)`` runs one.
 
-    Context: the event loop of the client. EVALSHA first; on NOSCRIPT (a restarted or flushed
-    server) the source is loaded again and the call repeated once.
+    Context: the event loop of the client. EVALSHA on the App's pipelined connection (the
+    command's head, the script's SHA and the queue's keys, is packed once per script and
+    queue); on NOSCRIPT (a restarted or flushed server) the source is loaded again and the call
+    repeated once.
     """
 
-    __slots__ = ("_client", "_sha", "_src")
+    __slots__ = ("_client", "_heads", "_lane", "_sha", "_src")
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
@@ -574,19 +691,34 @@ class Scripts:
         self._sha = {
             name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._src.items()
         }
+        self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
+        pool = client.connection_pool
+        self._lane = _Lane(lambda: pool.connection_class(**pool.connection_kwargs))
 
-    async def call(self, name: str, keys: list[str], *args: str | int | bytes) -> Any:
+    def _pack(self, name: str, keys: tuple[str, ...], args: tuple[str | int | bytes, ...]) -> bytes:
+        head = self._heads.get((name, keys))
+        if head is None:
+            head = self._heads[name, keys] = _bulks(("EVALSHA", self._sha[name], len(keys), *keys))
+        return b"".join((b"*%d\r\n" % (3 + len(keys) + len(args)), head, _bulks(args)))
+
+    async def call(self, name: str, keys: Sequence[str], *args: str | int | bytes) -> Any:
         """Run script ``name`` with ``keys`` and ``args``.
 
         Context: a coroutine. Returns: the script's reply. Raises: redis' ``ResponseError`` for
-        the script's own errors (``AWQ destroyed`` and so on; ``_ops`` maps them).
+        the script's own errors (``AWQ destroyed`` and so on; ``_ops`` maps them),
+        ``ConnectionError`` when the connection is lost.
         """
-        sha = self._sha[name]
-        # redis-py's stubs type evalsha's arguments differently from one major version to the
-        # next (5.x: all str; 6+: EncodableT); the call itself is the same on both.
-        evalsha = cast("Callable[..., Awaitable[Any]]", self._client.evalsha)
+        packed = self._pack(name, tuple(keys), args)
         try:
-            return await evalsha(sha, len(keys), *keys, *args)
+            return await self._lane.call(packed)
         except NoScriptError:
-            await self._client.script_load(self._src[name])
-            return await evalsha(sha, len(keys), *keys, *args)
+            await self._lane.call(_bulks_command(("SCRIPT", "LOAD", self._src[name])))
+            return await self._lane.call(packed)
+
+    async def aclose(self) -> None:
+        """Close the scripts' connection. Context: a coroutine."""
+        await self._lane.aclose()
+
+
+def _bulks_command(values: Sequence[str | int | bytes]) -> bytes:
+    return b"*%d\r\n" % len(values) + _bulks(values)
