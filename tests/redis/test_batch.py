@@ -6,6 +6,7 @@ calls one by one would have (R1 per item, R3, R7), and what it does when the que
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import AsyncIterator
 from typing import Any
@@ -124,3 +125,120 @@ def test_running_in_has_a_value_in_any_context(app: awr.App) -> None:
     # uvloop pass) must find "not inside an item", not a LookupError.
     wq = app.workqueue("c")
     assert contextvars.Context().run(_ops._chained, wq) == "0"
+
+
+# -- the worker's batched scripts, driven by hand (as test_ops' fake workers) ------------------
+
+LEASE = 60_000
+
+
+async def take(wq: awr.RemoteWorkqueue, consumer: str, count: int) -> tuple[int, list[Any]]:
+    """The **take** script: returns (entries read, [(answer, id, key)] for run / wait)."""
+    _nxt, n, *got = await wq.call("take", consumer, LEASE, count)
+    return int(n), [(a.decode(), i.decode(), k.decode()) for a, i, k, _f, _a in got]
+
+
+async def finish_many(
+    wq: awr.RemoteWorkqueue, consumer: str, runs: list[tuple[str, str]], handoff: str = "1"
+) -> list[tuple[str, str]]:
+    args: list[str | int] = [consumer, LEASE, handoff]
+    for eid, key in runs:
+        args += (eid, key, "ok")
+    flat = await wq.call("finish_many", *args)
+    return [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 4)]
+
+
+@pytest.mark.asyncio
+async def test_take_starts_up_to_max_active_and_finish_many_hands_on_in_order(
+    app: awr.App,
+) -> None:
+    wq = app.workqueue("m", max_active=2)
+    await wq.queue_many([app.work(f, key=f"k{i}") for i in range(5)])
+    n, got = await take(wq, "A", 10)
+    assert n == 5  # all five read in one script...
+    assert [(a, k) for a, _i, k in got] == [("run", "k0"), ("run", "k1")]  # ...two may run (R7)
+    assert (await wq.stats())["active"] == 2
+    assert await app.client.llen(wq.keys.inactive) == 3
+    # B finds nothing new: the inactive ones wait for a finish, not for a reader
+    assert await take(wq, "B", 10) == (0, [])
+    handed = await finish_many(wq, "A", [(i, k) for _a, i, k in got])
+    assert [k for _i, k in handed] == ["k2", "k3"]  # FIFO, one per freed slot
+    st = await wq.stats()
+    assert (st["active"], st["completed"], st["started"]) == (2, 2, 4)
+    handed = await finish_many(wq, "A", handed)
+    assert [k for _i, k in handed] == ["k4"]
+    assert await finish_many(wq, "A", handed) == []
+    st = await wq.stats()
+    assert (st["active"], st["completed"], st["pending"]) == (0, 5, 0)
+    assert await app.client.xlen(wq.keys.stream) == 0
+
+
+@pytest.mark.asyncio
+async def test_batch_start_keeps_r3_a_running_key_is_deferred_to_its_runner(app: awr.App) -> None:
+    wq = app.workqueue("r")
+    await wq.queue(app.work(f, key="k"))
+    _n, [(ans, first, _k)] = await take(wq, "A", 10)
+    assert ans == "run"
+    # queued again while it runs (R2), then read by B with another item, in one start_many
+    assert await wq.queue_many([app.work(f, key="k"), app.work(f, key="o")]) == [True, True]
+    ids = await read(wq, "B")
+    args: list[str | int] = ["B", LEASE]
+    for eid, key in ids:
+        args += (eid, key)
+    answers = [a.decode() for a in await wq.call("start_many", *args)]
+    assert answers == ["deferred", "run"]  # never two runs of k at once (R3)
+    assert (await wq.stats())["active"] == 2
+    # A's finish hands the deferred instance of k to A, in the same script
+    handed = await finish_many(wq, "A", [(first, "k")])
+    assert handed == [(ids[0][0], "k")]
+    run = await app.client.hget(wq.keys.run, "k")
+    assert run.decode().split()[:2] == [ids[0][0], "A"]
+
+
+@pytest.mark.asyncio
+async def test_finish_many_of_a_stopping_worker_hands_nothing(app: awr.App) -> None:
+    wq = app.workqueue("s", max_active=1)
+    await wq.queue_many([app.work(f, key="a"), app.work(f, key="b")])
+    _n, got = await take(wq, "A", 10)
+    assert [(a, k) for a, _i, k in got] == [("run", "a")]
+    assert await finish_many(wq, "A", [(got[0][1], "a")], handoff="0") == []
+    assert (await wq.stats())["active"] == 0
+    _n, got = await take(wq, "B", 10)  # nothing new to read: b waits on the inactive list
+    assert got == []
+    assert await app.client.llen(wq.keys.inactive) == 1
+
+
+@pytest.mark.asyncio
+async def test_take_promotes_due_items_and_keeps_r6_order(app: awr.App) -> None:
+    wq = app.workqueue("o", ordered=True)
+    await wq.queue(app.work(f, key="q"))
+    await wq.queue_delayed(app.work(f, key="d"), 0.001)
+    deadline = asyncio.get_running_loop().time() + 10
+    read_n, seen = 0, []
+    while read_n < 2:  # only take promotes d here, once the server's clock says it is due
+        assert asyncio.get_running_loop().time() < deadline
+        n, got = await take(wq, "A", 10)
+        read_n, seen = read_n + n, seen + got
+    assert [(a, k) for a, _i, k in seen] == [("run", "q")]  # queued first, runs first (R6)
+    (waiting,) = await app.client.lrange(wq.keys.inactive, 0, -1)  # d: next, max_active 1
+    assert (await app.client.hget(wq.keys.pend, "d")) == waiting
+
+
+@pytest.mark.asyncio
+async def test_a_worker_pays_far_less_than_two_scripts_per_item(app: awr.App) -> None:
+    n = 200
+    ran: list[int] = []
+
+    def job(i: int) -> None:
+        ran.append(i)
+
+    app.function(job, name="job")
+    wq = app.workqueue("w")
+    assert all(await wq.queue_many([app.work(job, i) for i in range(n)]))
+    before = await _commands(app, "evalsha")
+    async with app.worker(queues=["w"], concurrency=10):
+        await asyncio.wait_for(wq.flush(), 30)
+    scripts = await _commands(app, "evalsha") - before
+    assert sorted(ran) == list(range(n))
+    # one start and one finish per item would be 2n; batches of up to 10 make it about n / 5
+    assert scripts < n, scripts
