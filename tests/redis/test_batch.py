@@ -141,11 +141,13 @@ async def take(wq: awr.RemoteWorkqueue, consumer: str, count: int) -> tuple[int,
 async def finish_many(
     wq: awr.RemoteWorkqueue, consumer: str, runs: list[tuple[str, str]], handoff: str = "1"
 ) -> list[tuple[str, str]]:
-    args: list[str | int] = [consumer, LEASE, handoff]
+    """The **finish_many** script with no free slot to take into: returns the hand-offs."""
+    args: list[str | int] = [consumer, LEASE, handoff, 0]
     for eid, key in runs:
         args += (eid, key, "ok")
-    flat = await wq.call("finish_many", *args)
-    return [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 4)]
+    _nxt, n, *got = await wq.call("finish_many", *args)
+    assert int(n) == 0  # nothing read: no free slot was offered
+    return [(i.decode(), k.decode()) for a, i, k, _f, _a in got if a == b"run"]
 
 
 @pytest.mark.asyncio
@@ -182,7 +184,7 @@ async def test_batch_start_keeps_r3_a_running_key_is_deferred_to_its_runner(app:
     # queued again while it runs (R2), then read by B with another item, in one start_many
     assert await wq.queue_many([app.work(f, key="k"), app.work(f, key="o")]) == [True, True]
     ids = await read(wq, "B")
-    args: list[str | int] = ["B", LEASE]
+    args: list[str | int] = ["B", LEASE, "1"]
     for eid, key in ids:
         args += (eid, key)
     answers = [a.decode() for a in await wq.call("start_many", *args)]
@@ -222,6 +224,31 @@ async def test_take_promotes_due_items_and_keeps_r6_order(app: awr.App) -> None:
     assert [(a, k) for a, _i, k in seen] == [("run", "q")]  # queued first, runs first (R6)
     (waiting,) = await app.client.lrange(wq.keys.inactive, 0, -1)  # d: next, max_active 1
     assert (await app.client.hget(wq.keys.pend, "d")) == waiting
+
+
+@pytest.mark.asyncio
+async def test_finish_many_takes_new_entries_into_the_slots_left(app: awr.App) -> None:
+    wq = app.workqueue("t", max_active=3)
+    await wq.queue_many([app.work(f, key=f"k{i}") for i in range(2)])
+    _n, got = await take(wq, "A", 2)
+    assert [k for _a, _i, k in got] == ["k0", "k1"]
+    await wq.queue_many([app.work(f, key=f"n{i}") for i in range(4)])
+    # A finishes k0 with 2 free slots (k0's and one more): it reads two new entries and starts
+    # them, still within max_active 3 (k1 runs)
+    _nxt, n, *rest = await wq.call("finish_many", "A", LEASE, "1", 2, got[0][1], "k0", "ok")
+    assert int(n) == 2
+    assert [(a.decode(), k.decode()) for a, _i, k, _f, _a in rest] == [("run", "n0"), ("run", "n1")]
+    st = await wq.stats()
+    assert (st["active"], st["completed"], st["started"]) == (3, 1, 4)
+    # B reads n2 while 3 run: it waits on the inactive list (R7)
+    assert await take(wq, "B", 1) == (1, [])
+    # the hand-off comes first: k1's slot goes to n2, which leaves no slot to read n3 into
+    _nxt, n, *rest = await wq.call("finish_many", "A", LEASE, "1", 1, got[1][1], "k1", "ok")
+    assert int(n) == 0
+    assert [(a.decode(), k.decode()) for a, _i, k, _f, _a in rest] == [("run", "n2")]
+    assert (await wq.stats())["active"] == 3
+    assert await take(wq, "A", 0) == (0, [])
+    assert await app.client.xlen(wq.keys.stream) == 4  # n0, n1, n2 running; n3 not read yet
 
 
 @pytest.mark.asyncio

@@ -31,8 +31,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- the settings are fixed at the queue's first declaration: read once per script
+local META = nil
 local function meta_num(field)
-  return tonumber(redis.call('HGET', K_META, field) or '0') or 0
+  if META == nil then
+    local v = redis.call('HMGET', K_META, 'max_active', 'ordered', 'max_pending')
+    META = {max_active = tonumber(v[1] or '0') or 0, ordered = tonumber(v[2] or '0') or 0,
+            max_pending = tonumber(v[3] or '0') or 0}
+  end
+  return META[field]
 end
 
 -- queueing is refused on a destroyed queue, and on a draining one unless the caller runs an
@@ -112,8 +119,9 @@ local function promote(now, everything)
 end
 
 -- the start steps (docs/redis.md, **start**); front: an 'inactive' answer goes back to the head
--- of the list (the hand-off of finish took it from there, FIFO must hold)
-local function try_start(id, k, consumer, lease, now, front)
+-- of the list (the hand-off of finish took it from there, FIFO must hold); own: the entry was
+-- just read by this consumer (XREADGROUP), so it is in its PEL already and needs no XCLAIM
+local function try_start(id, k, consumer, lease, now, front, own)
   local r = redis.call('HGET', K_RUN, k)
   local rid, rcons, rdl
   if r then rid, rcons, rdl = parse_run(r) end
@@ -155,8 +163,37 @@ local function try_start(id, k, consumer, lease, now, front)
   if meta_num('ordered') == 1 then redis.call('SET', K_LAST, id) end
   redis.call('HINCRBY', K_STATS, 'started', 1)
   -- the runner owns the entry in the PEL from now on (renew, claim after its death)
-  redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID')
+  if not own then redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID') end
   return 'run'
+end
+
+-- what a worker with ``count`` free slots does (docs/redis.md, **take**): promote the due
+-- items, read up to ``count`` new entries (XREADGROUP without BLOCK: a script never blocks),
+-- the start steps on each in stream order. Appends to ``out``: ms until the next due time or
+-- -1, how many entries were read, then {answer, id, key, f, a} per 'run' / 'wait' answer.
+local function take(consumer, lease, count, now, out)
+  local pr = promote(now, false)
+  table.insert(out, pr[2])
+  local at = #out + 1
+  table.insert(out, 0)
+  if count <= 0 then return out end
+  local resp = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', count,
+                          'STREAMS', K_STREAM, '>')
+  if not resp then return out end
+  local entries = resp[1][2]
+  out[at] = #entries
+  for _, e in ipairs(entries) do
+    local id, flat = e[1], e[2]
+    if flat then
+      local fields = {}
+      for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+      local ans = try_start(id, fields['k'], consumer, lease, now, false, true)
+      if ans == 'run' or ans == 'wait' then
+        table.insert(out, {ans, id, fields['k'], fields['f'], fields['a']})
+      end
+    end
+  end
+  return out
 end
 
 -- the finish steps (docs/redis.md, **finish**) without the message on ``done``; returns the
@@ -180,7 +217,7 @@ local function finish(id, k, consumer, outcome, lease, handoff, now)
   if nxt then
     redis.call('HDEL', K_DEFER, k)
     local fields = entry_fields(nxt)
-    if fields and try_start(nxt, k, consumer, lease, now, false) == 'run' then
+    if fields and try_start(nxt, k, consumer, lease, now, false, false) == 'run' then
       return {nxt, k, fields['f'], fields['a']}
     end
   end
@@ -189,7 +226,7 @@ local function finish(id, k, consumer, outcome, lease, handoff, now)
     if not h then break end
     local fields = entry_fields(h)
     if fields then
-      local ans = try_start(h, fields['k'], consumer, lease, now, true)
+      local ans = try_start(h, fields['k'], consumer, lease, now, true, false)
       if ans == 'run' then return {h, fields['k'], fields['f'], fields['a']} end
       if ans == 'inactive' then break end
       if ans == 'wait' then redis.call('LPUSH', K_INACTIVE, h) break end
@@ -338,48 +375,27 @@ return 1
 
 # ARGV: id, key, consumer, lease_ms. Returns the answer of the start steps.
 START = r"""
-return try_start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), now_ms(), false)
+return try_start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), now_ms(), false, false)
 """
 
-# ARGV: consumer, lease_ms, then (id, key) per entry this consumer read. The start steps for
-# each, in order: the same answers as one **start** per entry, in one critical section.
-# Returns one answer per entry.
+# ARGV: consumer, lease_ms, just read ('1': the entries come from this consumer's read a moment
+# ago, so they are in its PEL; '0': they may have been claimed since), then (id, key) per entry
+# this consumer read. The start steps for each, in order: the same answers as one **start**
+# per entry, in one critical section. Returns one answer per entry.
 START_MANY = r"""
-local consumer, lease, now = ARGV[1], tonumber(ARGV[2]), now_ms()
+local consumer, lease, own, now = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1', now_ms()
 local out = {}
-for i = 3, #ARGV, 2 do
-  table.insert(out, try_start(ARGV[i], ARGV[i + 1], consumer, lease, now, false))
+for i = 4, #ARGV, 2 do
+  table.insert(out, try_start(ARGV[i], ARGV[i + 1], consumer, lease, now, false, own))
 end
 return out
 """
 
-# ARGV: consumer, lease_ms, count. What a busy worker does before each read, in one script:
-# **promote** the due items, read up to ``count`` new entries for this consumer (XREADGROUP
-# without BLOCK: a script never blocks) and run the start steps on each, in stream order.
-# Returns {ms until the next due time or -1, how many entries were read, then {answer, id, key,
-# f, a} for each entry answered 'run' or 'wait'} (the others need nothing of the worker).
+# ARGV: consumer, lease_ms, count. The **take** steps (``take`` in the prelude). Returns {ms
+# until the next due time or -1, how many entries were read, then {answer, id, key, f, a} for
+# each entry answered 'run' or 'wait'} (the others need nothing of the worker).
 TAKE = r"""
-local consumer, lease, count = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local now = now_ms()
-local pr = promote(now, false)
-local out = {pr[2], 0}
-local resp = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', count,
-                        'STREAMS', K_STREAM, '>')
-if not resp then return out end
-local entries = resp[1][2]
-out[2] = #entries
-for _, e in ipairs(entries) do
-  local id, flat = e[1], e[2]
-  if flat then
-    local fields = {}
-    for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
-    local ans = try_start(id, fields['k'], consumer, lease, now, false)
-    if ans == 'run' or ans == 'wait' then
-      table.insert(out, {ans, id, fields['k'], fields['f'], fields['a']})
-    end
-  end
-end
-return out
+return take(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms(), {})
 """
 
 # ARGV: id, key, consumer, outcome ('ok' / 'fail'), lease_ms, hand-off ('1': take the next
@@ -391,20 +407,22 @@ redis.call('PUBLISH', K_DONE, 'f')
 return nxt or {}
 """
 
-# ARGV: consumer, lease_ms, hand-off, then (id, key, outcome) per finished instance: the
-# **finish** steps for each, in order, and one message on ``done`` for the batch (flushers
-# re-check the stream, so one is enough). Returns the instances handed to this worker, flat:
-# {id, key, f, a, id, key, f, a, ...}.
+# ARGV: consumer, lease_ms, hand-off, free slots, then (id, key, outcome) per finished
+# instance: the **finish** steps for each, in order, and one message on ``done`` for the batch
+# (flushers re-check the stream, so one is enough); then, with the slots the hand-offs left
+# (free slots - hand-offs), the **take** steps, so a busy worker pays one script per turn.
+# Returns as **take**, with the hand-offs first among the 'run' answers.
 FINISH_MANY = r"""
-local consumer, lease, handoff, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], now_ms()
-local out = {}
-for i = 4, #ARGV, 3 do
+local consumer, lease, handoff, free = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local now = now_ms()
+local handed = {}
+for i = 5, #ARGV, 3 do
   local nxt = finish(ARGV[i], ARGV[i + 1], consumer, ARGV[i + 2], lease, handoff, now)
-  if nxt then
-    for _, v in ipairs(nxt) do table.insert(out, v) end
-  end
+  if nxt then table.insert(handed, {'run', nxt[1], nxt[2], nxt[3], nxt[4]}) end
 end
 redis.call('PUBLISH', K_DONE, 'f')
+local out = take(consumer, lease, free - #handed, now, {})
+for _, h in ipairs(handed) do table.insert(out, h) end
 return out
 """
 
@@ -453,7 +471,7 @@ for _, e in ipairs(res[2]) do
         redis.call('HINCRBY', K_STATS, 'redelivered', 1)
         table.insert(out, {'rerun', id, k, fields['f'], fields['a']})
       end
-    elseif try_start(id, k, consumer, lease, now, false) == 'run' then
+    elseif try_start(id, k, consumer, lease, now, false, false) == 'run' then
       table.insert(out, {'run', id, k, fields['f'], fields['a']})
     end
   end

@@ -121,6 +121,8 @@ class Worker:
         self._ended: dict[str, list[tuple[_Run, str]]] = {q: [] for q in self._wqs}
         self._ended_any = asyncio.Event()
         self._inflight = 0
+        self._reserved = 0  # free slots promised to a script in flight (see _free)
+        self._blocking = 0  # free slots promised to the blocking read in flight
         self._slot = asyncio.Event()
         self._idle = asyncio.Event()
         self._stopping = False
@@ -191,56 +193,77 @@ class Worker:
 
     # -- reading and starting -------------------------------------------------------------------
 
+    def _free(self) -> int:
+        """Slots neither running nor promised to a script or a read in flight."""
+        return self.concurrency - self._inflight - self._reserved - self._blocking
+
+    def _answers(self, q: str, got: list[Any]) -> None:
+        """Act on {answer, id, key, f, a} items of **take** / **finish_many**."""
+        for ans, entry, key, fname, args in got:
+            item = (q, _s(entry), _s(key), _s(fname), bytes(args))
+            if _s(ans) == "run":
+                self._launch(*item)
+            else:  # 'wait', R6: an earlier entry of the ordered queue has not started yet
+                self._waiting.append(item)
+
     async def _read_once(self) -> None:
         """One turn of the reader: take what the queues have, or block until something comes.
 
-        Busy, it costs one script per queue per turn (**take**: promote, read up to the free
-        slots, start them all); only when that found nothing does it block on ``XREADGROUP``
-        and then start what the read brought in one **start_many**.
+        It costs one script per queue per turn (**take**: promote, read up to the free slots,
+        start them all); only when that found nothing does it block on ``XREADGROUP`` and
+        then start what the read brought in one **start_many**. A busy worker mostly refills
+        from the finisher instead (**finish_many** takes into the slots it frees), and the
+        reader waits for a free slot.
         """
         await self._retry_waiting()
-        free = self.concurrency - self._inflight
-        if free <= 0:
+        if self._free() <= 0:
             self._slot.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot.wait(), READ_BLOCK_MS / 1000)
             return
         block, read = READ_BLOCK_MS, 0
         for q, wq in self._wqs.items():
+            free = self._free()
             if free <= 0:
                 return  # full: the next turn waits for a slot (the other queues come next)
-            nxt, n, *got = await wq.call("take", self.consumer, self._lease_ms, free)
+            self._reserved += free
+            try:
+                nxt, n, *got = await wq.call("take", self.consumer, self._lease_ms, free)
+            finally:
+                self._reserved -= free
             read += int(n)
             if int(nxt) >= 0:
                 block = min(block, max(1, int(nxt)))
-            for ans, entry, key, fname, args in got:
-                item = (q, _s(entry), _s(key), _s(fname), bytes(args))
-                if _s(ans) == "run":
-                    self._launch(*item)
-                    free -= 1
-                else:  # 'wait', R6: an earlier entry of the ordered queue has not started yet
-                    self._waiting.append(item)
-        if read or self._stopping:
+            self._answers(q, got)
+        free = self._free()
+        if read or free <= 0 or self._stopping:
             return
         streams: Any = dict.fromkeys(self._by_stream, ">")
-        resp: Any = await self.app.client.xreadgroup(
-            GROUP, self.consumer, streams, count=free, block=block
-        )
-        for stream, entries in resp or ():
-            q = self._by_stream[_s(stream)]
-            await self._start_many(
-                [
-                    (q, _s(entry), _s(fields[b"k"]), _s(fields[b"f"]), bytes(fields[b"a"]))
-                    for entry, fields in entries
-                    if fields
-                ]
+        self._blocking = free
+        try:
+            resp: Any = await self.app.client.xreadgroup(
+                GROUP, self.consumer, streams, count=free, block=block
             )
+            for stream, entries in resp or ():
+                q = self._by_stream[_s(stream)]
+                await self._start_many(
+                    [
+                        (q, _s(entry), _s(fields[b"k"]), _s(fields[b"f"]), bytes(fields[b"a"]))
+                        for entry, fields in entries
+                        if fields
+                    ],
+                    just_read=True,
+                )
+        finally:
+            self._blocking = 0
 
-    async def _start_many(self, items: list[tuple[str, str, str, str, bytes]]) -> None:
+    async def _start_many(
+        self, items: list[tuple[str, str, str, str, bytes]], *, just_read: bool
+    ) -> None:
         """The start steps for ``items`` (entries of one queue this worker read), one script."""
         if not items:
             return
-        args: list[str | int] = [self.consumer, self._lease_ms]
+        args: list[str | int] = [self.consumer, self._lease_ms, "1" if just_read else "0"]
         for _q, entry, key, _f, _a in items:
             args += (entry, key)
         answers = await self._wqs[items[0][0]].call("start_many", *args)
@@ -257,7 +280,7 @@ class Worker:
         for item in waiting:
             by_queue.setdefault(item[0], []).append(item)
         for items in by_queue.values():
-            await self._start_many(items)
+            await self._start_many(items, just_read=False)  # may have been claimed since
 
     def _launch(self, q: str, entry: str, key: str, fname: str, args: bytes) -> None:
         self._inflight += 1
@@ -291,19 +314,29 @@ class Worker:
             self._slot.set()
 
     async def _finish_batch(self, q: str, ended: list[tuple[_Run, str]]) -> None:
-        # a stopping worker takes no hand-off: the instances wait for another worker
-        args: list[str | int] = [self.consumer, self._lease_ms, "0" if self._stopping else "1"]
+        # The slots these runs free, and any other free one, are offered to the script: after
+        # the hand-offs it reads and starts new entries into them (the **take** steps), so a
+        # busy worker pays one script per turn. A stopping worker takes nothing: no hand-off,
+        # no new entry (they wait for another worker).
+        free = 0 if self._stopping else self._free() + len(ended)
+        args: list[str | int] = [
+            self.consumer,
+            self._lease_ms,
+            "0" if self._stopping else "1",
+            free,
+        ]
         for run, outcome in ended:
             args += (run.entry, run.key, outcome)
-        nxt: Any = ()
+        got: list[Any] = []
+        self._reserved += free - len(ended)  # the runs' own slots are still counted in flight
         try:
-            nxt = await self._wqs[q].call("finish_many", *args)
+            _nxt, _n, *got = await self._wqs[q].call("finish_many", *args)
         except Exception:  # the entries stay in the PEL: they are claimed after the lease
             log.exception("aioworkqueue.redis: finish of %d run(s) of %r failed", len(ended), q)
+        finally:
+            self._reserved -= free - len(ended)
         self._inflight -= len(ended)
-        for i in range(0, len(nxt), 4):
-            entry, key, fname, args_ = nxt[i : i + 4]
-            self._launch(q, _s(entry), _s(key), _s(fname), bytes(args_))
+        self._answers(q, got)
 
     # -- leases ---------------------------------------------------------------------------------
 
@@ -322,7 +355,10 @@ class Worker:
 
     async def _claim_all(self) -> None:
         for q, wq in self._wqs.items():
-            free = self.concurrency - self._inflight
+            # not less the blocking read's slots: an idle worker blocks nearly all the time, and
+            # a dead worker's entries must not wait for traffic (a rare overlap runs queued
+            # locally, within concurrency)
+            free = self.concurrency - self._inflight - self._reserved
             if free <= 0 or self._stopping:
                 return
             for ans, entry, key, fname, args in await wq.call(
