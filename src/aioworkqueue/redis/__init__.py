@@ -15,6 +15,7 @@ from ._ops import (
     mod_delayed_work,
     queue_delayed_work,
     queue_work,
+    queue_work_many,
     work_busy,
     work_pending,
 )
@@ -35,6 +36,7 @@ __all__ = (
     "mod_delayed_work",
     "queue_delayed_work",
     "queue_work",
+    "queue_work_many",
     "work_busy",
     "work_pending",
 )

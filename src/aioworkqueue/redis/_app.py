@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from types import SimpleNamespace
@@ -27,9 +27,12 @@ from ._scripts import Scripts
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The (prefix, queue) of the Redis item that runs in this task: queueing onto a draining queue
-#: is allowed from there (chained work, R14). The worker sets it around each run.
-RUNNING_IN: ContextVar[tuple[str, str] | None] = ContextVar("aioworkqueue_redis_running_in")
-RUNNING_IN.set(None)
+#: is allowed from there (chained work, R14). The worker sets it around each run. A default,
+#: not a ``set`` at import: a set reaches only the context of the import, and a loop started
+#: later in another context (a second ``asyncio.Runner``) would find the variable unset.
+RUNNING_IN: ContextVar[tuple[str, str] | None] = ContextVar(
+    "aioworkqueue_redis_running_in", default=None
+)
 
 #: The method forms' table, filled by ``_ops`` (see the module docstring).
 FORMS: Any = SimpleNamespace()
@@ -90,7 +93,8 @@ class App:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool. Context: a coroutine."""
+        """Close the connections (the scripts' and the pool). Context: a coroutine."""
+        await self.scripts.aclose()
         await self.client.aclose()
 
     # -- the registry ---------------------------------------------------------------------------
@@ -233,7 +237,7 @@ class App:
 class RemoteWorkqueue:
     """A queue in the server (``app.workqueue(...)``); methods mirror the in-process Workqueue."""
 
-    __slots__ = ("_declared", "app", "keys", "max_active", "max_pending", "name", "ordered")
+    __slots__ = ("_all", "_declared", "app", "keys", "max_active", "max_pending", "name", "ordered")
 
     def __init__(
         self, app: App, name: str, max_active: int, ordered: bool, max_pending: int
@@ -244,6 +248,7 @@ class RemoteWorkqueue:
         self.ordered = ordered
         self.max_pending = max_pending
         self.keys: QueueKeys = queue_keys(app.prefix, name)
+        self._all = tuple(self.keys.all())
         self._declared = False
 
     def __repr__(self) -> str:
@@ -257,7 +262,7 @@ class RemoteWorkqueue:
         """
         st = await self.app.scripts.call(
             "declare",
-            self.keys.all(),
+            self._all,
             self.max_active,
             int(self.ordered),
             self.max_pending,
@@ -269,11 +274,15 @@ class RemoteWorkqueue:
         """Run ``script`` on this queue's keys (declared first). Context: a coroutine."""
         if not self._declared:
             await self.declare()
-        return await self.app.scripts.call(script, self.keys.all(), *args)
+        return await self.app.scripts.call(script, self._all, *args)
 
     def queue(self, work: RemoteWork) -> Awaitable[bool]:
         """Same as :func:`queue_work` ``(self, work)``."""
         return FORMS.queue_work(self, work)  # type: ignore[no-any-return]
+
+    def queue_many(self, works: Iterable[RemoteWork]) -> Awaitable[list[bool]]:
+        """Same as :func:`queue_work_many` ``(self, works)``."""
+        return FORMS.queue_work_many(self, works)  # type: ignore[no-any-return]
 
     def queue_delayed(self, work: RemoteWork, delay: float) -> Awaitable[bool]:
         """Same as :func:`queue_delayed_work` ``(self, work, delay)``."""

@@ -7,7 +7,7 @@ queue's ``done`` channel, or every 100 ms when a message was lost.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -42,9 +42,10 @@ def _chained(wq: RemoteWorkqueue) -> str:
     return "1" if RUNNING_IN.get() == (wq.app.prefix, wq.name) else "0"
 
 
-def _raise_mapped(call: str, wq: RemoteWorkqueue, work: RemoteWork, e: ResponseError) -> None:
+def _raise_mapped(call: str, wq: RemoteWorkqueue, work: RemoteWork | str, e: ResponseError) -> None:
     msg = str(e)
-    what = f"workqueue {wq.name!r} (prefix {wq.app.prefix!r}), work {work.key!r}"
+    which = f"work {work.key!r}" if isinstance(work, RemoteWork) else work
+    what = f"workqueue {wq.name!r} (prefix {wq.app.prefix!r}), {which}"
     if "AWQ destroyed" in msg:
         raise WorkqueueDestroyedError(f"{call}: {what}: the workqueue is destroyed") from None
     if "AWQ draining" in msg:
@@ -74,6 +75,36 @@ async def queue_work(wq: RemoteWorkqueue, work: RemoteWork) -> bool:
         _raise_mapped("queue_work", wq, work, e)
     work.workqueue = wq
     return bool(r)
+
+
+async def queue_work_many(wq: RemoteWorkqueue, works: Iterable[RemoteWork]) -> list[bool]:
+    """Queue each of ``works`` on ``wq`` as :func:`queue_work` would, in one script call.
+
+    R1 holds per item, in order: a work already pending, or whose key came earlier in the same
+    batch, answers False and changes nothing. The batch is one critical section: the queue's
+    state and ``max_pending`` are checked for the whole of it, and when either refuses nothing
+    is queued (so ``max_pending`` counts every new item of the batch). The server runs nothing
+    else while the script runs, so split batches of many thousands.
+    Context: a coroutine (one script; none for an empty batch). Returns: one bool per work, in
+    order. Raises: TypeError for wrong arguments, WorkqueueDestroyedError,
+    WorkqueueDrainingError, WorkqueueFullError, as :func:`queue_work` but for the whole batch.
+    """
+    wq = _check_wq("queue_work_many", wq)
+    if isinstance(works, RemoteWork):
+        raise TypeError("queue_work_many: expected an iterable of RemoteWork, got one RemoteWork")
+    items = [_check_work("queue_work_many", w) for w in works]
+    if not items:
+        return []
+    args: list[str | bytes] = [_chained(wq)]
+    for w in items:
+        args += (w.key, w.func_name, w.args)
+    try:
+        r = await wq.call("queue_many", *args)
+    except ResponseError as e:
+        _raise_mapped("queue_work_many", wq, f"a batch of {len(items)}", e)
+    for w in items:
+        w.workqueue = wq
+    return [bool(x) for x in r]
 
 
 async def queue_delayed_work(wq: RemoteWorkqueue, work: RemoteWork, delay: float) -> bool:
@@ -259,6 +290,7 @@ async def destroy_workqueue(wq: RemoteWorkqueue) -> None:
 def _fill_forms() -> None:
     f = _app.FORMS
     f.queue_work = queue_work
+    f.queue_work_many = queue_work_many
     f.queue_delayed_work = queue_delayed_work
     f.mod_delayed_work = mod_delayed_work
     f.cancel_work = cancel_work

@@ -8,12 +8,16 @@ prelude, so the start steps are one function used by **start**, **finish** (the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 PRELUDE = r"""
 local K_META, K_STREAM, K_PEND, K_DELAYED, K_DPAY, K_RUN, K_DEFER, K_INACTIVE, K_ACTIVE,
@@ -27,8 +31,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- the settings are fixed at the queue's first declaration: read once per script
+local META = nil
 local function meta_num(field)
-  return tonumber(redis.call('HGET', K_META, field) or '0') or 0
+  if META == nil then
+    local v = redis.call('HMGET', K_META, 'max_active', 'ordered', 'max_pending')
+    META = {max_active = tonumber(v[1] or '0') or 0, ordered = tonumber(v[2] or '0') or 0,
+            max_pending = tonumber(v[3] or '0') or 0}
+  end
+  return META[field]
 end
 
 -- queueing is refused on a destroyed queue, and on a draining one unless the caller runs an
@@ -86,9 +97,31 @@ local function drop_entry(id)
   redis.call('XDEL', K_STREAM, id)
 end
 
+-- moves the armed items that are due (all of them with everything) to the stream; returns
+-- {how many, ms until the next due time or -1}
+local function promote(now, everything)
+  local upto = now
+  if everything then upto = '+inf' end
+  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', upto, 'LIMIT', 0, 1000)
+  for _, k in ipairs(due) do
+    local p = redis.call('HGET', K_DPAY, k)
+    redis.call('ZREM', K_DELAYED, k)
+    redis.call('HDEL', K_DPAY, k)
+    if p and redis.call('HGET', K_PEND, k) == 'd' then
+      local f, a = unpack_payload(p)
+      add_entry(k, f, a, now)
+    end
+  end
+  local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+  local wait = -1
+  if #nxt > 0 then wait = math.max(0, tonumber(nxt[2]) - now) end
+  return {#due, wait}
+end
+
 -- the start steps (docs/redis.md, **start**); front: an 'inactive' answer goes back to the head
--- of the list (the hand-off of finish took it from there, FIFO must hold)
-local function try_start(id, k, consumer, lease, now, front)
+-- of the list (the hand-off of finish took it from there, FIFO must hold); own: the entry was
+-- just read by this consumer (XREADGROUP), so it is in its PEL already and needs no XCLAIM
+local function try_start(id, k, consumer, lease, now, front, own)
   local r = redis.call('HGET', K_RUN, k)
   local rid, rcons, rdl
   if r then rid, rcons, rdl = parse_run(r) end
@@ -130,8 +163,76 @@ local function try_start(id, k, consumer, lease, now, front)
   if meta_num('ordered') == 1 then redis.call('SET', K_LAST, id) end
   redis.call('HINCRBY', K_STATS, 'started', 1)
   -- the runner owns the entry in the PEL from now on (renew, claim after its death)
-  redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID')
+  if not own then redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID') end
   return 'run'
+end
+
+-- what a worker with ``count`` free slots does (docs/redis.md, **take**): promote the due
+-- items, read up to ``count`` new entries (XREADGROUP without BLOCK: a script never blocks),
+-- the start steps on each in stream order. Appends to ``out``: ms until the next due time or
+-- -1, how many entries were read, then {answer, id, key, f, a} per 'run' / 'wait' answer.
+local function take(consumer, lease, count, now, out)
+  local pr = promote(now, false)
+  table.insert(out, pr[2])
+  local at = #out + 1
+  table.insert(out, 0)
+  if count <= 0 then return out end
+  local resp = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', count,
+                          'STREAMS', K_STREAM, '>')
+  if not resp then return out end
+  local entries = resp[1][2]
+  out[at] = #entries
+  for _, e in ipairs(entries) do
+    local id, flat = e[1], e[2]
+    if flat then
+      local fields = {}
+      for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+      local ans = try_start(id, fields['k'], consumer, lease, now, false, true)
+      if ans == 'run' or ans == 'wait' then
+        table.insert(out, {ans, id, fields['k'], fields['f'], fields['a']})
+      end
+    end
+  end
+  return out
+end
+
+-- the finish steps (docs/redis.md, **finish**) without the message on ``done``; returns the
+-- instance handed to this consumer ({id, key, f, a}) or nil
+local function finish(id, k, consumer, outcome, lease, handoff, now)
+  drop_entry(id)
+  local r = redis.call('HGET', K_RUN, k)
+  if r then
+    local rid = parse_run(r)
+    if rid == id then
+      redis.call('HDEL', K_RUN, k)
+      if tonumber(redis.call('GET', K_ACTIVE) or '0') > 0 then redis.call('DECR', K_ACTIVE) end
+    end
+  end
+  if outcome == 'ok' then redis.call('HINCRBY', K_STATS, 'completed', 1)
+  else redis.call('HINCRBY', K_STATS, 'failed', 1) end
+  if handoff ~= '1' then return nil end
+  -- the hand-off: the instance waiting for exactly this slot starts here, in the same script,
+  -- so no other worker can take the slot in between
+  local nxt = redis.call('HGET', K_DEFER, k)
+  if nxt then
+    redis.call('HDEL', K_DEFER, k)
+    local fields = entry_fields(nxt)
+    if fields and try_start(nxt, k, consumer, lease, now, false, false) == 'run' then
+      return {nxt, k, fields['f'], fields['a']}
+    end
+  end
+  while true do
+    local h = redis.call('LPOP', K_INACTIVE)
+    if not h then break end
+    local fields = entry_fields(h)
+    if fields then
+      local ans = try_start(h, fields['k'], consumer, lease, now, true, false)
+      if ans == 'run' then return {h, fields['k'], fields['f'], fields['a']} end
+      if ans == 'inactive' then break end
+      if ans == 'wait' then redis.call('LPUSH', K_INACTIVE, h) break end
+    end
+  end
+  return nil
 end
 """
 
@@ -156,6 +257,42 @@ e = check_room()
 if e then return e end
 add_entry(k, f, a, now_ms())
 return 1
+"""
+
+# ARGV: chained, then (key, f, a) per work. The batch is one critical section: the state and
+# the bound are checked once for all of it, and nothing is queued if either refuses. Returns one
+# 1/0 per work, in order (R1 per item: a key already pending, or seen earlier in this batch,
+# answers 0 and changes nothing).
+QUEUE_MANY = r"""
+local e = check_state(ARGV[1])
+if e then return e end
+local n = (#ARGV - 1) / 3
+local out, seen, new = {}, {}, 0
+for i = 0, n - 1 do
+  local k = ARGV[2 + 3 * i]
+  if seen[k] or redis.call('HEXISTS', K_PEND, k) == 1 then
+    out[i + 1] = 0
+  else
+    seen[k] = true
+    out[i + 1] = 1
+    new = new + 1
+  end
+end
+local mp = meta_num('max_pending')
+if mp > 0 and new > 0 and redis.call('HLEN', K_PEND) + new > mp then
+  return redis.error_reply('AWQ full')
+end
+local now = tostring(now_ms())
+for i = 0, n - 1 do
+  if out[i + 1] == 1 then
+    local k = ARGV[2 + 3 * i]
+    local id = redis.call('XADD', K_STREAM, '*', 'k', k, 'f', ARGV[3 + 3 * i], 'a', ARGV[4 + 3 * i],
+                          'q', now)
+    redis.call('HSET', K_PEND, k, id)
+  end
+end
+if new > 0 then redis.call('HINCRBY', K_STATS, 'queued', new) end
+return out
 """
 
 QUEUE_DELAYED = r"""
@@ -213,24 +350,9 @@ return was
 """
 
 # ARGV[1] == '1' fires every armed item whatever its due time (destroy, R14).
+# Returns {how many fired, ms until the next due time or -1}.
 PROMOTE = r"""
-local now = now_ms()
-local upto = now
-if ARGV[1] == '1' then upto = '+inf' end
-local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', upto, 'LIMIT', 0, 1000)
-for _, k in ipairs(due) do
-  local p = redis.call('HGET', K_DPAY, k)
-  redis.call('ZREM', K_DELAYED, k)
-  redis.call('HDEL', K_DPAY, k)
-  if p and redis.call('HGET', K_PEND, k) == 'd' then
-    local f, a = unpack_payload(p)
-    add_entry(k, f, a, now)
-  end
-end
-local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
-local wait = -1
-if #nxt > 0 then wait = math.max(0, tonumber(nxt[2]) - now) end
-return {#due, wait}
+return promote(now_ms(), ARGV[1] == '1')
 """
 
 CANCEL = r"""
@@ -253,62 +375,77 @@ return 1
 
 # ARGV: id, key, consumer, lease_ms. Returns the answer of the start steps.
 START = r"""
-return try_start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), now_ms(), false)
+return try_start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), now_ms(), false, false)
+"""
+
+# ARGV: consumer, lease_ms, just read ('1': the entries come from this consumer's read a moment
+# ago, so they are in its PEL; '0': they may have been claimed since), then (id, key) per entry
+# this consumer read. The start steps for each, in order: the same answers as one **start**
+# per entry, in one critical section. Returns one answer per entry.
+START_MANY = r"""
+local consumer, lease, own, now = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1', now_ms()
+local out = {}
+for i = 4, #ARGV, 2 do
+  table.insert(out, try_start(ARGV[i], ARGV[i + 1], consumer, lease, now, false, own))
+end
+return out
+"""
+
+# ARGV: consumer, lease_ms, count. The **take** steps (``take`` in the prelude). Returns {ms
+# until the next due time or -1, how many entries were read, then {answer, id, key, f, a} for
+# each entry answered 'run' or 'wait'} (the others need nothing of the worker).
+TAKE = r"""
+return take(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms(), {})
 """
 
 # ARGV: id, key, consumer, outcome ('ok' / 'fail'), lease_ms, hand-off ('1': take the next
 # instance; '0': a stopping worker, the instance waits for another worker).
 # Returns {} or the next instance this worker runs at once: {id, key, f, a}.
 FINISH = r"""
-local id, k, consumer, outcome, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local now = now_ms()
-drop_entry(id)
-local r = redis.call('HGET', K_RUN, k)
-if r then
-  local rid = parse_run(r)
-  if rid == id then
-    redis.call('HDEL', K_RUN, k)
-    if tonumber(redis.call('GET', K_ACTIVE) or '0') > 0 then redis.call('DECR', K_ACTIVE) end
-  end
-end
-if outcome == 'ok' then redis.call('HINCRBY', K_STATS, 'completed', 1)
-else redis.call('HINCRBY', K_STATS, 'failed', 1) end
+local nxt = finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], now_ms())
 redis.call('PUBLISH', K_DONE, 'f')
-if ARGV[6] ~= '1' then return {} end
--- the hand-off: the instance waiting for exactly this slot starts here, in the same script, so
--- no other worker can take the slot in between
-local nxt = redis.call('HGET', K_DEFER, k)
-if nxt then
-  redis.call('HDEL', K_DEFER, k)
-  local fields = entry_fields(nxt)
-  if fields and try_start(nxt, k, consumer, lease, now, false) == 'run' then
-    return {nxt, k, fields['f'], fields['a']}
-  end
-end
-while true do
-  local h = redis.call('LPOP', K_INACTIVE)
-  if not h then break end
-  local fields = entry_fields(h)
-  if fields then
-    local ans = try_start(h, fields['k'], consumer, lease, now, true)
-    if ans == 'run' then return {h, fields['k'], fields['f'], fields['a']} end
-    if ans == 'inactive' then break end
-    if ans == 'wait' then redis.call('LPUSH', K_INACTIVE, h) break end
-  end
-end
-return {}
+return nxt or {}
 """
 
-# ARGV: id, key, consumer, lease_ms. Returns 1, or 0 if the lease was lost.
+# ARGV: consumer, lease_ms, hand-off, free slots, then (id, key, outcome) per finished
+# instance: the **finish** steps for each, in order, and one message on ``done`` for the batch
+# (flushers re-check the stream, so one is enough); then, with the slots the hand-offs left
+# (free slots - hand-offs), the **take** steps, so a busy worker pays one script per turn.
+# Returns as **take**, with the hand-offs first among the 'run' answers.
+FINISH_MANY = r"""
+local consumer, lease, handoff, free = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local now = now_ms()
+local handed = {}
+for i = 5, #ARGV, 3 do
+  local nxt = finish(ARGV[i], ARGV[i + 1], consumer, ARGV[i + 2], lease, handoff, now)
+  if nxt then table.insert(handed, {'run', nxt[1], nxt[2], nxt[3], nxt[4]}) end
+end
+redis.call('PUBLISH', K_DONE, 'f')
+local out = take(consumer, lease, free - #handed, now, {})
+for _, h in ipairs(handed) do table.insert(out, h) end
+return out
+"""
+
+# ARGV: consumer, lease_ms, then (id, key) per run of this consumer. Returns one 1 per run, or
+# 0 where the lease was lost.
 RENEW = r"""
-local id, k, consumer, lease = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local r = redis.call('HGET', K_RUN, k)
-if not r then return 0 end
-local rid, rcons = parse_run(r)
-if rid ~= id or rcons ~= consumer then return 0 end
-redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' ' .. tostring(now_ms() + lease))
-redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID')
-return 1
+local consumer, lease, now = ARGV[1], tonumber(ARGV[2]), now_ms()
+local out = {}
+for i = 3, #ARGV, 2 do
+  local id, k = ARGV[i], ARGV[i + 1]
+  local r = redis.call('HGET', K_RUN, k)
+  local ok = 0
+  if r then
+    local rid, rcons = parse_run(r)
+    if rid == id and rcons == consumer then
+      redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' ' .. tostring(now + lease))
+      redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID')
+      ok = 1
+    end
+  end
+  table.insert(out, ok)
+end
+return out
 """
 
 # ARGV: consumer, lease_ms, count. Returns a flat list of {answer, id, key, f, a} for the
@@ -334,7 +471,7 @@ for _, e in ipairs(res[2]) do
         redis.call('HINCRBY', K_STATS, 'redelivered', 1)
         table.insert(out, {'rerun', id, k, fields['f'], fields['a']})
       end
-    elseif try_start(id, k, consumer, lease, now, false) == 'run' then
+    elseif try_start(id, k, consumer, lease, now, false, false) == 'run' then
       table.insert(out, {'run', id, k, fields['f'], fields['a']})
     end
   end
@@ -421,12 +558,16 @@ return out
 SOURCES: dict[str, str] = {
     "declare": DECLARE,
     "queue": QUEUE,
+    "queue_many": QUEUE_MANY,
     "queue_delayed": QUEUE_DELAYED,
     "mod_delayed": MOD_DELAYED,
     "promote": PROMOTE,
     "cancel": CANCEL,
     "start": START,
+    "start_many": START_MANY,
+    "take": TAKE,
     "finish": FINISH,
+    "finish_many": FINISH_MANY,
     "renew": RENEW,
     "claim": CLAIM,
     "barrier": BARRIER,
@@ -440,14 +581,127 @@ SOURCES: dict[str, str] = {
 }
 
 
+def _arg(v: str | int | bytes) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode()
+    return b"%d" % v
+
+
+def _bulks(values: Iterable[str | int | bytes]) -> bytes:
+    """The RESP bulk strings of ``values``, one after the other."""
+    parts: list[bytes] = []
+    for v in values:
+        b = _arg(v)
+        parts += (b"$%d\r\n" % len(b), b, b"\r\n")
+    return b"".join(parts)
+
+
+class _Lane:
+    """One connection that carries every script call of an App, pipelined.
+
+    Each call writes its command at once and waits for its own reply; one reader task hands the
+    replies out in order. So calls never wait for each other (a gather of 100 enqueues is one
+    stream of commands on one socket), and a call costs one write and one read, without the
+    connection pool's checkout, health check and return that every redis-py command pays.
+    The connection itself is redis-py's, made from the client's pool settings (URL, password,
+    db, TLS), so the handshake is the client's. A lost connection fails the calls in flight
+    with ``ConnectionError`` and the next call connects again.
+    Context: the event loop the App is used on; a new loop gets a new connection.
+    """
+
+    __slots__ = ("_conn", "_lock", "_loop", "_make", "_pending", "_reader")
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._conn: Any = None
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def _connection(self) -> tuple[Any, deque[asyncio.Future[Any]]]:
+        conn = self._conn
+        if conn is not None and conn.is_connected and self._loop is asyncio.get_running_loop():
+            return conn, self._pending
+        if self._loop is not asyncio.get_running_loop():
+            self._loop, self._lock, self._conn = asyncio.get_running_loop(), asyncio.Lock(), None
+        assert self._lock is not None
+        async with self._lock:  # one caller connects; the others wait for it
+            if self._conn is None or not self._conn.is_connected:
+                conn = self._make()
+                await conn.connect()
+                self._conn, self._pending = conn, deque()
+                self._reader = asyncio.create_task(
+                    self._read(conn, self._pending), name="awq-redis-lane"
+                )
+        return self._conn, self._pending
+
+    async def call(self, packed: bytes) -> Any:
+        """Send one packed command, return its reply (raise its error reply)."""
+        conn, pending = await self._connection()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending.append(fut)  # before the write: the reader pops in the order of the writes
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+        except BaseException as e:  # redis-py has closed the connection: all in flight fail
+            self._fail(conn, pending, e)
+            raise
+        return await fut
+
+    async def _read(self, conn: Any, pending: deque[asyncio.Future[Any]]) -> None:
+        try:
+            while True:
+                try:
+                    reply, error = await conn.read_response(), None
+                except ResponseError as e:  # an error reply: the call's own answer
+                    reply, error = None, e
+                fut = pending.popleft()
+                if fut.done():  # its caller was cancelled: the reply is dropped
+                    continue
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(reply)
+        except BaseException as e:
+            self._fail(conn, pending, e)
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+
+    def _fail(self, conn: Any, pending: deque[asyncio.Future[Any]], e: BaseException) -> None:
+        if self._conn is conn:
+            self._conn = None
+        while pending:
+            fut = pending.popleft()
+            if not fut.done():
+                err = RedisConnectionError(f"aioworkqueue.redis: connection lost: {e!r}")
+                fut.set_exception(err)
+
+    async def aclose(self) -> None:
+        """Close the connection; calls in flight fail. Context: a coroutine."""
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect()
+
+
 class Scripts:
     """The scripts of one client: ``await scripts.call(name, keys, *args)`` runs one.
 
-    Context: the event loop of the client. EVALSHA first; on NOSCRIPT (a restarted or flushed
-    server) the source is loaded again and the call repeated once.
+    Context: the event loop of the client. EVALSHA on the App's pipelined connection (the
+    command's head, the script's SHA and the queue's keys, is packed once per script and
+    queue); on NOSCRIPT (a restarted or flushed server) the source is loaded again and the call
+    repeated once.
     """
 
-    __slots__ = ("_client", "_sha", "_src")
+    __slots__ = ("_client", "_heads", "_lane", "_sha", "_src")
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
@@ -455,19 +709,34 @@ class Scripts:
         self._sha = {
             name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._src.items()
         }
+        self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
+        pool = client.connection_pool
+        self._lane = _Lane(lambda: pool.connection_class(**pool.connection_kwargs))
 
-    async def call(self, name: str, keys: list[str], *args: str | int | bytes) -> Any:
+    def _pack(self, name: str, keys: tuple[str, ...], args: tuple[str | int | bytes, ...]) -> bytes:
+        head = self._heads.get((name, keys))
+        if head is None:
+            head = self._heads[name, keys] = _bulks(("EVALSHA", self._sha[name], len(keys), *keys))
+        return b"".join((b"*%d\r\n" % (3 + len(keys) + len(args)), head, _bulks(args)))
+
+    async def call(self, name: str, keys: Sequence[str], *args: str | int | bytes) -> Any:
         """Run script ``name`` with ``keys`` and ``args``.
 
         Context: a coroutine. Returns: the script's reply. Raises: redis' ``ResponseError`` for
-        the script's own errors (``AWQ destroyed`` and so on; ``_ops`` maps them).
+        the script's own errors (``AWQ destroyed`` and so on; ``_ops`` maps them),
+        ``ConnectionError`` when the connection is lost.
         """
-        sha = self._sha[name]
-        # redis-py's stubs type evalsha's arguments differently from one major version to the
-        # next (5.x: all str; 6+: EncodableT); the call itself is the same on both.
-        evalsha = cast("Callable[..., Awaitable[Any]]", self._client.evalsha)
+        packed = self._pack(name, tuple(keys), args)
         try:
-            return await evalsha(sha, len(keys), *keys, *args)
+            return await self._lane.call(packed)
         except NoScriptError:
-            await self._client.script_load(self._src[name])
-            return await evalsha(sha, len(keys), *keys, *args)
+            await self._lane.call(_bulks_command(("SCRIPT", "LOAD", self._src[name])))
+            return await self._lane.call(packed)
+
+    async def aclose(self) -> None:
+        """Close the scripts' connection. Context: a coroutine."""
+        await self._lane.aclose()
+
+
+def _bulks_command(values: Sequence[str | int | bytes]) -> bytes:
+    return b"*%d\r\n" % len(values) + _bulks(values)

@@ -107,7 +107,7 @@ FULL = Sizes(
     redis_jobs=5_000,
     redis_rounds=3,
     redis_latency=200,
-    redis_workers=(1, 4),
+    redis_workers=(1, 2, 4),
 )
 QUICK = Sizes(
     name="quick",
@@ -131,7 +131,7 @@ QUICK = Sizes(
     redis_jobs=1_000,
     redis_rounds=2,
     redis_latency=200,
-    redis_workers=(1, 4),
+    redis_workers=(1, 2, 4),
 )
 #: For the test suite: every code path, tiny sizes, one loop; the numbers mean nothing.
 SMOKE = Sizes(

@@ -9,13 +9,16 @@ API, on the same server, in the same run:
 * **enqueue**: ``sizes.redis_jobs`` enqueues from one client, each awaited before the next;
   then concurrently, in chunks of ``CHUNK`` (``asyncio.gather``: arq and saq have no batch
   enqueue; saq's ``map`` also waits for the results, so it is not one), and aioworkqueue's
-  ``queue_work_many`` where it exists. No worker runs; each round goes to a fresh queue; best
-  of ``sizes.redis_rounds``. Jobs/s, higher is better.
+  ``queue_work_many`` (``CHUNK`` works per call: one script each, one answer per work). No
+  worker runs; each round goes to a fresh queue; best of ``sizes.redis_rounds``.
+  Jobs/s, higher is better.
 * **end to end**: ``sizes.redis_jobs`` no-op jobs are queued while the worker processes wait at
   a gate (connected, set up, not reading yet); then the gate opens and the clock runs until
   the last job has run. Each job ``INCR``\\ s a counter in Redis; the one that reaches the
   total pushes to a list the client waits on, and the counter must end exactly at the total.
-  1 and 4 worker processes (``multiprocessing``, spawn), ``CONCURRENCY`` jobs at a time each.
+  1, 2 and 4 worker processes (``multiprocessing``, spawn), ``CONCURRENCY`` jobs at a time
+  each. The jobs are all queued before the gate opens (each system its fastest way), so no
+  producer competes with the workers for the CPU.
 * **latency**: enqueue to start with one idle worker process, ``sizes.redis_latency`` jobs one at
   a time: the client takes ``time.time()`` just before the enqueue and passes it; the job
   pushes ``time.time() - t0`` at its first line. Median and p99, milliseconds, lower is better.
@@ -27,9 +30,10 @@ about one read of 10 jobs per half second). saq blocks on ``BLMOVE``; aioworkque
 worker process is terminated (SIGTERM, then SIGKILL) and joined when its phase ends, whatever
 happened. Ratios are to arq, in the same run, on the same server.
 
-The aioworkqueue column is written against the documented API of ``aioworkqueue.redis``
-(``App``, ``@app.function``, ``app.workqueue``, ``app.work``, ``queue_work``, ``app.worker``);
-where that module does not import, its rows say "not built yet" and the others still run.
+The aioworkqueue column uses the public API of ``aioworkqueue.redis`` (``App``,
+``@app.function``, ``app.workqueue``, ``app.work``, ``queue_work``, ``queue_work_many``,
+``app.worker``); where that module does not import (no ``redis`` extra), its rows say "not
+built yet" and the others still run.
 """
 
 from __future__ import annotations
@@ -447,7 +451,11 @@ class _Awq(_Client):
     async def many(self, queue: str, ids: Sequence[int]) -> None:
         wq, work = self._wq(queue), self.app.work
         for k in range(0, len(ids), CHUNK):
-            await self.awr.queue_work_many(wq, [work(awq_count, i) for i in ids[k : k + CHUNK]])
+            answers = await self.awr.queue_work_many(
+                wq, [work(awq_count, i) for i in ids[k : k + CHUNK]]
+            )
+            if not all(answers):
+                raise BenchError(f"aioworkqueue.redis: a job of {k}..{k + CHUNK} was not queued")
 
     async def stamp(self, queue: str, t0: float) -> None:
         await self.awr.queue_work(self._wq(queue), self.app.work(awq_stamp, t0))
@@ -583,7 +591,7 @@ async def _system(
                 if rnd:
                     times.append(time.perf_counter() - t0)
             group.put(loop, label, Cell(n / best(times), extra={"median": n / median(times)}))
-        fill = list(client.batched().values())[-1]  # the fastest way there is
+        fill = list(client.batched().values())[-1]  # the fastest way each system has
         # 2. End to end (and 3. latency, with the one idle worker process).
         for w in workers:
             queue = f"e2e{w}"

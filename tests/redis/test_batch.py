@@ -1,0 +1,271 @@
+"""The batched calls: ``queue_work_many`` and the worker's batched start and finish scripts.
+
+Each batch is one script call; these tests check that a batch answers exactly what the same
+calls one by one would have (R1 per item, R3, R7), and what it does when the queue refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+import aioworkqueue
+import aioworkqueue.redis as awr
+from aioworkqueue.redis import _ops
+
+from .test_ops import read
+
+
+def f(*args: Any) -> None:
+    pass
+
+
+@pytest_asyncio.fixture
+async def app(redis_url: str, key_prefix: str) -> AsyncIterator[awr.App]:
+    a = awr.App(url=redis_url, prefix=key_prefix)
+    a.function(f, name="f")
+    try:
+        yield a
+    finally:
+        await a.aclose()
+
+
+async def _commands(app: awr.App, name: str) -> int:
+    """How many times the server ran command ``name`` so far (INFO commandstats)."""
+    info: Any = await app.client.info("commandstats")
+    return int(info.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+@pytest.mark.asyncio
+async def test_queue_work_many_answers_r1_per_item_in_one_script(app: awr.App) -> None:
+    wq = app.workqueue("q")
+    already = app.work(f, key="p")
+    assert await wq.queue(already) is True
+    works = [
+        app.work(f, key="a"),
+        app.work(f, key="p"),  # pending before the batch
+        app.work(f, key="b"),
+        app.work(f, key="a"),  # the same key earlier in this batch
+        app.work(f, 1),
+        app.work(f, 1),  # equal calls are one item
+    ]
+    await app.client.script_load(app.scripts._src["queue_many"])  # no NOSCRIPT retry counted
+    before = await _commands(app, "evalsha")
+    answers = await awr.queue_work_many(wq, works)
+    assert await _commands(app, "evalsha") - before == 1  # one script for the whole batch
+    assert answers == [True, False, True, False, True, False]
+    assert [k for _, k in await read(wq, "A")] == ["p", "a", "b", works[4].key]
+    assert (await wq.stats())["queued"] == 4
+    assert all(w.workqueue is wq for w in works)
+    assert await works[3].pending() is True  # it asks the queue it was handed to
+    assert await wq.queue_many([app.work(f, key="b"), app.work(f, key="c")]) == [False, True]
+    assert await awr.queue_work_many(wq, []) == []
+
+
+@pytest.mark.asyncio
+async def test_queue_work_many_on_a_destroyed_queue_raises_and_queues_nothing(
+    app: awr.App,
+) -> None:
+    wq = app.workqueue("gone")
+    await wq.destroy()  # nothing queued: it returns at once
+    works = [app.work(f, key="a"), app.work(f, key="b")]
+    with pytest.raises(aioworkqueue.WorkqueueDestroyedError, match="a batch of 2"):
+        await awr.queue_work_many(wq, works)
+    assert await app.client.exists(wq.keys.stream) == 0
+    assert all(w.workqueue is None for w in works)
+
+
+@pytest.mark.asyncio
+async def test_queue_work_many_draining_refuses_outside_its_items(app: awr.App) -> None:
+    wq = app.workqueue("d")
+    await wq.call("set_state", "draining")
+    with pytest.raises(aioworkqueue.WorkqueueDrainingError):
+        await wq.queue_many([app.work(f, key="a")])
+    token = awr._app.RUNNING_IN.set((app.prefix, "d"))  # as inside one of its own items
+    try:
+        assert await wq.queue_many([app.work(f, key="a")]) == [True]
+    finally:
+        awr._app.RUNNING_IN.reset(token)
+
+
+@pytest.mark.asyncio
+async def test_queue_work_many_max_pending_counts_the_whole_batch(app: awr.App) -> None:
+    wq = app.workqueue("b", max_pending=3)
+    assert await wq.queue(app.work(f, key="a")) is True
+    over = [app.work(f, key=k) for k in ("b", "c", "d")]
+    with pytest.raises(aioworkqueue.WorkqueueFullError):
+        await wq.queue_many(over)
+    assert await app.client.xlen(wq.keys.stream) == 1  # nothing of the batch went in
+    # duplicates and items already pending take no room: this one fits exactly
+    fits = [app.work(f, key=k) for k in ("a", "b", "b", "c", "a")]
+    assert await wq.queue_many(fits) == [False, True, False, True, False]
+    assert (await wq.stats())["pending"] == 3
+    assert await wq.queue_many([app.work(f, key="a")]) == [False]  # pending first, as queue_work
+
+
+@pytest.mark.asyncio
+async def test_queue_work_many_bad_arguments(app: awr.App) -> None:
+    wq = app.workqueue("t")
+    with pytest.raises(TypeError, match="iterable"):
+        await awr.queue_work_many(wq, app.work(f, key="a"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="RemoteWork"):
+        await awr.queue_work_many(wq, [app.work(f, key="a"), object()])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="RemoteWorkqueue"):
+        await awr.queue_work_many(object(), [])  # type: ignore[arg-type]
+    assert await app.client.exists(wq.keys.stream) == 0
+
+
+def test_running_in_has_a_value_in_any_context(app: awr.App) -> None:
+    # A loop started in a context the import never saw (a second asyncio.Runner, as the bench's
+    # uvloop pass) must find "not inside an item", not a LookupError.
+    wq = app.workqueue("c")
+    assert contextvars.Context().run(_ops._chained, wq) == "0"
+
+
+# -- the worker's batched scripts, driven by hand (as test_ops' fake workers) ------------------
+
+LEASE = 60_000
+
+
+async def take(wq: awr.RemoteWorkqueue, consumer: str, count: int) -> tuple[int, list[Any]]:
+    """The **take** script: returns (entries read, [(answer, id, key)] for run / wait)."""
+    _nxt, n, *got = await wq.call("take", consumer, LEASE, count)
+    return int(n), [(a.decode(), i.decode(), k.decode()) for a, i, k, _f, _a in got]
+
+
+async def finish_many(
+    wq: awr.RemoteWorkqueue, consumer: str, runs: list[tuple[str, str]], handoff: str = "1"
+) -> list[tuple[str, str]]:
+    """The **finish_many** script with no free slot to take into: returns the hand-offs."""
+    args: list[str | int] = [consumer, LEASE, handoff, 0]
+    for eid, key in runs:
+        args += (eid, key, "ok")
+    _nxt, n, *got = await wq.call("finish_many", *args)
+    assert int(n) == 0  # nothing read: no free slot was offered
+    return [(i.decode(), k.decode()) for a, i, k, _f, _a in got if a == b"run"]
+
+
+@pytest.mark.asyncio
+async def test_take_starts_up_to_max_active_and_finish_many_hands_on_in_order(
+    app: awr.App,
+) -> None:
+    wq = app.workqueue("m", max_active=2)
+    await wq.queue_many([app.work(f, key=f"k{i}") for i in range(5)])
+    n, got = await take(wq, "A", 10)
+    assert n == 5  # all five read in one script...
+    assert [(a, k) for a, _i, k in got] == [("run", "k0"), ("run", "k1")]  # ...two may run (R7)
+    assert (await wq.stats())["active"] == 2
+    assert await app.client.llen(wq.keys.inactive) == 3
+    # B finds nothing new: the inactive ones wait for a finish, not for a reader
+    assert await take(wq, "B", 10) == (0, [])
+    handed = await finish_many(wq, "A", [(i, k) for _a, i, k in got])
+    assert [k for _i, k in handed] == ["k2", "k3"]  # FIFO, one per freed slot
+    st = await wq.stats()
+    assert (st["active"], st["completed"], st["started"]) == (2, 2, 4)
+    handed = await finish_many(wq, "A", handed)
+    assert [k for _i, k in handed] == ["k4"]
+    assert await finish_many(wq, "A", handed) == []
+    st = await wq.stats()
+    assert (st["active"], st["completed"], st["pending"]) == (0, 5, 0)
+    assert await app.client.xlen(wq.keys.stream) == 0
+
+
+@pytest.mark.asyncio
+async def test_batch_start_keeps_r3_a_running_key_is_deferred_to_its_runner(app: awr.App) -> None:
+    wq = app.workqueue("r")
+    await wq.queue(app.work(f, key="k"))
+    _n, [(ans, first, _k)] = await take(wq, "A", 10)
+    assert ans == "run"
+    # queued again while it runs (R2), then read by B with another item, in one start_many
+    assert await wq.queue_many([app.work(f, key="k"), app.work(f, key="o")]) == [True, True]
+    ids = await read(wq, "B")
+    args: list[str | int] = ["B", LEASE, "1"]
+    for eid, key in ids:
+        args += (eid, key)
+    answers = [a.decode() for a in await wq.call("start_many", *args)]
+    assert answers == ["deferred", "run"]  # never two runs of k at once (R3)
+    assert (await wq.stats())["active"] == 2
+    # A's finish hands the deferred instance of k to A, in the same script
+    handed = await finish_many(wq, "A", [(first, "k")])
+    assert handed == [(ids[0][0], "k")]
+    run = await app.client.hget(wq.keys.run, "k")
+    assert run.decode().split()[:2] == [ids[0][0], "A"]
+
+
+@pytest.mark.asyncio
+async def test_finish_many_of_a_stopping_worker_hands_nothing(app: awr.App) -> None:
+    wq = app.workqueue("s", max_active=1)
+    await wq.queue_many([app.work(f, key="a"), app.work(f, key="b")])
+    _n, got = await take(wq, "A", 10)
+    assert [(a, k) for a, _i, k in got] == [("run", "a")]
+    assert await finish_many(wq, "A", [(got[0][1], "a")], handoff="0") == []
+    assert (await wq.stats())["active"] == 0
+    _n, got = await take(wq, "B", 10)  # nothing new to read: b waits on the inactive list
+    assert got == []
+    assert await app.client.llen(wq.keys.inactive) == 1
+
+
+@pytest.mark.asyncio
+async def test_take_promotes_due_items_and_keeps_r6_order(app: awr.App) -> None:
+    wq = app.workqueue("o", ordered=True)
+    await wq.queue(app.work(f, key="q"))
+    await wq.queue_delayed(app.work(f, key="d"), 0.001)
+    deadline = asyncio.get_running_loop().time() + 10
+    read_n, seen = 0, []
+    while read_n < 2:  # only take promotes d here, once the server's clock says it is due
+        assert asyncio.get_running_loop().time() < deadline
+        n, got = await take(wq, "A", 10)
+        read_n, seen = read_n + n, seen + got
+    assert [(a, k) for a, _i, k in seen] == [("run", "q")]  # queued first, runs first (R6)
+    (waiting,) = await app.client.lrange(wq.keys.inactive, 0, -1)  # d: next, max_active 1
+    assert (await app.client.hget(wq.keys.pend, "d")) == waiting
+
+
+@pytest.mark.asyncio
+async def test_finish_many_takes_new_entries_into_the_slots_left(app: awr.App) -> None:
+    wq = app.workqueue("t", max_active=3)
+    await wq.queue_many([app.work(f, key=f"k{i}") for i in range(2)])
+    _n, got = await take(wq, "A", 2)
+    assert [k for _a, _i, k in got] == ["k0", "k1"]
+    await wq.queue_many([app.work(f, key=f"n{i}") for i in range(4)])
+    # A finishes k0 with 2 free slots (k0's and one more): it reads two new entries and starts
+    # them, still within max_active 3 (k1 runs)
+    _nxt, n, *rest = await wq.call("finish_many", "A", LEASE, "1", 2, got[0][1], "k0", "ok")
+    assert int(n) == 2
+    assert [(a.decode(), k.decode()) for a, _i, k, _f, _a in rest] == [("run", "n0"), ("run", "n1")]
+    st = await wq.stats()
+    assert (st["active"], st["completed"], st["started"]) == (3, 1, 4)
+    # B reads n2 while 3 run: it waits on the inactive list (R7)
+    assert await take(wq, "B", 1) == (1, [])
+    # the hand-off comes first: k1's slot goes to n2, which leaves no slot to read n3 into
+    _nxt, n, *rest = await wq.call("finish_many", "A", LEASE, "1", 1, got[1][1], "k1", "ok")
+    assert int(n) == 0
+    assert [(a.decode(), k.decode()) for a, _i, k, _f, _a in rest] == [("run", "n2")]
+    assert (await wq.stats())["active"] == 3
+    assert await take(wq, "A", 0) == (0, [])
+    assert await app.client.xlen(wq.keys.stream) == 4  # n0, n1, n2 running; n3 not read yet
+
+
+@pytest.mark.asyncio
+async def test_a_worker_pays_far_less_than_two_scripts_per_item(app: awr.App) -> None:
+    n = 200
+    ran: list[int] = []
+
+    def job(i: int) -> None:
+        ran.append(i)
+
+    app.function(job, name="job")
+    wq = app.workqueue("w")
+    assert all(await wq.queue_many([app.work(job, i) for i in range(n)]))
+    before = await _commands(app, "evalsha")
+    async with app.worker(queues=["w"], concurrency=10):
+        await asyncio.wait_for(wq.flush(), 30)
+    scripts = await _commands(app, "evalsha") - before
+    assert sorted(ran) == list(range(n))
+    # one start and one finish per item would be 2n; batches of up to 10 make it about n / 5
+    assert scripts < n, scripts
