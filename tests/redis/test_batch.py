@@ -172,7 +172,7 @@ async def test_take_starts_up_to_max_active_and_finish_many_hands_on_in_order(
     assert await finish_many(wq, "A", handed) == []
     st = await wq.stats()
     assert (st["active"], st["completed"], st["pending"]) == (0, 5, 0)
-    assert await app.client.xlen(wq.keys.stream) == 0
+    assert await wq.call("stream_len") == 0  # nothing live: finished entries are acked
 
 
 @pytest.mark.asyncio
@@ -248,7 +248,7 @@ async def test_finish_many_takes_new_entries_into_the_slots_left(app: awr.App) -
     assert [(a.decode(), k.decode()) for a, _i, k, _f, _a in rest] == [("run", "n2")]
     assert (await wq.stats())["active"] == 3
     assert await take(wq, "A", 0) == (0, [])
-    assert await app.client.xlen(wq.keys.stream) == 4  # n0, n1, n2 running; n3 not read yet
+    assert await wq.call("stream_len") == 4  # n0, n1, n2 running; n3 not read yet
 
 
 @pytest.mark.asyncio
@@ -269,3 +269,45 @@ async def test_a_worker_pays_far_less_than_two_scripts_per_item(app: awr.App) ->
     assert sorted(ran) == list(range(n))
     # one start and one finish per item would be 2n; batches of up to 10 make it about n / 5
     assert scripts < n, scripts
+
+
+@pytest.mark.asyncio
+async def test_finished_entries_are_trimmed_not_left_and_not_xdeled_one_by_one(
+    app: awr.App,
+) -> None:
+    n = 1000
+    wq = app.workqueue("t")
+    assert all(await wq.queue_many([app.work(f, key=f"k{i}") for i in range(n)]))
+    xdel = await _commands(app, "xdel")
+    _nxt, _n, *got = await wq.call("take", "A", LEASE, 50)
+    done = 0
+    while got:
+        args: list[str | int] = ["A", LEASE, "1", 50]
+        for _a, i, k, _f, _a2 in got:
+            args += (i.decode(), k.decode(), "ok")
+        done += len(got)
+        _nxt, _n, *got = await wq.call("finish_many", *args)
+    assert done == n
+    assert await _commands(app, "xdel") == xdel  # a finish acks; it does not XDEL
+    assert await wq.call("stream_len") == 0
+    # XTRIM MINID ~ cut whole nodes below the oldest live entry: at most a few nodes are left
+    assert await app.client.xlen(wq.keys.stream) < 300
+    await asyncio.wait_for(wq.flush(), 5)
+    assert (await wq.stats())["completed"] == n
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_inactive_entry_leaves_its_readers_pel_so_flush_does_not_wait(
+    app: awr.App,
+) -> None:
+    wq = app.workqueue("c", max_active=1)
+    a, b = app.work(f, key="a"), app.work(f, key="b")
+    assert await wq.queue_many([a, b]) == [True, True]
+    _n, got = await take(wq, "A", 2)
+    assert [(x, k) for x, _i, k in got] == [("run", "a")]  # b read by A, inactive (R7)
+    assert await b.cancel() is True
+    flusher = asyncio.create_task(wq.flush())
+    assert await finish_many(wq, "A", [(got[0][1], "a")]) == []  # nothing handed: b is gone
+    # b was read by A: only the cancel's XACK takes it out of A's PEL; else flush waits a lease
+    await asyncio.wait_for(flusher, 5)
+    assert await wq.call("stream_len") == 0

@@ -163,7 +163,13 @@ async def _wait_until(wq: RemoteWorkqueue, done: Callable[[], Awaitable[bool]]) 
     try:
         await ps.subscribe(wq.keys.done)  # before the first check: no message falls between
         while not await done():
-            await ps.get_message(ignore_subscribe_messages=True, timeout=POLL)
+            if await ps.get_message(ignore_subscribe_messages=True, timeout=POLL) is None:
+                continue
+            # Every message that came during the check is answered by one check, not one each:
+            # busy workers publish once per finish batch, and a check per message would cost
+            # the server and this client as much as the finishes themselves.
+            while await ps.get_message(ignore_subscribe_messages=True, timeout=0) is not None:
+                pass
     finally:
         await ps.aclose()  # type: ignore[no-untyped-call]
 

@@ -97,6 +97,76 @@ local function drop_entry(id)
   redis.call('XDEL', K_STREAM, id)
 end
 
+-- Per-script caches of what every start and finish touches, written back once by commit()
+-- (each script that starts or finishes ends with it): a redis.call from Lua costs about a
+-- microsecond beyond its command, so a batch of starts and finishes pays for the active count,
+-- the statistics and the acks once instead of once per item.
+local ACTIVE, ACTIVE0 = nil, nil
+local STATS_D = {}
+local ACKS = {}
+local DEFER_EMPTY = nil  -- nil: not known yet
+local INACTIVE_EMPTY = false
+
+local function active()
+  if ACTIVE == nil then
+    ACTIVE = tonumber(redis.call('GET', K_ACTIVE) or '0') or 0
+    ACTIVE0 = ACTIVE
+  end
+  return ACTIVE
+end
+
+local function bump(name, n) STATS_D[name] = (STATS_D[name] or 0) + n end
+
+local function deferred_for(k)
+  if DEFER_EMPTY == nil then DEFER_EMPTY = redis.call('HLEN', K_DEFER) == 0 end
+  if DEFER_EMPTY then return false end
+  return redis.call('HGET', K_DEFER, k)
+end
+
+-- The group's last-delivered ID: every entry after it is unread, every entry up to it was read
+-- and is in a worker's PEL until it finishes or is skipped (XACK).
+local function last_delivered()
+  if redis.call('EXISTS', K_STREAM) == 0 then return '0-0' end
+  local groups = redis.call('XINFO', 'GROUPS', K_STREAM)
+  for _, g in ipairs(groups) do
+    local name, ld = nil, nil
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'last-delivered-id' then ld = g[i + 1] end
+    end
+    if name == GROUP then return ld end
+  end
+  return '0-0'
+end
+
+-- A finished entry is acked, not XDELed (XDEL scans its stream node: ~15 us an entry, more than
+-- the rest of a start and a finish together). The stream is cut instead by whole nodes below the
+-- oldest entry that may still be needed: the oldest in the PEL (read, not finished), else the
+-- last delivered one (everything before it is finished or skipped; everything after it unread).
+local function trim()
+  if redis.call('XLEN', K_STREAM) < 200 then return end
+  local pel = redis.call('XPENDING', K_STREAM, GROUP)
+  local minid = pel[2]
+  if not minid then minid = last_delivered() end
+  redis.call('XTRIM', K_STREAM, 'MINID', '~', minid)
+end
+
+local function commit()
+  if ACTIVE ~= nil and ACTIVE ~= ACTIVE0 then redis.call('SET', K_ACTIVE, ACTIVE) end
+  for name, n in pairs(STATS_D) do redis.call('HINCRBY', K_STATS, name, n) end
+  for i = 1, #ACKS, 500 do
+    redis.call('XACK', K_STREAM, GROUP, unpack(ACKS, i, math.min(i + 499, #ACKS)))
+  end
+  if #ACKS > 0 then trim() end
+end
+
+-- An entry is live (flush and drain wait for it) while it is unread, or read and in the PEL.
+local function live(id, ld)
+  if #redis.call('XPENDING', K_STREAM, GROUP, id, id, 1) > 0 then return true end
+  return #redis.call('XRANGE', K_STREAM, '(' .. ld, id, 'COUNT', 1) > 0 and
+         #redis.call('XRANGE', K_STREAM, id, id) > 0
+end
+
 -- moves the armed items that are due (all of them with everything) to the stream; returns
 -- {how many, ms until the next due time or -1}
 local function promote(now, everything)
@@ -134,6 +204,7 @@ local function try_start(id, k, consumer, lease, now, front, own)
   end
   if r and rdl > now then
     redis.call('HSET', K_DEFER, k, id)  -- R3: the worker running k runs it next
+    DEFER_EMPTY = false
     return 'deferred'
   end
   if meta_num('ordered') == 1 then
@@ -145,23 +216,26 @@ local function try_start(id, k, consumer, lease, now, front, own)
       return 'wait'  -- R6: an earlier entry has not started yet
     end
   end
-  local active = tonumber(redis.call('GET', K_ACTIVE) or '0')
+  local act = active()
   if r then
-    active = active - 1  -- an expired run (its worker died): this start inherits its slot
+    act = act - 1  -- an expired run (its worker died): this start inherits its slot
   end
   local ma = meta_num('max_active')
-  if ma > 0 and active >= ma then
-    if not redis.call('LPOS', K_INACTIVE, id) then
+  if ma > 0 and act >= ma then
+    -- an entry read just now cannot be on the list yet (LPOS is O(length)); a claimed or
+    -- retried one may be
+    if own or not redis.call('LPOS', K_INACTIVE, id) then
       if front then redis.call('LPUSH', K_INACTIVE, id)
       else redis.call('RPUSH', K_INACTIVE, id) end
+      INACTIVE_EMPTY = false
     end
     return 'inactive'  -- R7
   end
   redis.call('HDEL', K_PEND, k)  -- R2: the pending bit clears when the run starts
   redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' ' .. tostring(now + lease))
-  if not r then redis.call('INCR', K_ACTIVE) end
+  if not r then ACTIVE = act + 1 end
   if meta_num('ordered') == 1 then redis.call('SET', K_LAST, id) end
-  redis.call('HINCRBY', K_STATS, 'started', 1)
+  bump('started', 1)
   -- the runner owns the entry in the PEL from now on (renew, claim after its death)
   if not own then redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'JUSTID') end
   return 'run'
@@ -199,21 +273,20 @@ end
 -- the finish steps (docs/redis.md, **finish**) without the message on ``done``; returns the
 -- instance handed to this consumer ({id, key, f, a}) or nil
 local function finish(id, k, consumer, outcome, lease, handoff, now)
-  drop_entry(id)
+  table.insert(ACKS, id)
   local r = redis.call('HGET', K_RUN, k)
   if r then
     local rid = parse_run(r)
     if rid == id then
       redis.call('HDEL', K_RUN, k)
-      if tonumber(redis.call('GET', K_ACTIVE) or '0') > 0 then redis.call('DECR', K_ACTIVE) end
+      if active() > 0 then ACTIVE = ACTIVE - 1 end
     end
   end
-  if outcome == 'ok' then redis.call('HINCRBY', K_STATS, 'completed', 1)
-  else redis.call('HINCRBY', K_STATS, 'failed', 1) end
+  if outcome == 'ok' then bump('completed', 1) else bump('failed', 1) end
   if handoff ~= '1' then return nil end
   -- the hand-off: the instance waiting for exactly this slot starts here, in the same script,
   -- so no other worker can take the slot in between
-  local nxt = redis.call('HGET', K_DEFER, k)
+  local nxt = deferred_for(k)
   if nxt then
     redis.call('HDEL', K_DEFER, k)
     local fields = entry_fields(nxt)
@@ -221,15 +294,15 @@ local function finish(id, k, consumer, outcome, lease, handoff, now)
       return {nxt, k, fields['f'], fields['a']}
     end
   end
-  while true do
+  while not INACTIVE_EMPTY do
     local h = redis.call('LPOP', K_INACTIVE)
-    if not h then break end
+    if not h then INACTIVE_EMPTY = true break end
     local fields = entry_fields(h)
     if fields then
       local ans = try_start(h, fields['k'], consumer, lease, now, true, false)
       if ans == 'run' then return {h, fields['k'], fields['f'], fields['a']} end
       if ans == 'inactive' then break end
-      if ans == 'wait' then redis.call('LPUSH', K_INACTIVE, h) break end
+      if ans == 'wait' then redis.call('LPUSH', K_INACTIVE, h) INACTIVE_EMPTY = false break end
     end
   end
   return nil
@@ -330,6 +403,7 @@ if p then
   -- queued and not started: take the entry back (R9); delay 0 queues it again at the tail
   local fields = entry_fields(p)
   if fields then f, a = fields['f'], fields['a'] end
+  redis.call('XACK', K_STREAM, GROUP, p)  -- read but not started: out of its reader's PEL
   redis.call('XDEL', K_STREAM, p)
   redis.call('LREM', K_INACTIVE, 0, p)
   if redis.call('HGET', K_DEFER, k) == p then redis.call('HDEL', K_DEFER, k) end
@@ -363,6 +437,7 @@ if p == 'd' then
   redis.call('ZREM', K_DELAYED, k)
   redis.call('HDEL', K_DPAY, k)
 else
+  redis.call('XACK', K_STREAM, GROUP, p)  -- read but not started: out of its reader's PEL
   redis.call('XDEL', K_STREAM, p)
   redis.call('LREM', K_INACTIVE, 0, p)
   if redis.call('HGET', K_DEFER, k) == p then redis.call('HDEL', K_DEFER, k) end
@@ -375,7 +450,9 @@ return 1
 
 # ARGV: id, key, consumer, lease_ms. Returns the answer of the start steps.
 START = r"""
-return try_start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), now_ms(), false, false)
+local ans = try_start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), now_ms(), false, false)
+commit()
+return ans
 """
 
 # ARGV: consumer, lease_ms, just read ('1': the entries come from this consumer's read a moment
@@ -388,6 +465,7 @@ local out = {}
 for i = 4, #ARGV, 2 do
   table.insert(out, try_start(ARGV[i], ARGV[i + 1], consumer, lease, now, false, own))
 end
+commit()
 return out
 """
 
@@ -395,7 +473,9 @@ return out
 # until the next due time or -1, how many entries were read, then {answer, id, key, f, a} for
 # each entry answered 'run' or 'wait'} (the others need nothing of the worker).
 TAKE = r"""
-return take(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms(), {})
+local out = take(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms(), {})
+commit()
+return out
 """
 
 # ARGV: id, key, consumer, outcome ('ok' / 'fail'), lease_ms, hand-off ('1': take the next
@@ -403,6 +483,7 @@ return take(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms(), {})
 # Returns {} or the next instance this worker runs at once: {id, key, f, a}.
 FINISH = r"""
 local nxt = finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], now_ms())
+commit()
 redis.call('PUBLISH', K_DONE, 'f')
 return nxt or {}
 """
@@ -420,9 +501,10 @@ for i = 5, #ARGV, 3 do
   local nxt = finish(ARGV[i], ARGV[i + 1], consumer, ARGV[i + 2], lease, handoff, now)
   if nxt then table.insert(handed, {'run', nxt[1], nxt[2], nxt[3], nxt[4]}) end
 end
-redis.call('PUBLISH', K_DONE, 'f')
 local out = take(consumer, lease, free - #handed, now, {})
 for _, h in ipairs(handed) do table.insert(out, h) end
+commit()
+redis.call('PUBLISH', K_DONE, 'f')
 return out
 """
 
@@ -468,7 +550,7 @@ for _, e in ipairs(res[2]) do
     if rid == id then
       if rdl <= now then
         redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' ' .. tostring(now + lease))
-        redis.call('HINCRBY', K_STATS, 'redelivered', 1)
+        bump('redelivered', 1)
         table.insert(out, {'rerun', id, k, fields['f'], fields['a']})
       end
     elseif try_start(id, k, consumer, lease, now, false, false) == 'run' then
@@ -476,6 +558,7 @@ for _, e in ipairs(res[2]) do
     end
   end
 end
+commit()
 return out
 """
 
@@ -489,10 +572,15 @@ end
 return '0-0'
 """
 
-# ARGV: a barrier ID. Returns 1 once no entry with ID <= it is left in the stream (R13).
+# ARGV: a barrier ID. Returns 1 once no live entry with ID <= it is left (R13): none in the
+# PEL (read and not finished) and none unread (after the last delivered ID).
 BARRIER_DONE = r"""
-if #redis.call('XRANGE', K_STREAM, '-', ARGV[1], 'COUNT', 1) == 0 then return 1 end
-return 0
+if redis.call('EXISTS', K_STREAM) == 0 then return 1 end
+if #redis.call('XPENDING', K_STREAM, GROUP, '-', ARGV[1], 1) > 0 then return 0 end
+if #redis.call('XRANGE', K_STREAM, '(' .. last_delivered(), ARGV[1], 'COUNT', 1) > 0 then
+  return 0
+end
+return 1
 """
 
 # ARGV: key. Returns the entry IDs flush_work waits for: the running and the pending instance.
@@ -506,11 +594,13 @@ if p and p ~= 'd' then table.insert(out, p) end
 return out
 """
 
-# ARGV: entry IDs. Returns how many of them are still in the stream.
+# ARGV: entry IDs. Returns how many of them are still live (unread, or read and not finished).
 ENTRIES_LEFT = r"""
+if redis.call('EXISTS', K_STREAM) == 0 then return 0 end
+local ld = last_delivered()
 local n = 0
 for _, id in ipairs(ARGV) do
-  if #redis.call('XRANGE', K_STREAM, id, id) > 0 then n = n + 1 end
+  if live(id, ld) then n = n + 1 end
 end
 return n
 """
@@ -540,9 +630,14 @@ end
 return old or false
 """
 
-# Returns how many entries are left in the stream (0: drained).
+# Returns how many live entries are left, 0 once drained: read and not finished (the PEL), plus
+# the unread ones, counted up to 1,000 (drain needs only zero or not, and a count of a long
+# unread backlog would copy it).
 STREAM_LEN = r"""
-return redis.call('XLEN', K_STREAM)
+if redis.call('EXISTS', K_STREAM) == 0 then return 0 end
+local n = redis.call('XPENDING', K_STREAM, GROUP)[1]
+local unread = redis.call('XRANGE', K_STREAM, '(' .. last_delivered(), '+', 'COUNT', 1000)
+return n + #unread
 """
 
 # Returns the counters of T:stats and the number running now, as a flat list.
