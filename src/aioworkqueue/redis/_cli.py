@@ -270,6 +270,7 @@ def _supervise(args: argparse.Namespace, queues: list[str]) -> int:
         running = len(children)
         while running:
             pid, wstatus = os.waitpid(-1, 0)  # PEP 475: a signal's handler runs, the wait goes on
+            on_its_own = not stopping
             if pid not in children:
                 continue
             i, p = children[pid]
@@ -278,10 +279,10 @@ def _supervise(args: argparse.Namespace, queues: list[str]) -> int:
             running -= 1
             if status != 0:
                 failed += 1
-            if status != 0 or not stopping:
+            if status != 0 or on_its_own:
                 print(
                     f"aioworkqueue worker: worker process {pid} ({i} of {n}) {_describe(status)}"
-                    f"{'' if stopping else ' on its own'}; not restarted, {running} left",
+                    f"{' on its own' if on_its_own else ''}; not restarted, {running} left",
                     file=sys.stderr,
                     flush=True,
                 )
