@@ -14,7 +14,19 @@ __all__ = ("main",)
 # What ``--help`` shows; the module docstring is for readers of the code (it may use markup).
 _DESCRIPTION = (
     "The Linux kernel's workqueue API for asyncio: run the demo service, measure the library "
-    "against the alternatives, or watch a running process's workqueues."
+    "against the alternatives, watch a running process's workqueues, or run Redis workers."
+)
+
+_WORKER_DESCRIPTION = (
+    "Run workers for the aioworkqueue.redis App named by MODULE:APP (imported with the current "
+    "directory on the path; APP may be dotted). Each worker process runs up to --concurrency "
+    "items at once through the in-process core. SIGTERM or SIGINT stops a worker: it takes no "
+    "new entry, lets running items finish within --stop-timeout, then cancels the rest and hands "
+    "them back to the stream, where another worker runs them again at once (not after the "
+    "lease); a second signal makes the deadline now. Exit status 0 after a clean stop. With "
+    "--processes N this process supervises N worker processes: it forwards SIGTERM and SIGINT "
+    "to them, reports one that dies, restarts none, and exits non-zero if any failed. Needs the "
+    "redis extra (pip install 'aioworkqueue[redis]')."
 )
 
 
@@ -62,6 +74,50 @@ def main(argv: list[str] | None = None) -> int:
         help="draw the table with rich, redrawn in place on a terminal "
         "(needs the monitor extra: pip install 'aioworkqueue[monitor]')",
     )
+    wrk = sub.add_parser(
+        "worker",
+        help="run aioworkqueue.redis workers for MODULE:APP (SIGTERM hands running items back)",
+        description=_WORKER_DESCRIPTION,
+    )
+    wrk.add_argument("app", metavar="MODULE:APP", help="the App to serve, e.g. service:app")
+    wrk.add_argument(
+        "--queues",
+        metavar="A,B",
+        help="comma-separated queue names (default: every queue the app declared with "
+        "app.workqueue(...) when MODULE was imported)",
+    )
+    wrk.add_argument(
+        "--concurrency", type=int, default=10, help="items at once per process (default 10)"
+    )
+    wrk.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes under one supervisor (default 1: this process is the worker); "
+        "a process that dies is reported, not restarted",
+    )
+    wrk.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds running items get to finish after SIGTERM before they are handed back "
+        "(default 10)",
+    )
+    wrk.add_argument(
+        "--lease",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a run stays this worker's without a renewal; after a crash other workers "
+        "re-run its items after at most 1.5 leases (default 30)",
+    )
+    wrk.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop (default asyncio)",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if args.command == "monitor":
@@ -86,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
 
         status: int = run_demo(seconds=args.seconds, datagrams=args.datagrams, seed=args.seed)
         return status
+    if args.command == "worker":
+        from .redis._cli import run as run_worker  # only here: `--help` needs no redis
+
+        return run_worker(args)
     if args.command == "bench":
         from ._tools.bench import run as run_bench
 

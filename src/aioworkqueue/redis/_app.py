@@ -311,7 +311,8 @@ class RemoteWorkqueue:
         """
         flat = await self.call("stats")
         out = dict.fromkeys(
-            ("queued", "started", "completed", "failed", "cancelled", "redelivered"), 0
+            ("queued", "started", "completed", "failed", "cancelled", "redelivered", "handedback"),
+            0,
         )
         for i in range(0, len(flat), 2):
             out[flat[i].decode()] = int(flat[i + 1])

@@ -835,3 +835,67 @@ class Scripts:
 
 def _bulks_command(values: Sequence[str | int | bytes]) -> bytes:
     return b"*%d\r\n" % len(values) + _bulks(values)
+
+
+# -- hand-back (a stopping worker; docs/redis.md, "Stopping a worker: the hand-back") ------------
+# Kept at the end, in its own block, and registered in SOURCES here: the scripts above are the
+# hot path and change on their own.
+#
+# ARGV: the queue's hand-back channel, consumer, then the entry IDs this consumer still runs
+# (their runs would not end: left alone, to the lease). Every other entry in the consumer's PEL
+# is made claimable at once: XCLAIM to itself with an idle time older than any lease, so the next
+# **claim** of any worker takes it (and a message on the channel makes the workers claim now).
+# A run of this consumer (cut at the stop deadline) gets an expired deadline first, so that claim
+# re-runs it exactly as after a crash: in its own slot (R7), counted as redelivered, the entry
+# kept in the stream until that run finishes (the flush barrier), the pending bit untouched (R1,
+# R2), and a deferred instance of the key still waiting for its finish (R3). Entries that wait on
+# `defer` / `inactive` are left: a finish hands them on whoever read them. An entry whose stream
+# data is gone (cancelled) is only acknowledged.
+# Returns {runs handed back, unstarted entries handed back, entries acknowledged}.
+HANDBACK = r"""
+local channel, consumer = ARGV[1], ARGV[2]
+local keep = {}
+for i = 3, #ARGV do keep[ARGV[i]] = true end
+local now = now_ms()
+local cut, unstarted, gone = 0, 0, 0
+local from = '-'
+while true do
+  local pel = redis.call('XPENDING', K_STREAM, GROUP, from, '+', 500, consumer)
+  for _, p in ipairs(pel) do
+    local id = p[1]
+    if not keep[id] then
+      local fields = entry_fields(id)
+      if not fields then
+        redis.call('XACK', K_STREAM, GROUP, id)
+        gone = gone + 1
+      else
+        local k = fields['k']
+        local r = redis.call('HGET', K_RUN, k)
+        local rid, rcons
+        if r then rid, rcons = parse_run(r) end
+        local give = false
+        if rid == id then
+          if rcons == consumer then
+            redis.call('HSET', K_RUN, k, id .. ' ' .. consumer .. ' 0')
+            cut = cut + 1
+            give = true
+          end
+        elseif redis.call('HGET', K_DEFER, k) ~= id and not redis.call('LPOS', K_INACTIVE, id) then
+          unstarted = unstarted + 1
+          give = true
+        end
+        if give then
+          redis.call('XCLAIM', K_STREAM, GROUP, consumer, 0, id, 'IDLE', now, 'JUSTID')
+        end
+      end
+    end
+  end
+  if #pel < 500 then break end
+  from = '(' .. pel[#pel][1]
+end
+if cut > 0 then redis.call('HINCRBY', K_STATS, 'handedback', cut) end
+if cut + unstarted > 0 then redis.call('PUBLISH', channel, consumer) end
+return {cut, unstarted, gone}
+"""
+
+SOURCES["handback"] = HANDBACK

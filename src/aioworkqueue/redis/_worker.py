@@ -4,7 +4,13 @@ One in-process workqueue per Redis queue (``max_active=concurrency``) runs the i
 core's statistics, tracepoints and exception handlers apply. One reader task promotes due
 items, reads entries (``XREADGROUP``, many per call) and starts them (the **start** script); a
 renew task keeps the leases of running items; a claim task takes over the entries of dead
-workers (``XAUTOCLAIM``) once their lease has passed.
+workers (``XAUTOCLAIM``) once their lease has passed, or at once when a stopping worker hands
+its entries back (a message on the queue's hand-back channel, which a listener task follows).
+
+Stopping (leaving ``async with``, or SIGTERM in ``aioworkqueue worker``): the reader stops at
+once, running items get ``stop_timeout`` seconds, then the runs still going are cut (their task
+cancelled) and, with every entry read but not started, handed back (the **handback** script) so
+another worker re-runs them without waiting for the lease (docs/redis.md, "Stopping a worker").
 """
 
 from __future__ import annotations
@@ -31,17 +37,34 @@ log = logging.getLogger("aioworkqueue.redis")
 #: Longest a read blocks (ms): the reader re-checks timers, waiting entries and stop this often.
 READ_BLOCK_MS = 100
 
+#: How long (s) runs cut at the stop deadline get to unwind from their cancellation; a run still
+#: going after that is left to its lease (its function would not stop, so handing it back could
+#: let another worker run it at the same time, against R3).
+CUT_GRACE = 1.0
+
+
+def handback_channel(wq: RemoteWorkqueue) -> str:
+    """Return the pub/sub channel a stopping worker announces hand-backs of ``wq`` on.
+
+    Context: any. Returns: the channel's name (it shares the queue's hash tag).
+    """
+    return f"{wq.keys.tag}:handback"
+
 
 class _Run(Work):
     """One started instance, queued on the local workqueue (its data rides on the Work)."""
 
-    __slots__ = ("args", "entry", "fname", "key", "queue", "worker")
+    __slots__ = ("args", "cut", "entry", "fname", "key", "queue", "task", "worker")
 
     def __init__(self, worker: Worker, queue: str, entry: tuple[str, str, str, bytes]) -> None:
         super().__init__(_execute)
         self.worker = worker
         self.queue = queue
         self.entry, self.key, self.fname, self.args = entry
+        #: The pool task running it, once its function has started (the stop deadline cancels it).
+        self.task: asyncio.Task[Any] | None = None
+        #: Set when the stop deadline cancelled this run: its end is a hand-back, not a finish.
+        self.cut = False
 
     def __repr__(self) -> str:
         return f"<redis run {self.queue}/{self.entry} {self.key!r}>"
@@ -56,6 +79,7 @@ async def _execute(work: Work) -> None:
     """
     assert isinstance(work, _Run)
     w = work.worker
+    work.task = task = asyncio.current_task()
     token = RUNNING_IN.set((w.app.prefix, work.queue))
     outcome = "fail"
     try:
@@ -63,11 +87,24 @@ async def _execute(work: Work) -> None:
         args, kwargs = w.app.serializer.loads(work.args)
         r = fn(*args, **kwargs)
         if inspect.isawaitable(r):
-            await r
+            try:
+                await r
+            except asyncio.CancelledError:
+                if not work.cut:
+                    raise
+                outcome = "cut"  # the stop deadline's cancel, not the item's error (R16)
+                return
         outcome = "ok"
     finally:
         RUNNING_IN.reset(token)
-        w._finished(work, outcome)
+        if work.cut and task is not None and task.cancelling():
+            # The cancel was ours and is spent here (caught above, or swallowed by the function):
+            # the pool's task must not take it for its own (it would end the worker).
+            task.uncancel()
+        if outcome == "cut":
+            w._cut_ended(work)
+        else:
+            w._finished(work, outcome)
 
 
 def _s(v: Any) -> str:
@@ -77,8 +114,9 @@ def _s(v: Any) -> str:
 class Worker:
     """Runs items of ``queues`` in this process while ``async with app.worker(...)`` lasts.
 
-    On exit it stops reading, lets running items finish within ``stop_timeout`` seconds and
-    leaves the rest in the server for other workers (claimed after the lease).
+    On exit it stops reading at once, lets running items finish within ``stop_timeout`` seconds,
+    then cuts the runs still going and hands them back, with every entry it read and did not
+    start, so that another worker re-runs them at once (docs/redis.md, "Stopping a worker").
     Context: the event loop of the application.
     """
 
@@ -117,6 +155,7 @@ class Worker:
         self._by_stream = {wq.keys.stream: q for q, wq in self._wqs.items()}
         self._local: dict[str, aioworkqueue.Workqueue] = {}
         self._running: dict[tuple[str, str], str] = {}  # (queue, entry) -> key
+        self._runs: dict[tuple[str, str], _Run] = {}  # the same runs, for the stop deadline
         self._waiting: list[tuple[str, str, str, str, bytes]] = []  # ordered 'wait' answers
         self._ended: dict[str, list[tuple[_Run, str]]] = {q: [] for q in self._wqs}
         self._ended_any = asyncio.Event()
@@ -131,6 +170,16 @@ class Worker:
         self.redelivered = 0
         #: Instances this worker started.
         self.started = 0
+        #: Runs cut at the stop deadline and handed back to other workers.
+        self.handed_back = 0
+        #: Entries read but never started, handed back at the stop.
+        self.handed_back_unstarted = 0
+        #: Runs left to their lease at the stop: they did not end when cancelled, or the
+        #: hand-back failed (another worker runs them after the lease).
+        self.left = 0
+        self._hurry = asyncio.Event()  # stop_now(): the stop deadline is now
+        self._claim_now = asyncio.Event()  # a hand-back was announced on one of our queues
+        self._cut_by_queue: dict[str, int] = {}  # runs cut at the stop deadline, per queue
 
     @property
     def _lease_ms(self) -> int:
@@ -148,28 +197,53 @@ class Worker:
         self._tasks = [
             asyncio.create_task(self._loop(self._read_once, 0), name="awq-redis-reader"),
             asyncio.create_task(self._finisher(), name="awq-finisher"),
-            asyncio.create_task(self._loop(self._renew_all, self.lease / 3), name="awq-renew"),
-            asyncio.create_task(self._loop(self._claim_all, self.lease / 2), name="awq-claim"),
+            # renew goes on while the worker stops: the runs finishing within stop_timeout keep
+            # their leases however long it is
+            asyncio.create_task(
+                self._loop(self._renew_all, self.lease / 3, stopping=True), name="awq-renew"
+            ),
+            asyncio.create_task(self._claimer(), name="awq-claim"),
+            asyncio.create_task(self._loop(self._listen, 0), name="awq-handback-listener"),
         ]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._stop()
+
+    def stop_now(self) -> None:
+        """Make the stop deadline now: the runs still going are cut and handed back at once.
+
+        For a second SIGTERM / SIGINT: called before the stop, the stop does not wait at all.
+        Context: the worker's event loop (a loop signal handler, a callback or a task).
+        """
+        self._hurry.set()
+
+    async def _stop(self) -> None:
+        """Stop reading, let runs finish within ``stop_timeout``, cut and hand back the rest."""
         self._stopping = True
-        reader, *others = self._tasks
+        self._slot.set()  # a reader waiting for a free slot looks again, and sees the stop
+        reader, finisher, *others = self._tasks
         with contextlib.suppress(asyncio.CancelledError):
-            await reader  # it notices the stop within one read block
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.stop_timeout)
-        except TimeoutError:
-            log.warning(
-                "aioworkqueue.redis worker %s: %d item(s) still running after %.1fs; "
-                "they are left to the lease",
-                self.consumer,
-                self._inflight,
-                self.stop_timeout,
+            await reader  # it starts nothing more; a read in flight ends within one block
+        if self._inflight:
+            idle = asyncio.ensure_future(self._idle.wait())
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait(
+                (idle, hurry), timeout=self.stop_timeout, return_when=asyncio.FIRST_COMPLETED
             )
+            idle.cancel()
+            hurry.cancel()
+        stuck = await self._cut() if self._inflight else []
+        await self._hand_back(stuck)
         if self._inflight:  # the finisher stays for the late runs and ends after the last one
-            others = [t for t in others if t.get_name() != "awq-finisher"]
+            log.warning(
+                "aioworkqueue.redis worker %s: %d run(s) did not end when cut; they are left to "
+                "the lease",
+                self.consumer,
+                len(stuck),
+            )
+        else:
+            others.append(finisher)
         for t in others:
             t.cancel()
         for t in others:
@@ -179,8 +253,85 @@ class Worker:
             for lwq in self._local.values():
                 await aioworkqueue.destroy_workqueue(lwq)
 
-    async def _loop(self, step: Any, period: float) -> None:
-        while not self._stopping:
+    async def _cut(self) -> list[tuple[str, str]]:
+        """Cancel the runs still going at the stop deadline; wait for them to unwind.
+
+        Returns: the (queue, entry) of the runs that did not end within :data:`CUT_GRACE` (their
+        function went on after its cancellation); they are kept out of the hand-back.
+        """
+        cut = list(self._runs.values())
+        log.warning(
+            "aioworkqueue.redis worker %s: %d run(s) still going after the stop timeout (%.1fs); "
+            "cutting them and handing them back",
+            self.consumer,
+            len(cut),
+            self.stop_timeout,
+        )
+        for run in cut:
+            if run.task is not None:
+                run.cut = True
+                run.task.cancel()
+                self._cut_by_queue[run.queue] = self._cut_by_queue.get(run.queue, 0) + 1
+            elif aioworkqueue.cancel_work(run):  # queued locally, never started: nothing to undo
+                self._cut_ended(run)
+        # Until the cut runs have ended and the finisher has sent the finishes of those that
+        # ended on their own before the cut (so none of them is handed back). Both set _slot;
+        # the reader, its other user, has ended.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CUT_GRACE
+        while any(run.cut and (run.queue, run.entry) in self._runs for run in cut) or (
+            self._inflight > len(self._runs)
+        ):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            self._slot.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot.wait(), left)
+        return list(self._runs)
+
+    def _cut_ended(self, run: _Run) -> None:
+        """A cut run has unwound: its entry goes back with the hand-back, not with a finish."""
+        self._running.pop((run.queue, run.entry), None)
+        self._runs.pop((run.queue, run.entry), None)
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+        self._ended_any.set()  # the finisher re-checks whether it may end
+        self._slot.set()
+
+    async def _hand_back(self, stuck: list[tuple[str, str]]) -> None:
+        """Run **handback** on each queue: every entry of this consumer but ``stuck`` goes back."""
+        for q, wq in self._wqs.items():
+            keep = [entry for sq, entry in stuck if sq == q]
+            try:
+                cut, unstarted, _gone = await wq.call(
+                    "handback", handback_channel(wq), self.consumer, *keep
+                )
+            except Exception:
+                log.exception(
+                    "aioworkqueue.redis worker %s: the hand-back of %r failed; its entries are "
+                    "left to the lease",
+                    self.consumer,
+                    q,
+                )
+                self.left += self._cut_by_queue.get(q, 0)
+                continue
+            self.handed_back += int(cut)
+            self.handed_back_unstarted += int(unstarted)
+            if cut or unstarted:
+                log.warning(
+                    "aioworkqueue.redis worker %s: handed back %d cut run(s) and %d unstarted "
+                    "entr(ies) of %r to the other workers",
+                    self.consumer,
+                    int(cut),
+                    int(unstarted),
+                    q,
+                )
+        self.left += len(stuck)
+
+    async def _loop(self, step: Any, period: float, *, stopping: bool = False) -> None:
+        while stopping or not self._stopping:
             try:
                 await step()
             except asyncio.CancelledError:
@@ -215,6 +366,8 @@ class Worker:
         from the finisher instead (**finish_many** takes into the slots it frees), and the
         reader waits for a free slot.
         """
+        if self._stopping:
+            return  # what it holds ('wait' answers) goes back with the hand-back
         await self._retry_waiting()
         if self._free() <= 0:
             self._slot.clear()
@@ -224,7 +377,7 @@ class Worker:
         block, read = READ_BLOCK_MS, 0
         for q, wq in self._wqs.items():
             free = self._free()
-            if free <= 0:
+            if free <= 0 or self._stopping:
                 return  # full: the next turn waits for a slot (the other queues come next)
             self._reserved += free
             try:
@@ -244,7 +397,9 @@ class Worker:
             resp: Any = await self.app.client.xreadgroup(
                 GROUP, self.consumer, streams, count=free, block=block
             )
-            for stream, entries in resp or ():
+            for stream, entries in resp or () if not self._stopping else ():
+                # (once stopping, what the read brought stays unstarted: the hand-back gives it
+                # to another worker)
                 q = self._by_stream[_s(stream)]
                 await self._start_many(
                     [
@@ -287,11 +442,13 @@ class Worker:
         self._idle.clear()
         self.started += 1
         self._running[(q, entry)] = key
-        aioworkqueue.queue_work(self._local[q], _Run(self, q, (entry, key, fname, args)))
+        run = self._runs[(q, entry)] = _Run(self, q, (entry, key, fname, args))
+        aioworkqueue.queue_work(self._local[q], run)
 
     def _finished(self, run: _Run, outcome: str) -> None:
         """A run ended: its **finish** goes with the next batch of the finisher."""
         self._running.pop((run.queue, run.entry), None)
+        self._runs.pop((run.queue, run.entry), None)
         self._ended[run.queue].append((run, outcome))
         self._ended_any.set()
 
@@ -353,26 +510,67 @@ class Worker:
                 if not ok and (q, entry) in self._running:
                     log.warning("aioworkqueue.redis: lease of %s/%s (%r) was lost", q, entry, key)
 
-    async def _claim_all(self) -> None:
+    async def _claimer(self) -> None:
+        """Claim every half lease, and at once when a hand-back is announced.
+
+        After an announcement it goes on claiming (each read block) while its free slots limit
+        what it takes, so a hand-back larger than its free slots does not wait half a lease.
+        """
+        pressing = False
+        while not self._stopping:
+            try:
+                limited = await self._claim_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a lost connection must not end the worker: retry
+                log.exception("aioworkqueue.redis worker %s: claim failed", self.consumer)
+                limited = True
+            pressing = pressing and limited
+            period = READ_BLOCK_MS / 1000 if pressing else self.lease / 2
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._claim_now.wait(), period)
+                pressing = True
+            self._claim_now.clear()
+
+    async def _listen(self) -> None:
+        """Follow the hand-back channels of this worker's queues (a listener task)."""
+        ps = self.app.client.pubsub()
+        try:
+            await ps.subscribe(*(handback_channel(wq) for wq in self._wqs.values()))
+            mine = self.consumer.encode()
+            while True:
+                msg = await ps.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg is not None and msg.get("data") != mine:
+                    self._claim_now.set()
+        finally:
+            await ps.aclose()  # type: ignore[no-untyped-call]
+
+    async def _claim_all(self) -> bool:
+        """One **claim** per queue. Returns: whether free slots limited it (more may wait)."""
         for q, wq in self._wqs.items():
             # not less the blocking read's slots: an idle worker blocks nearly all the time, and
             # a dead worker's entries must not wait for traffic (a rare overlap runs queued
             # locally, within concurrency)
             free = self.concurrency - self._inflight - self._reserved
-            if free <= 0 or self._stopping:
-                return
-            for ans, entry, key, fname, args in await wq.call(
-                "claim", self.consumer, self._lease_ms, free
-            ):
+            if self._stopping:
+                return False
+            if free <= 0:
+                return True
+            got = await wq.call("claim", self.consumer, self._lease_ms, free)
+            for ans, entry, key, fname, args in got:
                 if _s(ans) == "rerun":
                     self.redelivered += 1
                     log.warning(
-                        "aioworkqueue.redis: %s/%s (%r) was cut by a dead worker; running it again",
+                        "aioworkqueue.redis: %s/%s (%r) was cut by a dead worker or handed back by "
+                        "a stopping one; running it again",
                         q,
                         _s(entry),
                         _s(key),
                     )
                 self._launch(q, _s(entry), _s(key), _s(fname), bytes(args))
+            if len(got) >= free:
+                return True
+        return False
 
 
 def _make_worker(
