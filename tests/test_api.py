@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 from types import ModuleType
 
 import pytest
@@ -324,6 +325,15 @@ def test_interrupt_context_cancel_holds_the_lock_until_its_replay() -> None:
                 assert aw.enable_work(b) is True
                 assert b.pending and not a.pending  # nothing applied yet
                 assert _lock.LOCK._recursion_count() == 2  # type: ignore[attr-defined]
+                # Another thread blocks on the lock until the replay: it must see the state
+                # after it (b taken back), never the one in between.
+                seen: list[bool] = []
+                t = threading.Thread(target=lambda: seen.append(aw.cancel_work(b)))
+                t.start()
+                t.join(0.05)  # it cannot finish while we hold the lock: give it time to block
+                assert t.is_alive()
+            t.join(10)
+            assert seen == [False]
             # The release down to the hold replayed everything, and let the lock go.
             assert not _lock.LOCK._is_owned()  # type: ignore[attr-defined]
             assert a.pending and not b.pending and not b.busy

@@ -24,6 +24,7 @@ so w runs twice, never concurrently (R2, R3).
 from __future__ import annotations
 
 import asyncio
+import dis
 import heapq
 import math
 from collections.abc import Callable
@@ -672,6 +673,8 @@ def _pred_queue(f: FrameType, work: Work, now: int, st: int, strict: bool) -> in
     pwq = loc.get("pwq") or (wq._pwq if wq is not None else None)
     room = getattr(pwq, "room", None)
     delay = loc.get("delay", loc.get("d", 0))
+    if code is queue_work.__code__ and _INLINE_ROOM_TAKEN[0] <= f.f_lasti < _INLINE_ROOM_TAKEN[1]:
+        return st | PENDING  # past the bound's test: the room is counted, the commit follows
     if room is not None and not loc.get("over") and not delay and room.nr >= room.limit:
         return st  # refused: full (R21)
     return st | PENDING
@@ -686,6 +689,18 @@ def _fast(loc: dict[str, Any], work: Work, pre: int) -> bool:
         return False
     return not loc.get("remote") or bool(pwq.loop.is_running())
 
+
+# The one stretch of queue_work's inline path that its locals do not tell: from the store that
+# counts the item in its bound (the first to ``.nr``) to its ``finally`` (the first test of
+# ``_is_owned`` after it): tested, counted, and the commit follows.
+def _inline_room_taken() -> tuple[int, int]:
+    ins = list(dis.get_instructions(queue_work))
+    start = next(i.offset for i in ins if i.opname == "STORE_ATTR" and i.argval == "nr")
+    end = next(i.offset for i in ins if i.offset > start and i.argval == "_is_owned")
+    return start, end
+
+
+_INLINE_ROOM_TAKEN = _inline_room_taken()
 
 for _fn in (queue_work, _queue, queue_delayed_work, _queue_delayed, _mod):
     _lock.SECTIONS[_fn.__code__] = _pred_queue
