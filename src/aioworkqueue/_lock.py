@@ -23,10 +23,53 @@ touch state (the interrupted code is half-way through changing it)::
 atomically: a plain lock plus an owner field leaves a one-bytecode window where a handler would
 see the lock taken by nobody it knows, block on it, and deadlock.
 
-A nested call answers from the state it sees (consistent: the interrupted section has not
+A nested queue call answers from the state it sees (consistent: the interrupted section has not
 committed, or has) plus the calls recorded before it, and is replayed the moment the outermost
 section releases the lock (every section ends with ``if INTR.pending: replay()``), before this
 thread runs anything else. See ``_queueing.py`` for how a replayed queue keeps R1 and R4.
+
+A nested cancel, disable or enable (``_cancel._nested``) is linearized *right after the
+interrupted section* (and after the calls recorded before it): it answers from the state the item
+will have then, ``after_section``, and its replay runs there. Two things make that exact:
+
+* *What the rest of the section does to the item.* The interrupted frames are walked (from the
+  handler's caller down to the innermost replay); each function with a section registers in
+  ``SECTIONS`` a predictor that reads its locals (the item, ``st``: the item's state as the
+  section read it) and says what its rest does to the item. Sections that do not name the item
+  leave it as it is: the calls commute.
+* *Nobody sees the state in between.* The call takes the lock once more (``hold``: this thread
+  owns it, so that never blocks) and sets a profile function; at the section's last release the
+  recursion count is back to that one hold, and ``_settle`` replays there, then lets go. Another
+  thread blocked on the lock gets it only after the replay, even for a section that does not end
+  with a replay of its own.
+
+The timelines, one per kind of section (H: the handler on this thread; the answer and the
+order that explains it)::
+
+    the item's queue (queue_*, mod_delayed_work)
+        LOCK; st = w._state ... ◀── H: cancel_work(w)
+          committed (w._state != st) or pending already: → True; replay takes it back (after)
+          not committed: cancel → False, changes nothing (placed before the queue)
+                         disable → predicted from the section's own tests (st, the bound, the
+                         fast path's test): True if it will queue w, replay takes it back
+        the mod steals and re-arms a pending item, its PENDING bit off for a moment: still
+        predicted pending (st had it)
+
+    the interrupted thread's own cancel / disable / enable of w
+        LOCK; st = w._state; w._state = st ± DISABLE_UNIT ... ◀── H: cancel / disable / enable
+          after it: not pending (its cancel gets the True), the count is st's ± 1 whether or
+          not the store ran yet: the handler's enable answers from that count
+
+    a worker's take of w (or the end of its run, which starts a deferred next instance, R3)
+        LOCK; w = worklist.popleft(); w._state = ... | RUNNING ◀── H: cancel_work(w) → True
+        release → _settle: w RUNNING and not pending, the worker's frame holds it:
+          untake (_pool.untake): ends as cancelled, the worker skips it (placed before the take)
+        the end of a run (w RUNNING, not pending): False, either order
+
+    timer fire, a slot freeing (INACTIVE → QUEUED), destroy firing: w stays pending → True,
+    the replay takes it back from wherever it sits then
+
+    another item's section: w as it is; the replay runs after that section
 """
 
 from __future__ import annotations

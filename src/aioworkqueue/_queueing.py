@@ -508,7 +508,8 @@ def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int |
     if LOCK._is_owned():  # type: ignore[attr-defined]
         raise WorkqueueError(
             f"{call}: called from a signal handler that interrupted aioworkqueue on the same "
-            f"thread; only queue_* may be called there; {describe(dwork)}"
+            f"thread; queue_*, cancel_*, disable_work and enable_work may be called there, "
+            f"not mod_delayed_work; {describe(dwork)}"
         )
     with LOCK:
         if wq._status:
@@ -569,7 +570,8 @@ def mod_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
     """Re-arm ``dwork`` to ``now + delay`` whether or not it is pending (R9).
 
     Context: any thread or callback, as :func:`queue_work`, except a signal handler that
-    interrupted aioworkqueue itself on the same thread (WorkqueueError; queue_* work there).
+    interrupted aioworkqueue itself on the same thread (WorkqueueError; queue_* and cancel_* work
+    there).
     Returns: True if it was pending (armed, or queued and not started) and was re-armed;
     False if it was idle (or only running) and is now armed; False if disabled (nothing armed).
     Raises: as :func:`queue_delayed_work`.
@@ -670,6 +672,11 @@ def _pred_queue(f: FrameType, work: Work, now: int, st: int, strict: bool) -> in
             return st  # this section does not queue it: _queue does, after our replay
     elif pre & ASYNC_FN and wq is not None and wq._bh:
         return st  # refused (TypeError)
+    elif "st" not in loc and wq is not None and wq._status:
+        try:
+            wq._check_queueable("", work)  # the section's first test, not made yet (or passed)
+        except WorkqueueError:
+            return st  # refused: destroyed, draining, ended
     pwq = loc.get("pwq") or (wq._pwq if wq is not None else None)
     room = getattr(pwq, "room", None)
     delay = loc.get("delay", loc.get("d", 0))
