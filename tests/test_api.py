@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 from types import ModuleType
 
 import pytest
@@ -296,8 +297,6 @@ def test_interrupt_context_queue_is_replayed_after_the_interrupted_section() -> 
                 assert aw.queue_work(wq, a) is False  # already queued by the recorded call
                 assert aw.queue_work(wq, b) is False  # pending for real
                 assert not a.pending  # not applied yet: state untouched
-                with pytest.raises(aw.WorkqueueError, match="signal handler"):
-                    aw.cancel_work(b)
             assert not a.pending  # the with-block released without replaying
             _lock.replay()
             assert a.pending
@@ -305,6 +304,44 @@ def test_interrupt_context_queue_is_replayed_after_the_interrupted_section() -> 
 
     asyncio.run(main())
     assert sorted(ran) == ["a", "b"]
+
+
+def test_interrupt_context_cancel_holds_the_lock_until_its_replay() -> None:
+    """A nested cancel answers as if run right after the interrupted section, and is applied
+    there: the section's last release runs the replays before any other thread gets the lock."""
+    ran: list[str] = []
+
+    async def main() -> None:
+        async with aw.alloc_workqueue("nest-cancel") as wq:
+            a = aw.Work(lambda w: ran.append("a"))
+            b = aw.Work(lambda w: ran.append("b"))
+            aw.queue_work(wq, b)
+            with _lock.LOCK:  # "the interrupted section"
+                assert aw.queue_work(wq, a) is True  # nested: recorded
+                assert aw.cancel_work(b) is True  # pending for real: taken back at the end
+                assert aw.cancel_work(b) is False  # already taken back by the recorded call
+                assert aw.queue_work(wq, b) is True  # so it may be queued again
+                assert aw.disable_work(b) is True  # ...and that instance is taken back too
+                assert aw.enable_work(b) is True
+                assert b.pending and not a.pending  # nothing applied yet
+                assert _lock.LOCK._recursion_count() == 2  # type: ignore[attr-defined]
+                # Another thread blocks on the lock until the replay: it must see the state
+                # after it (b taken back), never the one in between.
+                seen: list[bool] = []
+                t = threading.Thread(target=lambda: seen.append(aw.cancel_work(b)))
+                t.start()
+                t.join(0.05)  # it cannot finish while we hold the lock: give it time to block
+                assert t.is_alive()
+            t.join(10)
+            assert seen == [False]
+            # The release down to the hold replayed everything, and let the lock go.
+            assert not _lock.LOCK._is_owned()  # type: ignore[attr-defined]
+            assert a.pending and not b.pending and not b.busy
+            await wq.flush()
+            assert wq.stats().cancelled == 2
+
+    asyncio.run(main())
+    assert ran == ["a"]
 
 
 def test_interrupt_context_queue_racing_the_interrupted_queue_runs_twice() -> None:

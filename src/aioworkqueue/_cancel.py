@@ -8,10 +8,15 @@ item stops, R11), take the pending instance back, wait for the running one, lowe
 
 from __future__ import annotations
 
+import functools
+import sys
+from types import FrameType
+
+from . import _lock
 from ._barrier import WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
-from ._lock import INTR, LOCK, replay, run_redo
-from ._pool import Pool, current_worker_work
+from ._lock import INTR, LOCK, after_section, hold, record, replay, run_redo
+from ._pool import Pool, current_worker_work, untake
 from ._queueing import steal
 from ._work import (
     ARMED,
@@ -47,12 +52,50 @@ __all__ = (
 )
 
 
-def _not_nested(call: str, work: Work) -> None:
-    if LOCK._is_owned():  # type: ignore[attr-defined]
-        raise WorkqueueError(
-            f"{call}: called from a signal handler that interrupted aioworkqueue on the same "
-            f"thread; only queue_* may be called there; {describe(work)}"
-        )
+def _nested(call: str, work: Work, *, disable: int) -> bool:
+    """cancel / disable (``disable=1``) / enable (``disable=-1``) from interrupt context that
+    interrupted our own section (see ``_lock.py``): answered as if run right after that section
+    and the calls recorded before it, replayed there under a hold on the lock (no other thread
+    sees the state in between). Returns: what the call returns anywhere else."""
+    frame = sys._getframe(2)  # the caller of the public entry point
+    key = id(work)
+    st = after_section(work, frame, strict=disable != 0)
+    if disable < 0:
+        if not st & DISABLE_MASK:
+            raise WorkqueueError(f"{call}: {describe(work)} is not disabled")
+        st -= DISABLE_UNIT
+        ans = not st & DISABLE_MASK
+    else:
+        ans = bool(st & PENDING)
+        st = (st + DISABLE_UNIT if disable else st) & ~PENDING
+        if not ans and not disable:
+            return False  # nothing pending: changes nothing, wherever it is placed
+    INTR.pred[key] = st
+    INTR.shadow.pop(key, None)  # a recorded queue's instance is what this took back
+    hold()
+    record(functools.partial(_settle_op, call, work, disable, ans))
+    return ans
+
+
+def _settle_op(call: str, work: Work, disable: int, ans: bool) -> None:
+    """Apply an interrupt-context call where it was linearized. Context: under LOCK."""
+    if disable < 0:
+        if work._state & DISABLE_MASK:
+            work._state -= DISABLE_UNIT
+        else:  # pragma: no cover - the prediction and the replay disagree
+            _lock._log.error("%s: %r: replay found it not disabled", call, work)
+        return
+    if disable:
+        work._state += DISABLE_UNIT
+    if work._state & PENDING:
+        was = _grab(work)
+    else:
+        # Taken to run by a worker of this thread in the interrupted section, not started
+        # yet: the call is placed before that take, so the instance is taken back.
+        frame = _lock.settle_frame()
+        was = ans and frame is not None and untake(work, frame)
+    if was != ans:  # pragma: no cover - the prediction and the replay disagree
+        _lock._log.error("%s: %r: answered %s, replay found %s", call, work, ans, was)
 
 
 def _grab(work: Work) -> bool:
@@ -72,7 +115,8 @@ def _grab(work: Work) -> bool:
 
 
 def _cancel(call: str, work: Work) -> bool:
-    _not_nested(call, work)
+    if _is_owned():
+        return _nested(call, work, disable=0)
     with LOCK:
         was = _grab(work)
     if INTR.pending:
@@ -84,8 +128,8 @@ def cancel_work(work: Work) -> bool:
     """Cancel a pending ``work`` (queued, or armed if it is a DelayedWork) (R10).
 
     Does not wait for a running instance.
-    Context: any thread or callback, except a signal handler that interrupted aioworkqueue itself
-    on the same thread (WorkqueueError there; only queueing is allowed).
+    Context: any thread or callback, a signal handler included (also one that interrupted
+    aioworkqueue itself on the same thread: see ``_lock.py``).
     Returns: True if it was pending and will not run; False if it was not pending.
     """
     return _cancel("cancel_work", check_work("cancel_work", work))
@@ -126,7 +170,8 @@ def cancel_delayed_work(dwork: Work) -> bool:
             if INTR.pending:
                 replay()
             return res
-    return _cancel("cancel_delayed_work", dwork)
+        return _cancel("cancel_delayed_work", dwork)
+    return _nested("cancel_delayed_work", dwork, disable=0)
 
 
 async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bool:
@@ -136,9 +181,14 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
             f"{call}: {describe(work)} would wait for itself to finish "
             "(called from its own function)"
         )
-    _not_nested(call, work)
+    if _is_owned():
+        raise WorkqueueError(
+            f"{call}: called from a signal handler that interrupted aioworkqueue on the same "
+            f"thread; a coroutine cannot run there; {describe(work)}"
+        )
     with LOCK:
-        work._state += DISABLE_UNIT
+        st = work._state
+        work._state = st + DISABLE_UNIT
         was = _grab(work)
         fut = add_waiter(work, WAIT_RUNNING) if work._state & RUNNING else None
     if INTR.pending:
@@ -148,8 +198,12 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
             await fut
     finally:
         if not keep_disabled:
+            est = 0  # bound before the section: the interrupt-context prediction tells them apart
             with LOCK:
-                work._state -= DISABLE_UNIT
+                est = work._state
+                work._state = est - DISABLE_UNIT
+            if INTR.pending:
+                replay()
     return was
 
 
@@ -181,9 +235,11 @@ def disable_work(work: Work) -> bool:
     """
     call = "disable_work"
     check_work(call, work)
-    _not_nested(call, work)
+    if _is_owned():
+        return _nested(call, work, disable=1)
     with LOCK:
-        work._state += DISABLE_UNIT
+        st = work._state
+        work._state = st + DISABLE_UNIT
         was = _grab(work)
     if INTR.pending:
         replay()
@@ -209,14 +265,56 @@ def enable_work(work: Work) -> bool:
     """
     call = "enable_work"
     check_work(call, work)
-    _not_nested(call, work)
+    if _is_owned():
+        return _nested(call, work, disable=-1)
     with LOCK:
-        if not work._state & DISABLE_MASK:
+        st = work._state
+        if not st & DISABLE_MASK:
             raise WorkqueueError(f"{call}: {describe(work)} is not disabled")
-        work._state -= DISABLE_UNIT
-        return not work._state & DISABLE_MASK
+        work._state = st - DISABLE_UNIT
+        ok = not work._state & DISABLE_MASK
+    if INTR.pending:
+        replay()
+    return ok
 
 
 # The method forms ``work.cancel()`` and ``await work.cancel_sync()`` (``_work.py``) call these.
 FORMS.cancel_work = cancel_work
 FORMS.cancel_work_sync = cancel_work_sync
+
+
+# What the rest of an interrupted section of this module does to an item (``_lock.after_section``).
+def _pred_grab(f: FrameType, work: Work, now: int, st: int, strict: bool) -> int:
+    loc = f.f_locals
+    if loc.get("work") is not work and loc.get("dwork") is not work:
+        return st
+    return st & ~PENDING  # taken back (or it was not pending)
+
+
+def _pred_disable(f: FrameType, work: Work, now: int, st: int, strict: bool) -> int:
+    loc = f.f_locals
+    if loc.get("work") is not work:
+        return st
+    if "est" in loc:  # _disable_and_wait's second section: the count comes down
+        end: int = loc["est"] or now
+        return (st & (DISABLE_UNIT - 1)) | ((end & DISABLE_MASK) - DISABLE_UNIT)
+    pre: int = loc.get("st", now)  # the count as the section found it, whether or not it wrote yet
+    return (st & (DISABLE_UNIT - 1) & ~PENDING) | ((pre & DISABLE_MASK) + DISABLE_UNIT)
+
+
+def _pred_enable(f: FrameType, work: Work, now: int, st: int, strict: bool) -> int:
+    loc = f.f_locals
+    if loc.get("work") is not work:
+        return st
+    pre: int = loc.get("st", now)
+    if not pre & DISABLE_MASK:
+        return st  # it raises: nothing changes
+    return (st & (DISABLE_UNIT - 1)) | ((pre & DISABLE_MASK) - DISABLE_UNIT)
+
+
+for _fn in (_grab, _cancel, cancel_delayed_work):
+    _lock.SECTIONS[_fn.__code__] = _pred_grab
+_lock.SECTIONS[disable_work.__code__] = _pred_disable
+_lock.SECTIONS[_disable_and_wait.__code__] = _pred_disable
+_lock.SECTIONS[enable_work.__code__] = _pred_enable
+_lock.NESTED.add(_nested.__code__)

@@ -39,7 +39,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable
-from types import CoroutineType
+from types import CoroutineType, FrameType
 from typing import Any, Protocol
 
 from . import _barrier
@@ -62,7 +62,7 @@ from ._work import (
     Work,
 )
 
-__all__ = ("COMPLETED", "CUT", "FAILED", "Pool", "Pwq", "current_worker_work")
+__all__ = ("COMPLETED", "CUT", "FAILED", "Pool", "Pwq", "current_worker_work", "untake")
 
 
 class Pwq(Protocol):
@@ -688,6 +688,8 @@ class Pool:
                 if intr.pending:
                     worker.current = None  # replays run as interrupt context, not as an item
                     replay()
+                    if intr.untaken and work is not None and intr.untaken.pop(id(work), False):
+                        work = fut = None  # cancelled from interrupt context before it ran
                 if work is None:
                     batch = 0
                     worker.current = None
@@ -811,6 +813,8 @@ class Pool:
                 break
             if INTR.pending:
                 replay()
+                if INTR.untaken.pop(id(work), False):
+                    continue  # cancelled from interrupt context before it ran
             nxt: tuple[Pwq, int] | None = (pwq, epoch)
             t0 = 0.0
             while nxt is not None:
@@ -837,5 +841,33 @@ class Pool:
                         nxt = self._finish(work, pwq, epoch, outcome)
                     if INTR.pending:
                         replay()
+                        if INTR.untaken.pop(id(work), False):
+                            nxt = None  # its next instance was cancelled before it ran
         if INTR.pending:
             replay()
+
+
+def untake(work: Work, frame: FrameType) -> bool:
+    """Take back an instance that a worker (or the WQ.BH runner) of this thread took to run in
+    the section that ``frame`` just released, before it was called: for an interrupt-context
+    cancel placed before that take (``_lock.py``). It ends as cancelled; the worker skips it.
+
+    Context: under LOCK, in that section's replay. Returns: False if ``frame`` took nothing
+    of the kind (the caller's prediction was wrong).
+    """
+    if frame.f_code not in _TAKERS or not work._state & RUNNING or work._state & PENDING:
+        return False
+    loc = frame.f_locals
+    if loc.get("work") is not work:
+        return False
+    nxt = loc.get("nxt")
+    pwq, epoch = nxt if isinstance(nxt, tuple) else (loc["pwq"], loc["epoch"])
+    work._state &= _NOT_RUNNING
+    pwq.finish(epoch, CUT)  # counted as cancelled; its slot and its flush epoch are released
+    if work._state & WAITED:
+        _barrier.on_end(work)
+    INTR.untaken[id(work)] = True
+    return True
+
+
+_TAKERS = {Pool._worker_main.__code__, Pool._run_bh.__code__}

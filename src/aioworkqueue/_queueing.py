@@ -24,9 +24,11 @@ so w runs twice, never concurrently (R2, R3).
 from __future__ import annotations
 
 import asyncio
+import dis
 import heapq
 import math
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from . import _lock
@@ -198,7 +200,8 @@ def _queue_nested(
     _check_bh(call, wq, work)
     shadow = INTR.shadow
     key = id(work)
-    if work._state & _PENDING_DISABLED or key in shadow:
+    pred = INTR.pred.get(key)  # set by an interrupt-context cancel / disable / enable before us
+    if (work._state if pred is None else pred) & _PENDING_DISABLED or key in shadow:
         return False
     room = wq._room
     if room is not None and not delay:
@@ -212,6 +215,8 @@ def _queue_nested(
             raise _full(call, wq, work, room)
         shadow[rkey] = n + 1
     shadow[key] = 1
+    if pred is not None:
+        INTR.pred[key] = pred | PENDING
 
     def again() -> None:
         if work._state & DISABLE_MASK:
@@ -503,7 +508,8 @@ def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int |
     if LOCK._is_owned():  # type: ignore[attr-defined]
         raise WorkqueueError(
             f"{call}: called from a signal handler that interrupted aioworkqueue on the same "
-            f"thread; only queue_* may be called there; {describe(dwork)}"
+            f"thread; queue_*, cancel_*, disable_work and enable_work may be called there, "
+            f"not mod_delayed_work; {describe(dwork)}"
         )
     with LOCK:
         if wq._status:
@@ -564,7 +570,8 @@ def mod_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
     """Re-arm ``dwork`` to ``now + delay`` whether or not it is pending (R9).
 
     Context: any thread or callback, as :func:`queue_work`, except a signal handler that
-    interrupted aioworkqueue itself on the same thread (WorkqueueError; queue_* work there).
+    interrupted aioworkqueue itself on the same thread (WorkqueueError; queue_* and cancel_* work
+    there).
     Returns: True if it was pending (armed, or queued and not started) and was re-armed;
     False if it was idle (or only running) and is now armed; False if disabled (nothing armed).
     Raises: as :func:`queue_delayed_work`.
@@ -644,3 +651,64 @@ WQ_FORMS.queue_work_wait = queue_work_wait
 WQ_FORMS.queue_delayed_work = queue_delayed_work
 WQ_FORMS.mod_delayed_work = mod_delayed_work
 WQ_FORMS.submit = submit
+
+
+# What the rest of an interrupted queueing section does to an item (``_lock.after_section``).
+# ``st`` in these functions is the item's state as the section read it; once the section has
+# written the item, its state differs from that (PENDING, or where it sits): committed.
+def _pred_queue(f: FrameType, work: Work, now: int, st: int, strict: bool) -> int:
+    loc = f.f_locals
+    if loc.get("work") is not work and loc.get("dwork") is not work:
+        return st
+    pre = loc.get("st", now)
+    if now != pre or pre & PENDING:
+        return st | PENDING  # committed, or pending already (a mod steals and re-inserts it)
+    if not strict or pre & DISABLE_MASK:
+        return st
+    code = f.f_code
+    wq = loc.get("wq")
+    if code is queue_work.__code__ or code is queue_delayed_work.__code__:
+        if "res" in loc and loc["res"] is None and "st" in loc and not _fast(loc, work, pre):
+            return st  # this section does not queue it: _queue does, after our replay
+    elif pre & ASYNC_FN and wq is not None and wq._bh:
+        return st  # refused (TypeError)
+    elif "st" not in loc and wq is not None and wq._status:
+        try:
+            wq._check_queueable("", work)  # the section's first test, not made yet (or passed)
+        except WorkqueueError:
+            return st  # refused: destroyed, draining, ended
+    pwq = loc.get("pwq") or (wq._pwq if wq is not None else None)
+    room = getattr(pwq, "room", None)
+    delay = loc.get("delay", loc.get("d", 0))
+    if code is queue_work.__code__ and _INLINE_ROOM_TAKEN[0] <= f.f_lasti < _INLINE_ROOM_TAKEN[1]:
+        return st | PENDING  # past the bound's test: the room is counted, the commit follows
+    if room is not None and not loc.get("over") and not delay and room.nr >= room.limit:
+        return st  # refused: full (R21)
+    return st | PENDING
+
+
+def _fast(loc: dict[str, Any], work: Work, pre: int) -> bool:
+    """The inline fast path's test, as queue_work / queue_delayed_work make it."""
+    wq, pwq = loc["wq"], loc["pwq"]
+    if wq._status or wq._routed or pwq.bh or HOOKS.on:
+        return False
+    if not (work._pwq is pwq or not pre & _PENDING_RUNNING):
+        return False
+    return not loc.get("remote") or bool(pwq.loop.is_running())
+
+
+# The one stretch of queue_work's inline path that its locals do not tell: from the store that
+# counts the item in its bound (the first to ``.nr``) to its ``finally`` (the first test of
+# ``_is_owned`` after it): tested, counted, and the commit follows.
+def _inline_room_taken() -> tuple[int, int]:
+    ins = list(dis.get_instructions(queue_work))
+    start = next(i.offset for i in ins if i.opname == "STORE_ATTR" and i.argval == "nr")
+    end = next(i.offset for i in ins if i.offset > start and i.argval == "_is_owned")
+    return start, end
+
+
+_INLINE_ROOM_TAKEN = _inline_room_taken()
+
+for _fn in (queue_work, _queue, queue_delayed_work, _queue_delayed, _mod):
+    _lock.SECTIONS[_fn.__code__] = _pred_queue
+_lock.NESTED.add(_queue_nested.__code__)

@@ -1,0 +1,398 @@
+"""cancel / disable / enable from interrupt context that interrupted our own section.
+
+Each test lands the handler's call at every opcode of the interrupted code that runs under the
+lock (``sys.settrace`` with opcode events, the handler called from the trace function, which runs
+on the interrupted thread between two bytecodes, as a signal handler or a finalizer does), one
+point per run, and checks the run against the two sequential orders, measured by running them:
+the handler's answer, the interrupted call's result and the final state must be those of the
+handler's call before the section or after it (linearizability; no other order exists for two
+calls on one thread). Plus a storm of real signals with a ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+import aioworkqueue as aw
+from aioworkqueue import _lock
+
+_SRC = str(Path(aw.__file__).parent)
+
+
+class _Inject:
+    """Call ``op`` once, at the ``n``-th opcode run under the lock by library code."""
+
+    def __init__(self, n: int, op: Callable[[], object]) -> None:
+        self.n = n
+        self.op = op
+        self.count = 0
+        self.fired = False
+        self.result: object = None
+
+    def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode" and not self.fired and _lock.LOCK._is_owned():  # type: ignore[attr-defined]
+            self.count += 1
+            if self.count == self.n:
+                self.fired = True
+                try:
+                    self.result = self.op()
+                except Exception as exc:  # compared like an answer
+                    self.result = type(exc)
+        return self._local
+
+    def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if self.fired or not frame.f_code.co_filename.startswith(_SRC):
+            return None
+        frame.f_trace_opcodes = True
+        return self._local
+
+    def __enter__(self) -> _Inject:
+        sys.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.settrace(None)
+
+
+Scenario = Callable[[Callable[[], Any]], Any]
+
+
+def _explore(
+    scenario: Callable[[str, int], tuple[Any, ...]], *, at_least: int = 5
+) -> tuple[int, set[str]]:
+    """Run ``scenario`` with the handler before, after, and at every point of the section.
+
+    Returns the number of points and which orders explained them.
+    """
+    before = scenario("before", 0)
+    after = scenario("after", 0)
+    orders: set[str] = set()
+    n = 1
+    while True:
+        obs = scenario("inject", n)
+        if obs[0] == "not fired":
+            break
+        assert obs[1:] in (before[1:], after[1:]), (n, obs, before, after)
+        orders.add("before" if obs[1:] == before[1:] else "after")
+        n += 1
+    assert n > at_least, n  # the section was really run under injection
+    return n - 1, orders
+
+
+def _run(
+    mode: str,
+    n: int,
+    setup: Callable[[aw.Workqueue, aw.Work], Awaitable[None] | None],
+    section: Callable[[aw.Workqueue, aw.Work], Any],
+    op: Callable[[aw.Work], Any],
+    *,
+    delayed: bool = False,
+    async_section: bool = False,
+    max_pending: int = 0,
+) -> tuple[Any, ...]:
+    """One run: ``setup``, then ``section`` with ``op`` before, after or injected into it."""
+    runs: list[int] = []
+
+    async def main() -> tuple[Any, ...]:
+        async with aw.alloc_workqueue(f"sig-{mode}-{n}", max_pending=max_pending) as wq:
+            w: aw.Work = (aw.DelayedWork if delayed else aw.Work)(lambda _w: runs.append(1))
+            r = setup(wq, w)
+            if r is not None:
+                await r
+            ans: object = None
+
+            def call() -> object:
+                try:
+                    return op(w)
+                except Exception as exc:
+                    return type(exc)
+
+            if mode == "before":
+                ans = call()
+            inj = _Inject(n, lambda: op(w))
+            try:
+                if mode == "inject":
+                    with inj:
+                        res = section(wq, w)
+                        if async_section:
+                            res = await res
+                else:
+                    res = section(wq, w)
+                    if async_section:
+                        res = await res
+            except Exception as exc:
+                res = type(exc)
+            if mode == "inject":
+                if not inj.fired:
+                    return ("not fired",)
+                ans = inj.result
+            if mode == "after":
+                ans = call()
+            assert not _lock.LOCK._is_owned()  # type: ignore[attr-defined]
+            await wq.flush()
+            await aw.flush_work(w)
+            st = w._state
+            disabled = st >> 12
+            while w._state >> 12:  # leave it enabled, so the queue can be destroyed cleanly
+                aw.enable_work(w)
+            aw.cancel_work(w)
+            stats = wq.stats()
+            return ("ok", ans, res, len(runs), bool(st & 1), disabled, stats.cancelled)
+
+    return asyncio.run(main())
+
+
+def _idle(wq: aw.Workqueue, w: aw.Work) -> None:
+    pass
+
+
+def _queued(wq: aw.Workqueue, w: aw.Work) -> None:
+    assert aw.queue_work(wq, w)
+
+
+def _disabled(wq: aw.Workqueue, w: aw.Work) -> None:
+    aw.disable_work(w)
+
+
+def _armed(wq: aw.Workqueue, w: aw.Work) -> None:
+    assert aw.queue_delayed_work(wq, w, 30.0)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _no_errors(caplog: pytest.LogCaptureFixture) -> Any:
+    """A prediction the replay disagrees with is logged at ERROR: none may be."""
+    with caplog.at_level(logging.ERROR, logger="aioworkqueue"):
+        yield
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
+@pytest.mark.parametrize("setup", [_idle, _queued], ids=["idle", "pending"])
+def test_handler_call_inside_the_items_own_queue_section(
+    op: Callable[[aw.Work], bool], setup: Any
+) -> None:
+    """The interrupted code queues the item (queue_work's inline path)."""
+    _explore(lambda mode, n: _run(mode, n, setup, lambda wq, w: aw.queue_work(wq, w), op))
+
+
+def _full(wq: aw.Workqueue, w: aw.Work) -> None:
+    assert aw.queue_work(wq, aw.Work(lambda _w: None))  # the one room of the bound, taken
+
+
+@pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
+@pytest.mark.parametrize("setup", [_idle, _full], ids=["room", "full"])
+def test_handler_call_inside_the_items_queue_on_a_bounded_queue(
+    op: Callable[[aw.Work], bool], setup: Any
+) -> None:
+    """R21: the interrupted queue takes the last room (True) or is refused (WorkqueueFullError)."""
+    _explore(
+        lambda mode, n: _run(mode, n, setup, lambda wq, w: aw.queue_work(wq, w), op, max_pending=1)
+    )
+
+
+@pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
+def test_handler_call_inside_the_items_queue_on_cpu(op: Callable[[aw.Work], bool]) -> None:
+    """The general path (``_queue``), as queue_work_on takes it."""
+    _explore(lambda mode, n: _run(mode, n, _idle, lambda wq, w: aw.queue_work_on(0, wq, w), op))
+
+
+@pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
+def test_handler_call_inside_another_items_queue_section(op: Callable[[aw.Work], bool]) -> None:
+    """A section that does not touch the item: the calls commute."""
+    other = aw.Work(lambda w: None)
+    _explore(lambda mode, n: _run(mode, n, _queued, lambda wq, w: aw.queue_work(wq, other), op))
+
+
+@pytest.mark.parametrize(
+    "op", [aw.cancel_work, aw.disable_work, aw.enable_work], ids=["cancel", "disable", "enable"]
+)
+@pytest.mark.parametrize("setup", [_queued, _disabled], ids=["pending", "disabled"])
+def test_handler_call_inside_the_interrupted_threads_own_cancel(
+    op: Callable[[aw.Work], bool], setup: Any
+) -> None:
+    """The interrupted code cancels the same item: exactly one of the two gets True."""
+    _explore(lambda mode, n: _run(mode, n, setup, lambda wq, w: aw.cancel_work(w), op))
+
+
+@pytest.mark.parametrize(
+    "section",
+    [aw.disable_work, aw.enable_work],
+    ids=["disable", "enable"],
+)
+@pytest.mark.parametrize(
+    "op", [aw.cancel_work, aw.disable_work, aw.enable_work], ids=["cancel", "disable", "enable"]
+)
+def test_handler_call_inside_the_interrupted_threads_disable_or_enable(
+    op: Callable[[aw.Work], bool], section: Callable[[aw.Work], bool]
+) -> None:
+    """The disable count: the handler's enable sees the interrupted disable either before or
+    after, never half-way (the answer and the count agree)."""
+    _explore(lambda mode, n: _run(mode, n, _disabled, lambda wq, w: section(w), op))
+
+
+def test_handler_cancel_inside_the_workers_take_and_end_of_run() -> None:
+    """The worker's section takes the item (linearized before it: the instance is taken back
+    before its function runs, True) or ends its run (after: False, it ran)."""
+
+    def section(wq: aw.Workqueue, w: aw.Work) -> Any:
+        return wq.flush()
+
+    _npoints, orders = _explore(
+        lambda mode, n: _run(mode, n, _queued, section, aw.cancel_work, async_section=True)
+    )
+    assert orders == {"before", "after"}, orders
+
+
+def test_handler_cancel_inside_the_workers_take_of_a_deferred_instance() -> None:
+    """Queued again while it runs: the end of the run starts the next instance on the same
+    worker (R3); a cancel landing there takes that instance back before it runs."""
+    gate: list[asyncio.Event] = []
+
+    async def setup(wq: aw.Workqueue, w: aw.Work) -> None:
+        ev = asyncio.Event()
+        gate.append(ev)
+
+        async def fn(_w: aw.Work) -> None:
+            await ev.wait()
+
+        w.func = fn  # type: ignore[assignment]
+        w._state |= 1 << 3  # ASYNC_FN, as Work() sets it for a coroutine function
+        assert aw.queue_work(wq, w)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert w.busy == aw.WorkBusy.RUNNING
+        assert aw.queue_work(wq, w)  # the next instance, pending behind the run
+
+    async def section(wq: aw.Workqueue, w: aw.Work) -> None:
+        gate[-1].set()
+        await wq.flush()
+
+    _explore(
+        lambda mode, n: _run(
+            mode, n, setup, lambda wq, w: section(wq, w), aw.cancel_work, async_section=True
+        )
+    )
+
+
+def test_handler_cancel_inside_mod_delayed_work_of_the_same_item() -> None:
+    """mod_delayed_work steals and re-arms a pending item (its pending bit is cleared and set
+    again inside the section): the cancel sees it pending throughout."""
+    _explore(
+        lambda mode, n: _run(
+            mode,
+            n,
+            _armed,
+            lambda wq, w: aw.mod_delayed_work(wq, w, 20.0),  # type: ignore[arg-type]
+            aw.cancel_delayed_work,
+            delayed=True,
+        )
+    )
+
+
+def test_handler_cancel_inside_the_timer_firing() -> None:
+    """The timer fires (armed → queued, still pending): the cancel takes it back either way."""
+
+    async def setup(wq: aw.Workqueue, w: aw.Work) -> None:
+        assert aw.queue_delayed_work(wq, w, 0.001)  # type: ignore[arg-type]
+
+    async def section(wq: aw.Workqueue, w: aw.Work) -> None:
+        deadline = time.monotonic() + 10
+        while w.busy == aw.WorkBusy.PENDING and w._state & (1 << 5) and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+
+    _explore(
+        lambda mode, n: _run(
+            mode,
+            n,
+            setup,
+            lambda wq, w: section(wq, w),
+            aw.cancel_delayed_work,
+            delayed=True,
+            async_section=True,
+        ),
+        at_least=1,
+    )
+
+
+def test_signal_storm_cancel_ledger() -> None:
+    """Real signals at random moments of a busy loop: every handler call answers (no
+    WorkqueueError), and every queued instance either ran once or was cancelled by a True."""
+    items = [aw.Work(lambda w: ran.__setitem__(id(w), ran.get(id(w), 0) + 1)) for _ in range(32)]
+    ran: dict[int, int] = {}
+    queued: dict[int, int] = {}
+    cancelled: dict[int, int] = {}
+    errors: list[BaseException] = []
+    calls = [0]
+
+    async def main() -> None:
+        async with aw.alloc_workqueue("storm") as wq:
+            i = 0
+
+            def handler(signum: int, frame: object) -> None:
+                w = items[calls[0] % len(items)]
+                calls[0] += 1
+                try:
+                    if aw.queue_work(wq, w):
+                        queued[id(w)] = queued.get(id(w), 0) + 1
+                    w2 = items[(calls[0] * 7) % len(items)]
+                    if aw.cancel_work(w2):
+                        cancelled[id(w2)] = cancelled.get(id(w2), 0) + 1
+                except BaseException as exc:
+                    errors.append(exc)
+
+            old = signal.signal(signal.SIGUSR1, handler)
+            stop = threading.Event()
+
+            def sender() -> None:
+                pid = os.getpid()
+                while not stop.is_set():
+                    os.kill(pid, signal.SIGUSR1)
+                    time.sleep(0.0002)
+
+            t = threading.Thread(target=sender, daemon=True)
+            t.start()
+            try:
+                end = time.monotonic() + 2.0
+                while time.monotonic() < end:
+                    w = items[i % len(items)]
+                    i += 1
+                    if aw.queue_work(wq, w):
+                        queued[id(w)] = queued.get(id(w), 0) + 1
+                    if i % 3 == 0 and aw.cancel_work(items[(i * 5) % len(items)]):
+                        x = items[(i * 5) % len(items)]
+                        cancelled[id(x)] = cancelled.get(id(x), 0) + 1
+                    if i % 64 == 0:
+                        await asyncio.sleep(0)
+            finally:
+                stop.set()
+                t.join()
+                signal.signal(signal.SIGUSR1, old)
+            await wq.flush()
+            for w in items:
+                await aw.flush_work(w)
+            await wq.flush()
+            st = wq.stats()
+            assert st.cancelled == sum(cancelled.values())
+
+    asyncio.run(main())
+    assert not errors, errors[:3]
+    assert calls[0] > 100, calls[0]
+    for w in items:
+        k = id(w)
+        assert ran.get(k, 0) + cancelled.get(k, 0) == queued.get(k, 0), (
+            ran.get(k),
+            cancelled.get(k),
+            queued.get(k),
+        )
