@@ -8,6 +8,7 @@ item stops, R11), take the pending instance back, wait for the running one, lowe
 
 from __future__ import annotations
 
+from . import _state
 from ._barrier import WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import INTR, LOCK, replay, run_redo
@@ -16,7 +17,6 @@ from ._queueing import steal
 from ._work import (
     ARMED,
     DISABLE_MASK,
-    DISABLE_UNIT,
     FORMS,
     PENDING,
     REDO,
@@ -34,7 +34,7 @@ _acquire = LOCK.acquire
 _release = LOCK.release
 # Armed, and none of: running (its waiters move on), waited on, a replay attached.
 _FAST_CANCEL = ARMED | RUNNING | WAITED | REDO
-_NOT_PENDING_ARMED = ~(PENDING | ARMED)
+_NOT_PENDING_ARMED = _state.CANCEL_ARMED_KEEP  # disarm + clear_pending
 
 __all__ = (
     "cancel_delayed_work",
@@ -63,10 +63,10 @@ def _grab(work: Work) -> bool:
     pwq = work._pwq
     assert pwq is not None
     steal(work)
-    work._state &= ~PENDING
+    _state.clear_pending(work)
     pwq.nr_cancelled += 1
     if work._state & REDO:
-        work._state &= ~REDO
+        _state.clear_redo(work)
         run_redo(work)
     return True
 
@@ -105,6 +105,8 @@ def cancel_delayed_work(dwork: Work) -> bool:
             if not st & PENDING:
                 res = False
             elif st & _FAST_CANCEL == ARMED:
+                if _state.DEBUG:  # _state.disarm + clear_pending, inline
+                    _state.check_disarm(dwork, st)
                 dwork._state = st & _NOT_PENDING_ARMED
                 dwork._tgen = 0
                 pwq = dwork._pwq
@@ -138,7 +140,7 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
         )
     _not_nested(call, work)
     with LOCK:
-        work._state += DISABLE_UNIT
+        _state.disable(work)
         was = _grab(work)
         fut = add_waiter(work, WAIT_RUNNING) if work._state & RUNNING else None
     if INTR.pending:
@@ -149,7 +151,7 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
     finally:
         if not keep_disabled:
             with LOCK:
-                work._state -= DISABLE_UNIT
+                _state.enable(work)
     return was
 
 
@@ -183,7 +185,7 @@ def disable_work(work: Work) -> bool:
     check_work(call, work)
     _not_nested(call, work)
     with LOCK:
-        work._state += DISABLE_UNIT
+        _state.disable(work)
         was = _grab(work)
     if INTR.pending:
         replay()
@@ -213,7 +215,7 @@ def enable_work(work: Work) -> bool:
     with LOCK:
         if not work._state & DISABLE_MASK:
             raise WorkqueueError(f"{call}: {describe(work)} is not disabled")
-        work._state -= DISABLE_UNIT
+        _state.enable(work)
         return not work._state & DISABLE_MASK
 
 

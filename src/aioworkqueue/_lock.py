@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._work import REDO
+from . import _state
 
 if TYPE_CHECKING:
     from ._work import Work
@@ -108,7 +108,7 @@ def add_redo(work: Work, op: Callable[[], None]) -> None:
     returned True, so both must lead to a run (R4). Context: under LOCK.
     """
     _REDO.setdefault(id(work), []).append(op)
-    work._state |= REDO
+    _state.mark_redo(work)
 
 
 def run_redo(work: Work) -> None:
