@@ -391,7 +391,8 @@ class Pool:
 
     def may_start_working(self) -> bool:
         """True when a parked worker can be woken for the work, so none need be started (the
-        kernel's ``may_start_working``: an idle worker exists). Context: under LOCK."""
+        kernel's ``may_start_working``: an idle worker exists). ``_wake_local`` and queue_work
+        decide it inline: for items that await, that is once per item. Context: under LOCK."""
         return bool(self.idle)
 
     def may_create_worker(self) -> bool:
@@ -432,7 +433,7 @@ class Pool:
         if self.stopping or self.dying:
             return  # shutting down: nothing new starts; what waits is reported instead
         idle = self.idle
-        while self.may_start_working():
+        while idle:  # may_start_working, inline (a successor per item for items that await)
             worker = idle.pop()
             fut = worker.fut
             worker.fut = None
@@ -689,21 +690,19 @@ class Pool:
                             if nxt is not None:  # R3: its next instance runs here, now
                                 pwq, epoch = nxt
                         else:  # the common end of a run: Pwq.finish and Epochs.done, inline
-                            # Not RUNNING first (_state.end_run, inline): ep.done() may release
-                            # a flush on another thread, which must find the item idle.
-                            if debug:
-                                check_end_run(work, st)
-                            work._state = st & END_KEEP
+                            # Not RUNNING before ep.done() (_state.end_run, inline): it may
+                            # release a flush on another thread, which must find the item idle.
                             pwq.nr_completed += 1
                             inactive = pwq.inactive
                             # may_activate_inactive, inline: the slot goes on to the next
                             # waiting item (R7; Pwq._release_slot, with _state.activate).
                             if inactive and pwq.nr_active <= pwq.max_active:
+                                if debug:  # both transitions of this branch: one test
+                                    check_end_run(work, st)
+                                    check_activate(inactive[0], inactive[0]._state)
+                                work._state = st & END_KEEP
                                 w = inactive.popleft()
-                                wst = w._state
-                                if debug:
-                                    check_activate(w, wst)
-                                w._state = (wst & ACTIVATE_KEEP) | QUEUED
+                                w._state = (w._state & ACTIVATE_KEEP) | QUEUED
                                 if hooks.on:
                                     emit("workqueue_activate_work", w, pwq.wq)
                                 pwq.target.append(w)
@@ -711,6 +710,9 @@ class Pool:
                                 if p is not self or not self.nr_waking:
                                     p.wake()
                             else:
+                                if debug:
+                                    check_end_run(work, st)
+                                work._state = st & END_KEEP
                                 pwq.nr_active -= 1
                             ep = pwq.epochs
                             if epoch == ep.cur:
