@@ -7,6 +7,7 @@ import ast
 import asyncio
 import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_every_transition_is_tested_and_documented() -> None:
     assert {c[0] for c in CASES} | {c[0] for c in ANY} == _transitions()
     for name in _transitions():
         doc = getattr(_state, name).__doc__
-        assert "Legal from:" in doc and "R" in doc, name
+        assert "Legal from:" in doc and re.search(r"\bR\d+\b", doc), name  # its rule
         assert name in _state.__doc__, name  # the module's table
 
 

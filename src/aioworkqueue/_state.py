@@ -38,9 +38,10 @@ imports it before a conftest could set the variable).
 
 *The hot paths inline.* ``queue_work`` and ``queue_delayed_work`` (``_queueing.py``),
 ``cancel_delayed_work`` (``_cancel.py``) and the worker loop's common start and end of a run and
-hand-on of a slot (``_pool.py``) do not call the transitions: a Python call per transition
-costs more than a dozen opcodes per item, over issue 12's budget (benchmarks/anatomy.py counts
-them). They write the bits with the masks below (``QUEUE_ACTIVE``, ``TAKE_KEEP``, ...) and run
+hand-on of a slot (``_pool.py``) do not call the transitions: a Python call costs 11 opcodes
+more than the inlined write and its test (benchmarks/anatomy.py: the worker's take as a call,
+207.6 opcodes per item against 196.6), over issue 12's budget of 3 per item and path. They
+write the bits with the masks below (``QUEUE_ACTIVE``, ``TAKE_KEEP``, ...) and run
 the transition's own check on the state they read, ``if DEBUG: check_take(work, st)`` (the worker
 reads ``DEBUG`` once, when it starts), so the suite checks those transitions too.
 
@@ -221,7 +222,7 @@ def _check_listed(transition: str, work: Item, st: int) -> None:
 
 
 # -- the transitions ----------------------------------------------------------------------------
-# Context of every one: under ``_lock.LOCK``. None returns anything.
+# None returns a value; every one runs under ``_lock.LOCK``.
 
 
 def mark_pending(work: Item) -> None:
@@ -229,6 +230,7 @@ def mark_pending(work: Item) -> None:
     on its queue or arms it next, in the same section (R1: PENDING tests and sets in one section).
 
     Legal from: not PENDING, sitting nowhere, not disabled (RUNNING or WAITED may be set: R2).
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -241,6 +243,7 @@ def activate(work: Item) -> None:
 
     Legal from: PENDING, sitting nowhere (a queue with a free slot) or INACTIVE (a slot freed).
     Target: PENDING|QUEUED.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -252,6 +255,7 @@ def park_inactive(work: Item) -> None:
     """A pending instance finds its queue at ``max_active``: it waits on the inactive list (R7).
 
     Legal from: PENDING, sitting nowhere. Target: PENDING|INACTIVE.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -263,6 +267,7 @@ def arm(work: Item) -> None:
     """A pending DelayedWork waits for its timer (R8).
 
     Legal from: PENDING, sitting nowhere. Target: PENDING|ARMED.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -275,6 +280,7 @@ def disarm(work: Item) -> None:
     (R10); it stays PENDING, sitting nowhere, until the caller places or cancels it.
 
     Legal from: PENDING|ARMED. Target: PENDING.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -288,6 +294,7 @@ def take(work: Item) -> None:
     this instance (REDO, R4) is the caller's to run.
 
     Legal from: PENDING|QUEUED, not RUNNING. Target: RUNNING.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -300,6 +307,7 @@ def defer(work: Item) -> None:
     it, the worker running the previous one runs it when that ends (R3). The slot stays taken.
 
     Legal from: PENDING|QUEUED|RUNNING. Target: PENDING|DEFERRED|RUNNING.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -312,6 +320,7 @@ def end_run(work: Item) -> None:
     With a deferred next instance (R3) only a stopping pool ends the run so, then unqueues it.
 
     Legal from: RUNNING. Target: RUNNING clears.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -324,6 +333,7 @@ def run_deferred(work: Item) -> None:
     RUNNING stays, PENDING clears as in :func:`take` (R2).
 
     Legal from: PENDING|DEFERRED|RUNNING. Target: RUNNING.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -337,6 +347,7 @@ def dequeue(work: Item) -> None:
     cancelled (R10, then :func:`clear_pending`).
 
     Legal from: PENDING with QUEUED, INACTIVE or DEFERRED. Target: PENDING.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -349,6 +360,7 @@ def unqueue(work: Item) -> None:
     deferred next instance of a run as unfinished (R20).
 
     Legal from: PENDING with QUEUED, INACTIVE or DEFERRED. Target: PENDING and WHERE clear.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -361,6 +373,7 @@ def clear_pending(work: Item) -> None:
     will not run (R10).
 
     Legal from: PENDING, sitting nowhere. Target: not PENDING.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG:
@@ -373,6 +386,7 @@ def take_back(work: Item) -> None:
 
     Legal from: PENDING (its timer already disarmed if it was armed). Target: not PENDING,
     sitting nowhere.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG and not st & PENDING:
@@ -385,6 +399,7 @@ def strand(work: Item) -> None:
 
     Legal from: any (an item both running and queued again is met twice). Target: not PENDING,
     sitting nowhere, not RUNNING.
+    Context: under LOCK.
     """
     work._state &= ~(PENDING | WHERE | RUNNING)
 
@@ -394,6 +409,7 @@ def disable(work: Item) -> None:
     False until it is back at 0 (R11).
 
     Legal from: any. Target: the count + 1.
+    Context: under LOCK.
     """
     work._state += DISABLE_UNIT
 
@@ -402,6 +418,7 @@ def enable(work: Item) -> None:
     """``enable_work`` or the end of ``cancel_*_sync`` lower the disable count (R11).
 
     Legal from: disabled (count > 0). Target: the count - 1.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG and not st & DISABLE_MASK:
@@ -414,6 +431,7 @@ def mark_waited(work: Item) -> None:
     R11): its start and end consult the waiter table (``_barrier.py``).
 
     Legal from: PENDING or RUNNING. Target: |WAITED.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG and not st & (PENDING | RUNNING):
@@ -425,6 +443,7 @@ def clear_waited(work: Item) -> None:
     """The last waiter of the item is woken (R12).
 
     Legal from: any (the barrier clears it whether or not anyone waited). Target: WAITED clears.
+    Context: under LOCK.
     """
     work._state &= ~WAITED
 
@@ -434,6 +453,7 @@ def mark_redo(work: Item) -> None:
     pending instance and queues the item again when that starts or is cancelled (R4).
 
     Legal from: PENDING. Target: |REDO.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG and not st & PENDING:
@@ -445,6 +465,7 @@ def clear_redo(work: Item) -> None:
     """The replays attached to a cancelled pending instance are about to run (R4).
 
     Legal from: REDO. Target: REDO clears.
+    Context: under LOCK.
     """
     st = work._state
     if DEBUG and not st & REDO:
