@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 import aioworkqueue as aw
+from aioworkqueue import _state
 from aioworkqueue._tools.bench._floor import LeanItem, LeanQueue, LeanTimer, LeanTimers
 
 N = 200
@@ -180,7 +181,12 @@ def _own_frame(key: Key) -> bool:
 
 
 def report(out: dict[str, Counter], lines: int) -> None:
-    print(f"Opcodes executed per operation (Python {sys.version.split()[0]}, {N} operations each)")
+    # Debug mode adds the state machine's checks (aioworkqueue._state): say which was measured.
+    debug = "on" if _state.DEBUG else "off"
+    print(
+        f"Opcodes executed per operation (Python {sys.version.split()[0]}, {N} operations each, "
+        f"debug mode {debug})"
+    )
     for name, c in out.items():
         mine = {k: v for k, v in c.by_line.items() if not _own_frame(k)}
         total = sum(mine.values())

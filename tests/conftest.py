@@ -4,15 +4,26 @@ Every test fails if anything logged an ERROR on the ``asyncio`` or ``aioworkqueu
 the test did not claim: an exception in a work item (R16) or in a loop callback is never silent,
 and never unnoticed by the suite either. A test that expects such reports takes the
 ``expect_errors`` fixture and asserts on them.
+
+The whole suite runs in debug mode (``aioworkqueue._state``): every transition of every work item
+checks the state it starts from. The package is imported by its own pytest plugin before this
+file runs, so the mode is switched on here; the variable is set too, for the programs that tests
+start in processes of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
+
+from aioworkqueue import _state
+
+os.environ["AIOWORKQUEUE_DEBUG"] = "1"
+_state.set_debug(True)
 
 try:
     import uvloop

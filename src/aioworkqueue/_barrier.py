@@ -20,7 +20,8 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ._work import RUNNING, WAITED
+from . import _state
+from ._work import RUNNING
 
 if TYPE_CHECKING:
     from ._work import Work
@@ -120,7 +121,7 @@ def add_waiter(work: Work, mode: int) -> asyncio.Future[None]:
     """Register a waiter on ``work``'s pending or running instance. Context: under LOCK."""
     fut = new_waiter()
     _WAITERS.setdefault(id(work), []).append([mode, fut])
-    work._state |= WAITED
+    _state.mark_waited(work)
     return fut
 
 
@@ -133,7 +134,7 @@ def on_start(work: Work) -> None:
 def _wake_mode(work: Work, mode: int) -> None:
     waiters = _WAITERS.get(id(work))
     if waiters is None:
-        work._state &= ~WAITED
+        _state.clear_waited(work)
         return
     keep = []
     for waiter in waiters:
@@ -145,7 +146,7 @@ def _wake_mode(work: Work, mode: int) -> None:
         _WAITERS[id(work)] = keep
     else:
         del _WAITERS[id(work)]
-        work._state &= ~WAITED
+        _state.clear_waited(work)
 
 
 def on_end(work: Work) -> None:

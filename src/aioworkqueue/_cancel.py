@@ -12,7 +12,7 @@ import functools
 import sys
 from types import FrameType
 
-from . import _lock
+from . import _lock, _state
 from ._barrier import WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import INTR, LOCK, after_section, hold, record, replay, run_redo
@@ -39,7 +39,7 @@ _acquire = LOCK.acquire
 _release = LOCK.release
 # Armed, and none of: running (its waiters move on), waited on, a replay attached.
 _FAST_CANCEL = ARMED | RUNNING | WAITED | REDO
-_NOT_PENDING_ARMED = ~(PENDING | ARMED)
+_NOT_PENDING_ARMED = _state.CANCEL_ARMED_KEEP  # disarm + clear_pending
 
 __all__ = (
     "cancel_delayed_work",
@@ -81,12 +81,12 @@ def _settle_op(call: str, work: Work, disable: int, ans: bool) -> None:
     """Apply an interrupt-context call where it was linearized. Context: under LOCK."""
     if disable < 0:
         if work._state & DISABLE_MASK:
-            work._state -= DISABLE_UNIT
+            _state.enable(work)
         else:  # pragma: no cover - the prediction and the replay disagree
             _lock._log.error("%s: %r: replay found it not disabled", call, work)
         return
     if disable:
-        work._state += DISABLE_UNIT
+        _state.disable(work)
     if work._state & PENDING:
         was = _grab(work)
     else:
@@ -106,10 +106,10 @@ def _grab(work: Work) -> bool:
     pwq = work._pwq
     assert pwq is not None
     steal(work)
-    work._state &= ~PENDING
+    _state.clear_pending(work)
     pwq.nr_cancelled += 1
     if work._state & REDO:
-        work._state &= ~REDO
+        _state.clear_redo(work)
         run_redo(work)
     return True
 
@@ -149,6 +149,8 @@ def cancel_delayed_work(dwork: Work) -> bool:
             if not st & PENDING:
                 res = False
             elif st & _FAST_CANCEL == ARMED:
+                if _state.DEBUG:  # _state.disarm + clear_pending, inline
+                    _state.check_disarm(dwork, st)
                 dwork._state = st & _NOT_PENDING_ARMED
                 dwork._tgen = 0
                 pwq = dwork._pwq
@@ -187,8 +189,8 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
             f"thread; a coroutine cannot run there; {describe(work)}"
         )
     with LOCK:
-        st = work._state
-        work._state = st + DISABLE_UNIT
+        st = work._state  # noqa: F841 - read from this frame by the interrupt-context predictor (_cancel)
+        _state.disable(work)
         was = _grab(work)
         fut = add_waiter(work, WAIT_RUNNING) if work._state & RUNNING else None
     if INTR.pending:
@@ -200,8 +202,8 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
         if not keep_disabled:
             est = 0  # bound before the section: the interrupt-context prediction tells them apart
             with LOCK:
-                est = work._state
-                work._state = est - DISABLE_UNIT
+                est = work._state  # noqa: F841 - read from this frame by the interrupt-context predictor (_cancel)
+                _state.enable(work)
             if INTR.pending:
                 replay()
     return was
@@ -238,8 +240,8 @@ def disable_work(work: Work) -> bool:
     if _is_owned():
         return _nested(call, work, disable=1)
     with LOCK:
-        st = work._state
-        work._state = st + DISABLE_UNIT
+        st = work._state  # noqa: F841 - read from this frame by the interrupt-context predictor (_cancel)
+        _state.disable(work)
         was = _grab(work)
     if INTR.pending:
         replay()
@@ -271,7 +273,7 @@ def enable_work(work: Work) -> bool:
         st = work._state
         if not st & DISABLE_MASK:
             raise WorkqueueError(f"{call}: {describe(work)} is not disabled")
-        work._state = st - DISABLE_UNIT
+        _state.enable(work)
         ok = not work._state & DISABLE_MASK
     if INTR.pending:
         replay()

@@ -82,7 +82,8 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._work import DISABLE_MASK, PENDING, REDO
+from . import _state
+from ._state import DISABLE_MASK, PENDING
 
 if TYPE_CHECKING:
     from ._work import Work
@@ -288,7 +289,7 @@ def add_redo(work: Work, op: Callable[[], None]) -> None:
     returned True, so both must lead to a run (R4). Context: under LOCK.
     """
     _REDO.setdefault(id(work), []).append(op)
-    work._state |= REDO
+    _state.mark_redo(work)
 
 
 def run_redo(work: Work) -> None:

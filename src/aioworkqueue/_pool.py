@@ -42,27 +42,43 @@ from collections.abc import Awaitable
 from types import CoroutineType, FrameType
 from typing import Any, Protocol
 
-from . import _barrier
+from . import _barrier, _state
 from ._awaitgraph import awaits
 from ._errors import describe
 from ._hooks import HOOKS, OUTCOMES, Runner, emit
 from ._lock import INTR, LOCK, record, replay, run_redo
 from ._room import Room
-from ._theap import TimerHeap
-from ._work import (
+from ._state import (
+    ACTIVATE_KEEP,
     ASYNC_FN,
     CALL,
     DEFERRED,
-    INACTIVE,
+    END_KEEP,
     PENDING,
     QUEUED,
     REDO,
     RUNNING,
+    TAKE_KEEP,
     WAITED,
-    Work,
+    check_activate,
+    check_end_run,
+    check_take,
 )
+from ._theap import TimerHeap
+from ._work import Work
 
-__all__ = ("COMPLETED", "CUT", "FAILED", "Pool", "Pwq", "current_worker_work", "untake")
+__all__ = (
+    "COMPLETED",
+    "CUT",
+    "FAILED",
+    "Pool",
+    "Pwq",
+    "current_worker_work",
+    "may_activate",
+    "may_activate_inactive",
+    "need_resched",
+    "untake",
+)
 
 
 class Pwq(Protocol):
@@ -109,13 +125,44 @@ COMPLETED, FAILED, CUT = 0, 1, 2  # CUT: cancelled by a runtime shutdown
 # Masks of the worker's fast path (locals of the module, folded once).
 _SLOW_END = WAITED | DEFERRED  # the end of a run that Pool._finish must account
 _SLOW_START = RUNNING | REDO | WAITED  # a take that Pool._start must commit
-_NOT_RUNNING = ~RUNNING
-_NOT_INACTIVE = ~INACTIVE
-_NOT_PENDING_QUEUED = ~(PENDING | QUEUED)
 _ASYNC_OR_CALL = ASYNC_FN | CALL
 
 #: Items a worker runs back to back before it lets the rest of the loop run (cond_resched).
 _BATCH = 256
+
+
+# -- policy predicates ------------------------------------------------------------------------
+# The decisions of a pool and its workers, named as in the kernel's kernel/workqueue.c where the
+# meaning matches (need_more_worker, may_start_working, keep_working; the Pool methods below).
+# The worker loop and queue_work make them inline, with the name in a comment: a call there costs
+# more than the test itself (benchmarks/anatomy.py). There is no too_many_workers: a worker never
+# retires while its pool lives (it parks on the idle list), so no decision has that meaning.
+
+
+def need_resched(batch: int) -> bool:
+    """True when a worker that ran ``batch`` items back to back must let the rest of the loop run
+    before it takes the next (a loop has no preemption: the kernel's ``cond_resched``).
+
+    Context: any (a pure function of ``batch``).
+    """
+    return batch >= _BATCH
+
+
+def may_activate(pwq: Pwq) -> bool:
+    """True when an item newly queued on ``pwq`` may take an active slot now; else it waits on
+    the inactive list (R7; the kernel's ``pwq_tryinc_nr_active``). Context: under LOCK."""
+    return pwq.nr_active < pwq.max_active
+
+
+def may_activate_inactive(pwq: Pwq) -> bool:
+    """A run on ``pwq`` ended (or a queued instance was taken back), ``nr_active`` counting it:
+    True when that slot goes straight on to the first inactive item instead of being freed
+    (R7; the kernel's ``pwq_dec_nr_active`` activating the first inactive item).
+
+    Context: under LOCK.
+    """
+    return bool(pwq.inactive) and pwq.nr_active <= pwq.max_active
+
 
 _WORKER: contextvars.ContextVar[_Worker] = contextvars.ContextVar("aioworkqueue_worker")
 
@@ -332,6 +379,37 @@ class Pool:
         """True if anything waits for this pool's workers. Context: under LOCK."""
         return bool(self.hi or self.worklist or self.ub_hi or self.ub)
 
+    # -- policy predicates (see need_resched above) -----------------------------------------
+
+    def need_more_worker(self) -> bool:
+        """True when items wait and no worker is on its way to them: one must be woken or started.
+
+        The kernel's ``need_more_worker`` asks "is no worker running?"; a worker task cannot see
+        its item suspend, so here it is "is none woken and not yet running?" (``nr_waking``),
+        which also keeps at most one wake-up in flight (design §3). A stopping pool needs none.
+        Context: under LOCK.
+        """
+        return not self.nr_waking and not self.stopping and self.has_work()
+
+    def may_start_working(self) -> bool:
+        """True when a parked worker can be woken for the work, so none need be started (the
+        kernel's ``may_start_working``: an idle worker exists). ``_wake_local`` and queue_work
+        decide it inline: for items that await, that is once per item. Context: under LOCK."""
+        return bool(self.idle)
+
+    def may_create_worker(self) -> bool:
+        """True when the pool may start another worker task: ``max_workers`` is not reached.
+        (The kernel bounds workers by memory only; here, past the bound, WQ.MEM_RECLAIM queues
+        get their rescuer, R19.) Context: under LOCK."""
+        return self.nr_workers < self.max_workers
+
+    def keep_working(self) -> bool:
+        """True when a worker whose item ended takes another rather than park: the pool is not
+        stopping and an item waits (the kernel's ``keep_working``; its ``nr_running <= 1`` has
+        no counterpart, one task runs at a time on a loop). The worker loop makes this decision
+        inline (its stopping test, then its lists). Context: under LOCK."""
+        return not self.stopping and self.has_work()
+
     # -- waking workers -------------------------------------------------------------------
 
     def wake(self, direct: bool | None = None) -> None:
@@ -357,7 +435,7 @@ class Pool:
         if self.stopping or self.dying:
             return  # shutting down: nothing new starts; what waits is reported instead
         idle = self.idle
-        while idle:
+        while idle:  # may_start_working, inline (a successor per item for items that await)
             worker = idle.pop()
             fut = worker.fut
             worker.fut = None
@@ -367,7 +445,7 @@ class Pool:
             self.nr_waking += 1
             fut.set_result(None)
             return
-        if self.nr_workers < self.max_workers:
+        if self.may_create_worker():
             self.nr_workers += 1
             worker = _Worker()
             worker.counted = True
@@ -413,7 +491,7 @@ class Pool:
     def _kick(self) -> None:
         with LOCK:
             self.kick_armed = False
-            if not self.nr_waking and not self.stopping and self.has_work():
+            if self.need_more_worker():
                 self._wake_local()
         if INTR.pending:
             replay()
@@ -440,11 +518,11 @@ class Pool:
         st = work._state
         if st & (RUNNING | REDO | WAITED):
             if st & RUNNING:  # R3: the running worker runs it again when it ends
-                work._state = (st & ~QUEUED) | DEFERRED
+                _state.defer(work)
                 return False
             if st & WAITED:
                 _barrier.on_start(work)
-        work._state = (st & ~(PENDING | QUEUED | REDO)) | RUNNING  # R2: PENDING clears here
+        _state.take(work)  # R2: PENDING clears here
         if st & REDO:
             # After the section: the caller must read this instance's _pwq/_epoch first.
             record(functools.partial(run_redo, work))
@@ -460,14 +538,14 @@ class Pool:
         if not st & DEFERRED:
             # First: the barriers below may release a waiter on another thread, which must find
             # the item idle (work_busy reads the state without the lock).
-            work._state = st & ~RUNNING
+            _state.end_run(work)
         if st & WAITED:
             _barrier.on_end(work)
         pwq.finish(epoch, outcome)
         st = work._state
         if st & DEFERRED and self.stopping:
             # Shutting down: the next instance is not started; it is reported as unfinished.
-            work._state = st & ~RUNNING
+            _state.end_run(work)
             nxt: Pwq = work._pwq  # type: ignore[assignment]
             nxt.unqueue(work)
             nxt.nr_cancelled += 1
@@ -478,7 +556,7 @@ class Pool:
         if st & DEFERRED:
             if st & WAITED:
                 _barrier.on_start(work)
-            work._state = st & ~(PENDING | DEFERRED | REDO)
+            _state.run_deferred(work)
             room = work._pwq.room  # type: ignore[union-attr]
             if room:  # R21: it starts, room frees
                 room.put()
@@ -511,7 +589,7 @@ class Pool:
             nxt = self._finish(work, pwq, epoch, outcome)
             if nxt is not None:
                 npwq, nepoch = nxt
-                work._state &= ~RUNNING
+                _state.end_run(work)
                 npwq.finish(nepoch, CUT)
                 if work._state & WAITED:
                     _barrier.on_end(work)
@@ -589,6 +667,8 @@ class Pool:
         ub = self.ub
         loop = self.loop
         rescue = worker.rescue  # set once
+        # The transitions below are inlined (_state.py): their checks run under this, read once.
+        debug = _state.DEBUG
         batch = 0
         # The item being run, or that just ended (its end is accounted in the same section that
         # takes the next one: one section per item, not two), and its queue link and epoch.
@@ -609,16 +689,22 @@ class Pool:
                         st = work._state
                         if st & _SLOW_END or outcome or pwq.freeze_gates:
                             nxt = self._finish(work, pwq, epoch, outcome)
+                            if nxt is not None:  # R3: its next instance runs here, now
+                                pwq, epoch = nxt
                         else:  # the common end of a run: Pwq.finish and Epochs.done, inline
-                            # Not RUNNING first: ep.done() may release a flush on another
-                            # thread, which must find the item idle (as in _finish).
-                            work._state = st & _NOT_RUNNING
+                            # Not RUNNING before ep.done() (_state.end_run, inline): it may
+                            # release a flush on another thread, which must find the item idle.
                             pwq.nr_completed += 1
                             inactive = pwq.inactive
+                            # may_activate_inactive, inline: the slot goes on to the next
+                            # waiting item (R7; Pwq._release_slot, with _state.activate).
                             if inactive and pwq.nr_active <= pwq.max_active:
-                                # Pwq._release_slot: the slot goes to the next waiting item (R7)
+                                if debug:  # both transitions of this branch: one test
+                                    check_end_run(work, st)
+                                    check_activate(inactive[0], inactive[0]._state)
+                                work._state = st & END_KEEP
                                 w = inactive.popleft()
-                                w._state = (w._state & _NOT_INACTIVE) | QUEUED
+                                w._state = (w._state & ACTIVATE_KEEP) | QUEUED
                                 if hooks.on:
                                     emit("workqueue_activate_work", w, pwq.wq)
                                 pwq.target.append(w)
@@ -626,6 +712,9 @@ class Pool:
                                 if p is not self or not self.nr_waking:
                                     p.wake()
                             else:
+                                if debug:
+                                    check_end_run(work, st)
+                                work._state = st & END_KEEP
                                 pwq.nr_active -= 1
                             ep = pwq.epochs
                             if epoch == ep.cur:
@@ -637,15 +726,14 @@ class Pool:
                                     old[epoch] = n
                                 else:  # the last of its epoch: flushers may be released
                                     ep.done(epoch)
-                        if nxt is not None:  # R3: its next instance runs here, now
-                            pwq, epoch = nxt
                     if nxt is None:
                         if worker.counted:
                             self.nr_waking -= 1
                             worker.counted = False
+                        # keep_working, inline: this stopping test, then the lists below.
                         if self.stopping:
                             return  # a runtime shutdown: take nothing new
-                        if batch >= _BATCH:
+                        if batch >= _BATCH:  # need_resched, inline
                             # cond_resched, before taking the next item: a cancel delivered
                             # at that yield must not leave a taken item with nobody to run or
                             # report it (see below).
@@ -670,8 +758,10 @@ class Pool:
                                     self.idle.append(worker)
                                     break
                                 st = work._state
-                                if not st & _SLOW_START:
-                                    work._state = (st & _NOT_PENDING_QUEUED) | RUNNING  # R2
+                                if not st & _SLOW_START:  # _state.take, inline (R2)
+                                    if debug:
+                                        check_take(work, st)
+                                    work._state = (st & TAKE_KEEP) | RUNNING
                                     break
                                 if self._start(work):
                                     break
@@ -680,8 +770,10 @@ class Pool:
                             epoch = work._epoch
                             if pwq.room:  # R21: it starts, room frees (unbounded: this test)
                                 pwq.room.put()
+                            # need_more_worker, inline (not stopping: tested above): a
+                            # successor for later.
                             if not self.nr_waking and (hi or worklist or ub_hi or ub):
-                                self._wake_local()  # need_more_worker: a successor for later
+                                self._wake_local()
                 finally:
                     if _is_owned():  # never held when a task step starts
                         _release()
@@ -784,7 +876,7 @@ class Pool:
                 else:
                     self.nr_workers -= 1
                 self.workers.discard(worker)
-                if self.has_work() and not self.nr_waking and not loop.is_closed():
+                if self.need_more_worker() and not loop.is_closed():
                     try:
                         self.wake(direct=False)
                     except RuntimeError:
@@ -862,7 +954,7 @@ def untake(work: Work, frame: FrameType) -> bool:
         return False
     nxt = loc.get("nxt")
     pwq, epoch = nxt if isinstance(nxt, tuple) else (loc["pwq"], loc["epoch"])
-    work._state &= _NOT_RUNNING
+    _state.untake(work)
     pwq.finish(epoch, CUT)  # counted as cancelled; its slot and its flush epoch are released
     if work._state & WAITED:
         _barrier.on_end(work)

@@ -14,13 +14,15 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _state
 from ._barrier import wake
 from ._errors import describe
 from ._flags import WQ
 from ._hooks import HOOKS, emit
-from ._pool import _remove
+from ._pool import _remove, may_activate, may_activate_inactive
 from ._room import Room
-from ._work import DEFERRED, INACTIVE, PENDING, QUEUED, WHERE, Work
+from ._state import DEFERRED, INACTIVE, QUEUED, state_name
+from ._work import Work
 
 if TYPE_CHECKING:
     from ._barrier import Epochs
@@ -140,9 +142,9 @@ class Pwq:
         ep = self.epochs
         work._epoch = ep.cur
         ep.nr_cur += 1
-        if self.nr_active < self.max_active:
+        if may_activate(self):  # R7
             self.nr_active += 1
-            work._state |= QUEUED
+            _state.activate(work)
             if HOOKS.on:
                 emit("workqueue_activate_work", work, self.wq)
             self.target.append(work)
@@ -151,15 +153,15 @@ class Pwq:
             else:
                 self.pool.wake(direct)
         else:
-            work._state |= INACTIVE
+            _state.park_inactive(work)
             self.nr_max_active_hits += 1
             self.inactive.append(work)
 
     def _release_slot(self) -> None:
         inactive = self.inactive
-        if inactive and self.nr_active <= self.max_active:
+        if may_activate_inactive(self):  # R7: the slot goes on to the first waiting item
             work = inactive.popleft()
-            work._state = (work._state & ~INACTIVE) | QUEUED
+            _state.activate(work)
             if HOOKS.on:
                 emit("workqueue_activate_work", work, self.wq)
             self.target.append(work)
@@ -181,9 +183,9 @@ class Pwq:
         """Change the effective limit, activating waiting items up to it. Context: under LOCK."""
         self.max_active = limit
         inactive = self.inactive
-        while inactive and self.nr_active < limit:
+        while inactive and may_activate(self):  # R7
             work = inactive.popleft()
-            work._state = (work._state & ~INACTIVE) | QUEUED
+            _state.activate(work)
             if HOOKS.on:
                 emit("workqueue_activate_work", work, self.wq)
             self.nr_active += 1
@@ -205,8 +207,10 @@ class Pwq:
         self._release_slot()
         self.epochs.done(epoch)
 
-    def unqueue(self, work: Work) -> None:
-        """Take a queued (not armed) pending instance back. Context: under LOCK."""
+    def unqueue(self, work: Work, keep_pending: bool = False) -> None:
+        """Take a queued (not armed) pending instance back: it stays PENDING, sitting nowhere,
+        with ``keep_pending`` (``steal``: re-armed, R9, or about to be cancelled, R10), else it
+        will not run (a stopping pool's deferred instance, R20). Context: under LOCK."""
         st = work._state
         if st & QUEUED:
             _remove(self.target, work)
@@ -216,8 +220,14 @@ class Pwq:
         elif st & DEFERRED:
             self._release_slot()
         else:
-            raise AssertionError(f"unqueue: {describe(work)} is not queued (state {st:#x})")
+            raise AssertionError(
+                f"unqueue: {describe(work)} is not queued (state {state_name(st)})"
+            )
         if self.room:  # R21: room frees, for the first waiter if there is one
             self.room.put()
-        work._state = st & ~(PENDING | WHERE)
+        # Before the epoch's end, which may release a flush on another thread (as in _finish).
+        if keep_pending:
+            _state.dequeue(work)
+        else:
+            _state.unqueue(work)
         self.epochs.done(work._epoch)

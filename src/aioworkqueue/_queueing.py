@@ -31,7 +31,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from . import _lock
+from . import _lock, _state
 from ._barrier import on_unqueue
 from ._errors import (
     WorkqueueDeadlockError,
@@ -44,17 +44,21 @@ from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
 from ._pool import current_worker_work
 from ._room import Room, RoomWaiter
-from ._timer import arm, disarm, next_gen, retime
-from ._work import (
+from ._state import (
     ARMED,
     ASYNC_FN,
     CALL,
     DISABLE_MASK,
-    INACTIVE,
-    MAX_DELAY,
     PENDING,
-    QUEUED,
+    QUEUE_ACTIVE,
+    QUEUE_ARMED,
+    QUEUE_INACTIVE,
     RUNNING,
+    check_mark_pending,
+)
+from ._timer import arm, disarm, next_gen, retime
+from ._work import (
+    MAX_DELAY,
     DelayedWork,
     Work,
     check_delay,
@@ -69,9 +73,6 @@ _get_running_loop = asyncio._get_running_loop
 _is_owned = LOCK._is_owned  # type: ignore[attr-defined]
 _acquire = LOCK.acquire
 _release = LOCK.release
-_PENDING_QUEUED = PENDING | QUEUED
-_PENDING_INACTIVE = PENDING | INACTIVE
-_PENDING_ARMED = PENDING | ARMED
 _PENDING_RUNNING = PENDING | RUNNING
 _PENDING_DISABLED = PENDING | DISABLE_MASK
 _current_task = asyncio.current_task
@@ -136,7 +137,7 @@ def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None, *, over: bool 
             room = pwq.room
             if room and not over and room.nr >= room.limit:
                 raise _full(call, wq, work, room)
-            work._state = st | PENDING
+            _state.mark_pending(work)
             if HOOKS.on:
                 emit("workqueue_queue_work", work, wq, cpu, pwq.pool.cpu)
             pwq.insert(work)
@@ -175,7 +176,7 @@ def _queue_delayed(
             # Arming adds nothing to what the bound counts: only a queue now is refused (R21).
             if room and not delay and not over and room.nr >= room.limit:
                 raise _full(call, wq, dwork, room)
-            dwork._state = st | PENDING
+            _state.mark_pending(dwork)
             if HOOKS.on:
                 emit("workqueue_queue_work", dwork, wq, cpu, pwq.pool.cpu)
             if delay:
@@ -270,8 +271,14 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                     and (not remote or pwq.loop.is_running())  # type: ignore[union-attr]
                 ):
                     pool = pwq.pool
-                    res = not st & _PENDING_DISABLED  # R1
-                    if res:
+                    if st & _PENDING_DISABLED:  # R1
+                        res = False
+                    else:
+                        res = True
+                        # The transitions inline (_state.py): mark_pending, then activate or
+                        # park_inactive; one check, of the state they start from.
+                        if _state.DEBUG:
+                            check_mark_pending(work, st)
                         if pwq.room:  # R21 (Pwq.insert, inline): unbounded, this test only
                             room = pwq.room
                             if room.nr >= room.limit:
@@ -282,8 +289,8 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                         work._epoch = ep.cur
                         ep.nr_cur += 1
                         pwq.nr_queued += 1
-                        if pwq.nr_active < pwq.max_active:
-                            work._state = st | _PENDING_QUEUED
+                        if pwq.nr_active < pwq.max_active:  # _pool.may_activate, inline (R7)
+                            work._state = st | QUEUE_ACTIVE
                             pwq.nr_active += 1
                             pwq.target.append(work)
                             if pool.nr_waking:
@@ -295,7 +302,7 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                                     pool.wake(False)
                             else:
                                 idle = pool.idle
-                                if (
+                                if (  # may_start_working, from a task on the loop
                                     idle
                                     and not (pool.stopping or pool.dying)
                                     and _current_task(pwq.loop) is not None
@@ -315,7 +322,7 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                                 else:
                                     pool.wake()
                         else:
-                            work._state = st | _PENDING_INACTIVE
+                            work._state = st | QUEUE_INACTIVE
                             pwq.nr_max_active_hits += 1
                             pwq.inactive.append(work)
             finally:
@@ -454,10 +461,15 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                     not (wq._status or wq._routed or pwq.bh or HOOKS.on)
                     and (dwork._pwq is pwq or not st & _PENDING_RUNNING)  # no revive
                 ):
-                    res = not st & _PENDING_DISABLED  # R1
-                    if res:
-                        # _timer.arm, inline: push on the pool's timer heap
-                        dwork._state = st | _PENDING_ARMED
+                    if st & _PENDING_DISABLED:  # R1
+                        res = False
+                    else:
+                        res = True
+                        # _timer.arm, inline: push on the pool's timer heap (the transitions
+                        # mark_pending and arm inline, _state.py)
+                        if _state.DEBUG:
+                            check_mark_pending(dwork, st)
+                        dwork._state = st | QUEUE_ARMED
                         dwork._tpool = pool
                         dwork._pwq = pwq
                         timers = pool.timers
@@ -533,12 +545,12 @@ def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int |
                 elif room.nr >= room.limit:
                     raise _full(call, wq, dwork, room)
             if was:
-                steal(dwork)
+                steal(dwork)  # it stays PENDING
             else:
                 pwq.nr_queued += 1
                 if HOOKS.on:
                     emit("workqueue_queue_work", dwork, wq, cpu, pwq.pool.cpu)
-            dwork._state |= PENDING
+                _state.mark_pending(dwork)
             if d:
                 arm(dwork, pwq, d)
             else:
@@ -561,8 +573,7 @@ def steal(work: Work) -> None:
     else:
         pwq = work._pwq
         assert pwq is not None
-        pwq.unqueue(work)
-        work._state |= PENDING
+        pwq.unqueue(work, keep_pending=True)
     on_unqueue(work)
 
 

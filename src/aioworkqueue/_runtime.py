@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Self
 
+from . import _state
 from ._barrier import on_unqueue
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
 from ._lock import LOCK
@@ -40,7 +41,7 @@ from ._pool import Pool
 from ._timer import disarm
 from ._unbound import UnboundPool
 from ._watchdog import Watchdog
-from ._work import ARMED, PENDING, WHERE, DelayedWork, Work
+from ._work import DelayedWork, Work
 from ._workqueue import ACTIVE, ExceptionHandler, Workqueue, WorkqueueStats, report_unfinished
 
 __all__ = (
@@ -589,7 +590,7 @@ def _take_back(work: Work, state: str) -> Unfinished:
         pwq.epochs.done(work._epoch)
         if pwq.room:  # R21: it was counted as queued and not started
             pwq.room.put()
-    work._state &= ~(PENDING | WHERE | ARMED)
+    _state.take_back(work)
     pwq.nr_cancelled += 1
     on_unqueue(work)
     return work, pwq.wq, state

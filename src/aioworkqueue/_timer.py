@@ -33,8 +33,9 @@ import heapq
 import itertools
 from typing import TYPE_CHECKING
 
+from . import _state
 from ._lock import INTR, LOCK, replay
-from ._work import ARMED, DelayedWork
+from ._work import DelayedWork
 
 if TYPE_CHECKING:
     from ._pool import Pool
@@ -47,7 +48,6 @@ next_gen = itertools.count(1).__next__
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 _INF = float("inf")
-_NOT_ARMED = ~ARMED
 
 
 def arm(dwork: DelayedWork, pwq: Pwq, delay: float, direct: bool | None = None) -> None:
@@ -61,7 +61,7 @@ def arm(dwork: DelayedWork, pwq: Pwq, delay: float, direct: bool | None = None) 
     timers = pool.timers
     t = dwork._deadline = timers.deadline(delay)
     gen = dwork._tgen = next_gen()
-    dwork._state |= ARMED
+    _state.arm(dwork)
     pwq.wq._armed[id(dwork)] = dwork
     _heappush(timers.heap, (t, gen, dwork))
     if t < timers.when:
@@ -133,7 +133,7 @@ def _expire(pool: Pool) -> None:
                 break
             else:
                 _heappop(heap)
-                dwork._state &= _NOT_ARMED
+                _state.disarm(dwork)  # it fired (R8): queued now
                 dwork._tgen = 0
                 pwq = dwork._pwq
                 assert pwq is not None
@@ -145,7 +145,7 @@ def _expire(pool: Pool) -> None:
 
 def disarm(dwork: DelayedWork) -> None:
     """Disarm an armed ``dwork`` (it stays PENDING). Context: under LOCK, any thread."""
-    dwork._state &= _NOT_ARMED
+    _state.disarm(dwork)
     dwork._tgen = 0  # its heap entry is garbage now
     pwq = dwork._pwq
     assert pwq is not None

@@ -1,22 +1,8 @@
-"""Work items: :class:`Work` and :class:`DelayedWork`, and the state machine they follow.
+"""Work items: :class:`Work` and :class:`DelayedWork`.
 
-A work item's whole life is one integer, ``_state``, changed only under the state lock
-(``_lock.py``). Its states and the transitions between them (the rule that governs each)::
-
-    IDLE              --queue_* (R1)-------------------------> PENDING|QUEUED or |INACTIVE
-    IDLE              --queue_delayed_work (R8)--------------> PENDING|ARMED
-    PENDING|ARMED     --timer fires, deadline passed (R8)----> PENDING|QUEUED or |INACTIVE
-    PENDING|INACTIVE  --a max_active slot frees (R7)---------> PENDING|QUEUED
-    PENDING|QUEUED    --a worker takes it; PENDING clears (R2)-> RUNNING
-    PENDING|*         --cancel_* (R10)-----------------------> IDLE (or RUNNING if it was running)
-    RUNNING           --queue_* again (R2)-------------------> RUNNING|PENDING|QUEUED ...
-    RUNNING|PENDING|QUEUED --another worker takes it (R3)----> RUNNING|PENDING|DEFERRED
-    RUNNING|PENDING|DEFERRED --the run ends------------------> RUNNING (next instance, same worker)
-    RUNNING           --the run ends-------------------------> IDLE
-
-``CANCELING`` is not a separate bit: ``cancel_*_sync`` raises the disable count (``DISABLE_UNIT``
-multiples in the high bits), under which every ``queue_*`` returns False (R11), waits for the
-running instance, and lowers it again, as the kernel's ``__cancel_work_sync`` does since 6.10.
+A work item's whole life is one integer, ``_state``; its bits and the named transitions that
+change them (the state machine, with the rule each serves) are the layer below, ``_state.py``.
+The bits are re-exported here for the modules that take them with the work classes.
 
 Owner (tags as in docs/design.md §1: I set once, L under ``_lock.LOCK``, O owner loop, A atomic):
 every field below is L, except ``func``, which is I, and ``ASYNC_FN``, computed once at
@@ -34,6 +20,21 @@ from typing import Any, TypeAlias
 
 from ._errors import describe
 from ._flags import WorkBusy
+from ._state import (
+    ARMED,
+    ASYNC_FN,
+    CALL,
+    DEFERRED,
+    DISABLE_MASK,
+    DISABLE_UNIT,
+    INACTIVE,
+    PENDING,
+    QUEUED,
+    REDO,
+    RUNNING,
+    WAITED,
+    WHERE,
+)
 
 # Forward declarations, as a C header declares ``struct pool_workqueue;``: a pending item points
 # at its queue link (``_pwq.Pwq``) and an armed one at the pool whose timer heap holds it
@@ -43,27 +44,28 @@ from ._flags import WorkBusy
 _Pwq: TypeAlias = Any
 _Pool: TypeAlias = Any
 
-__all__ = ("FORMS", "DelayedWork", "Work", "WorkFunc")
+__all__ = (
+    "ARMED",
+    "ASYNC_FN",
+    "CALL",
+    "DEFERRED",
+    "DISABLE_MASK",
+    "DISABLE_UNIT",
+    "FORMS",
+    "INACTIVE",
+    "PENDING",
+    "QUEUED",
+    "REDO",
+    "RUNNING",
+    "WAITED",
+    "WHERE",
+    "DelayedWork",
+    "Work",
+    "WorkFunc",
+)
 
 #: A work function: receives the work item itself; plain or ``async def``.
 WorkFunc: TypeAlias = Callable[[Any], "Awaitable[None] | None"]
-
-# State bits of ``Work._state``. The bits of the common life (idle, queued, running; async or
-# not; made by submit or not) stay below 256: CPython caches small ints, so those transitions
-# allocate nothing. Rarer bits (armed, waiting for a slot, deferred, waited on) sit above.
-PENDING = 1 << 0  # a successful queue_* has not started running yet (or was not cancelled)
-QUEUED = 1 << 1  # on a pool worklist, holding one of its queue's active slots (R7)
-RUNNING = 1 << 2
-ASYNC_FN = 1 << 3  # func is a coroutine function (set once)
-CALL = 1 << 4  # made by wq.submit: call func(*args, **kwargs), not func(work) (set once)
-ARMED = 1 << 5  # DelayedWork whose timer is armed
-INACTIVE = 1 << 6  # on a queue's inactive list, waiting for an active slot (R7)
-DEFERRED = 1 << 7  # taken by a worker while still running elsewhere: runs when that run ends (R3)
-WAITED = 1 << 8  # someone waits in flush_work / cancel_*_sync / disable_work_sync
-REDO = 1 << 9  # a queue_* made from an interrupted context replays when this instance starts
-DISABLE_UNIT = 1 << 12  # the disable count lives above this bit
-DISABLE_MASK = ~(DISABLE_UNIT - 1)
-WHERE = ARMED | QUEUED | INACTIVE | DEFERRED  # where a pending instance sits
 
 #: The largest delay, in seconds, whose deadline every loop can arm. On uvloop deadlines are
 #: rounded up to whole milliseconds (``_timer.arm``): ``deadline * 1000.0`` overflows to infinity

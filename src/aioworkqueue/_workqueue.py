@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from . import _state
 from ._barrier import Epochs, on_end, on_unqueue
 from ._config import CONFIG
 from ._errors import (
@@ -40,7 +41,7 @@ from ._pwq import Pwq
 from ._room import Room
 from ._timing import summarize
 from ._unbound import UnboundPool
-from ._work import ARMED, PENDING, RUNNING, WHERE, DelayedWork, Work
+from ._work import ARMED, PENDING, WHERE, DelayedWork, Work
 
 __all__ = (
     "ACTIVE",
@@ -489,7 +490,7 @@ class Workqueue:
         ``shutdown_asyncgens()`` being called on it.
         Context: under LOCK, after the loop of ``pwq`` has closed (its tasks are gone).
         """
-        for work, _state in self._strand(pwq):
+        for work, _kind in self._strand(pwq):
             _log.error(
                 "workqueue %r: %r was still pending or running when its event loop closed; "
                 "reported as cancelled",
@@ -522,10 +523,10 @@ class Workqueue:
             if worker.current is not None and worker.pwq is pwq:
                 lost.append((worker.current, "running"))
         room = self._room
-        for work, _state in lost:
+        for work, _kind in lost:
             if room is not None and work._state & PENDING and work._state & (WHERE & ~ARMED):
                 room.put()  # R21: it was counted as queued and not started
-            work._state &= ~(PENDING | WHERE | ARMED | RUNNING)
+            _state.strand(work)
             on_unqueue(work)
             on_end(work)
             pwq.nr_cancelled += 1
