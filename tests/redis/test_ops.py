@@ -329,3 +329,29 @@ async def test_scripts_reload_after_script_flush(app: awr.App) -> None:
     await wq.queue(app.work(f, key="a"))
     await app.client.script_flush()
     assert await wq.queue(app.work(f, key="b")) is True
+
+
+@pytest.mark.asyncio
+async def test_r6_an_entry_behind_an_earlier_one_is_not_deferred_to_be_lost(app: awr.App) -> None:
+    """Ordered queue: ``a`` runs, ``b`` waits for the slot, ``a`` is queued again. The new
+    instance of ``a`` must wait for ``b`` (R6), so it answers 'wait' (its worker keeps it and
+    retries), not 'deferred': the finish of ``a`` hands ``b`` on, and a deferred entry that
+    must still wait had nowhere to go: it was left to a claim after the lease (found while
+    modelling the backend for tests/redis/test_refmodel.py)."""
+    wq = app.workqueue("o", ordered=True)
+    a, b = app.work(f, key="a"), app.work(f, key="b")
+    await wq.queue(a)
+    (ea,) = await read(wq, "A")
+    assert await start(wq, ea, "A") == "run"
+    await wq.queue(b)
+    (eb,) = await read(wq, "B")
+    assert await start(wq, eb, "B") == "inactive"
+    assert await wq.queue(a) is True  # R2
+    (ea2,) = await read(wq, "B")
+    assert await start(wq, ea2, "B") == "wait"  # was 'deferred'
+    assert await finish(wq, ea, "A") == eb  # R6: b first
+    assert await start(wq, ea2, "B") == "inactive"  # B's retry: next in order now
+    assert await finish(wq, eb, "A") == ea2
+    assert await finish(wq, ea2, "A") is None
+    assert await a.busy() == aioworkqueue.WorkBusy(0)
+
