@@ -645,3 +645,45 @@ def test_redis_backend_against_the_reference_model(env: Env) -> None:
     # Both workers ran items (R3 and R7 were checked across them, not within one).
     assert env.examples > 0
     assert all(env.starts_on[w] > 0 for w in WORKERS), env.starts_on
+
+
+# -- what the machine found ------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    KNOWN_CROSS_WORKER_FIFO_BUG,
+    strict=True,
+    reason="R7 FIFO across two workers' reads (KNOWN_CROSS_WORKER_FIFO_BUG): not fixed yet",
+)
+@pytest.mark.asyncio
+async def test_fifo_across_two_readers(redis_url: str, key_prefix: str) -> None:
+    """Three entries of a max_active 2 queue reach two workers at once, as after a promote: the
+    first reader's ``XREADGROUP ... COUNT 2`` takes e1 and e2, the second's takes e3, and the
+    second's **start_many** reaches the server first (the worker's blocking-read path, by hand).
+    R7: the two oldest, e1 and e2, get the slots and e3 waits. Today e3 runs and e2 waits.
+
+    Found by the machine above (three armed items fired at once on "u"; the third started
+    before the second)."""
+    app = awr.App(url=redis_url, prefix=key_prefix)
+    try:
+        app.function(lambda: None, name="f")
+        wq = app.workqueue("q", max_active=2)
+        await wq.declare()
+        for k in ("k1", "k2", "k3"):
+            assert await awr.queue_work(wq, app.work("f", key=k))
+        a: Any = await app.client.xreadgroup(GROUP, "A", {wq.keys.stream: ">"}, count=2)
+        b: Any = await app.client.xreadgroup(GROUP, "B", {wq.keys.stream: ">"}, count=2)
+        got_a = [(e.decode(), f[b"k"].decode()) for e, f in a[0][1]]
+        got_b = [(e.decode(), f[b"k"].decode()) for e, f in b[0][1]]
+        assert [k for _, k in got_a] == ["k1", "k2"] and [k for _, k in got_b] == ["k3"]
+
+        async def start_many(consumer: str, got: list[tuple[str, str]]) -> list[str]:
+            args: list[str | int] = [consumer, 60_000, "1"]
+            for e, k in got:
+                args += (e, k)
+            return [x.decode() for x in await wq.call("start_many", *args)]
+
+        answers = {"B": await start_many("B", got_b), "A": await start_many("A", got_a)}
+        assert answers == {"B": ["inactive"], "A": ["run", "run"]}, answers
+    finally:
+        await app.aclose()
