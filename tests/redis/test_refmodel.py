@@ -32,6 +32,7 @@ import collections
 import concurrent.futures
 import contextvars
 import itertools
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
@@ -630,15 +631,22 @@ def env(
             loop.close()
 
 
+#: Examples and steps of the default suite (~22 s here); the environment variables run more, with
+#: a random seed (``AIOWQ_REDIS_MODEL_RANDOM=1``), as tools/soak.py does for the in-process one.
+EXAMPLES = int(os.environ.get("AIOWQ_REDIS_MODEL_EXAMPLES", "40"))
+STEPS = int(os.environ.get("AIOWQ_REDIS_MODEL_STEPS", "30"))
+DERANDOMIZE = os.environ.get("AIOWQ_REDIS_MODEL_RANDOM", "") == ""
+
+
 def test_redis_backend_against_the_reference_model(env: Env) -> None:
     run_state_machine_as_test(
         RedisRefMachine,
         settings=settings(
-            max_examples=25,
-            stateful_step_count=30,
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
-            derandomize=True,
+            derandomize=DERANDOMIZE,
             database=None,
         ),
     )
