@@ -81,6 +81,7 @@ KNOWN_CROSS_WORKER_FIFO_BUG = True
 
 _UNSET = object()  # the result slot of a logged call that has not returned yet
 _EXAMPLES = itertools.count()
+_MARKS = itertools.count()
 #: The background call a task makes (for the snapshot mark below).
 _BID: contextvars.ContextVar[int | None] = contextvars.ContextVar("refmodel_bid", default=None)
 
@@ -398,8 +399,12 @@ class RedisRefMachine(ModelMachine):
         bid = self.next_bid
         self.next_bid += 1
 
+        # The mark's key is unique over the whole test: bids start at 0 in every example, and
+        # a bid of an earlier example found in the set would let the next call in too early.
+        mark = next(_MARKS)
+
         async def run() -> None:
-            _BID.set(bid)
+            _BID.set(mark)
             self.log.append(["bg_call", bid, kind, i, wq, caller])
             r: object
             try:
@@ -418,7 +423,7 @@ class RedisRefMachine(ModelMachine):
         fut = self.loop(caller).submit(run())
         self.bg[bid] = fut
         # What it waits for is taken in its first scripts: the next call comes after that.
-        wait_until_sync(lambda: bid in ENV.snapshots or fut.done(), f"{kind} #{bid} to start")
+        wait_until_sync(lambda: mark in ENV.snapshots or fut.done(), f"{kind} #{bid} to start")
 
     # -- keeping the model in step --
 
