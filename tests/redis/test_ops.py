@@ -329,3 +329,66 @@ async def test_scripts_reload_after_script_flush(app: awr.App) -> None:
     await wq.queue(app.work(f, key="a"))
     await app.client.script_flush()
     assert await wq.queue(app.work(f, key="b")) is True
+
+
+@pytest.mark.asyncio
+async def test_r6_an_entry_behind_an_earlier_one_is_not_deferred_to_be_lost(app: awr.App) -> None:
+    """Ordered queue: ``a`` runs, ``b`` waits for the slot, ``a`` is queued again. The new
+    instance of ``a`` must wait for ``b`` (R6), so it answers 'wait' (its worker keeps it and
+    retries), not 'deferred': the finish of ``a`` hands ``b`` on, and a deferred entry that
+    must still wait had nowhere to go: it was left to a claim after the lease (found while
+    modelling the backend for tests/redis/test_refmodel.py)."""
+    wq = app.workqueue("o", ordered=True)
+    a, b = app.work(f, key="a"), app.work(f, key="b")
+    await wq.queue(a)
+    (ea,) = await read(wq, "A")
+    assert await start(wq, ea, "A") == "run"
+    await wq.queue(b)
+    (eb,) = await read(wq, "B")
+    assert await start(wq, eb, "B") == "inactive"
+    assert await wq.queue(a) is True  # R2
+    (ea2,) = await read(wq, "B")
+    assert await start(wq, ea2, "B") == "wait"  # was 'deferred'
+    assert await finish(wq, ea, "A") == eb  # R6: b first
+    assert await start(wq, ea2, "B") == "inactive"  # B's retry: next in order now
+    assert await finish(wq, eb, "A") == ea2
+    assert await finish(wq, ea2, "A") is None
+    assert await a.busy() == aioworkqueue.WorkBusy(0)
+
+
+@pytest.mark.asyncio
+async def test_r11_the_calling_apps_queue_is_false_while_its_cancel_work_sync_waits(
+    app: awr.App, redis_url: str
+) -> None:
+    """R11 for the calling client (docs/spec.md, "Beyond one process"): while its
+    ``cancel_work_sync`` waits for the run, every ``queue_*`` of the item from the same App
+    answers False; another App may queue it (the documented deviation). It answered True
+    before the App kept a mark (found while modelling the backend for test_refmodel.py)."""
+    wq = app.workqueue("q")
+    w = app.work(f, key="k")
+    await wq.queue(w)
+    (e,) = await read(wq, "A")
+    assert await start(wq, e, "A") == "run"
+    sync = asyncio.create_task(awr.cancel_work_sync(w))
+    other = awr.App(url=redis_url, prefix=app.prefix)
+    other.function(f, name="f")
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await app.client.pubsub_numsub(wq.keys.done))[0][1] == 0:  # it waits for the run
+            assert asyncio.get_running_loop().time() < deadline, "cancel_work_sync never waited"
+            await asyncio.sleep(0.001)
+        assert await wq.queue(w) is False
+        assert await wq.queue_delayed(w, 10) is False
+        assert await wq.mod_delayed(w, 0) is False
+        assert await wq.queue_many([w, app.work(f, key="other")]) == [False, True]
+        assert await w.pending() is False
+        assert await other.workqueue("q").queue(other.work(f, key="k")) is True
+        assert await w.cancel() is True  # the other App's instance
+        assert not sync.done()
+        await finish(wq, e, "A")
+        assert await asyncio.wait_for(sync, 10) is False  # it was running, not pending
+    finally:
+        sync.cancel()
+        await other.aclose()
+    assert app._syncing == {}
+    assert await wq.queue(w) is True  # may be queued again

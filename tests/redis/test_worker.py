@@ -177,3 +177,49 @@ async def test_r6_ordered_queue_over_two_workers_runs_one_at_a_time_in_order(
         await asyncio.wait_for(wq.flush(), 20)
     assert order == list(range(12))
     assert (await wq.stats())["failed"] == 0
+
+
+@pytest.mark.asyncio
+async def test_r6_a_key_queued_again_behind_a_waiting_entry_runs_after_it(app: awr.App) -> None:
+    """Ordered queue, a real worker: ``a`` runs, ``b`` waits, ``a`` is queued again. After
+    ``b``, ``a`` runs again at once, not after a lease (its entry used to be deferred and then
+    dropped by the hand-off that started ``b``; found while modelling the backend for
+    tests/redis/test_refmodel.py)."""
+    log: list[str] = []
+    gates: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    @app.function
+    async def step(name: str) -> None:
+        log.append(name)
+        await gates[name].wait()
+        gates[name] = asyncio.Event()
+
+    async def until(what: str, pred: Any) -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await pred():
+            assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.001)
+
+    async def read_by_worker(n: int) -> bool:  # every entry queued so far was read
+        info: Any = await app.client.xpending(wq.keys.stream, GROUP)
+        return int(info["pending"]) == n
+
+    wq = app.workqueue("o", ordered=True)
+    a, b = app.work(step, "a", key="a"), app.work(step, "b", key="b")
+    async with app.worker(queues=["o"], concurrency=3, lease=600, stop_timeout=5):
+        await wq.queue(a)
+        await until("a to start", lambda: _true(log == ["a"]))
+        await wq.queue(b)
+        await wq.queue(a)
+        await until("both entries to be read", lambda: read_by_worker(3))
+        gates["a"].set()
+        await until("b to start", lambda: _true(log == ["a", "b"]))
+        gates["b"].set()
+        await until("a to run again", lambda: _true(log == ["a", "b", "a"]))
+        gates["a"].set()
+        await asyncio.wait_for(wq.flush(), 10)
+    assert (await wq.stats())["completed"] == 3
+
+
+async def _true(v: bool) -> bool:
+    return v

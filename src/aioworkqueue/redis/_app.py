@@ -82,6 +82,10 @@ class App:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._names: dict[int, str] = {}  # id(fn) -> registered name
         self._queues: dict[str, RemoteWorkqueue] = {}
+        #: (queue, key) -> how many ``cancel_work_sync`` calls of this App wait for that item:
+        #: meanwhile its ``queue_*`` from this App answer False (R11 for the calling client; the
+        #: mark lives in the client, so it dies with it, unlike a mark in the server).
+        self._syncing: dict[tuple[str, str], int] = {}
 
     def __repr__(self) -> str:
         return f"<aioworkqueue.redis.App {self.url} prefix={self.prefix!r}>"

@@ -42,6 +42,11 @@ def _chained(wq: RemoteWorkqueue) -> str:
     return "1" if RUNNING_IN.get() == (wq.app.prefix, wq.name) else "0"
 
 
+def _syncing(wq: RemoteWorkqueue, work: RemoteWork) -> bool:
+    """Whether a ``cancel_work_sync`` of ``work`` on ``wq`` from this App is in progress (R11)."""
+    return (wq.name, work.key) in wq.app._syncing
+
+
 def _raise_mapped(call: str, wq: RemoteWorkqueue, work: RemoteWork | str, e: ResponseError) -> None:
     msg = str(e)
     which = f"work {work.key!r}" if isinstance(work, RemoteWork) else work
@@ -69,6 +74,8 @@ async def queue_work(wq: RemoteWorkqueue, work: RemoteWork) -> bool:
     """
     wq = _check_wq("queue_work", wq)
     work = _check_work("queue_work", work)
+    if _syncing(wq, work):
+        return False  # R11: this App's cancel_work_sync of it is waiting
     try:
         r = await wq.call("queue", work.key, work.func_name, work.args, _chained(wq))
     except ResponseError as e:
@@ -85,16 +92,19 @@ async def queue_work_many(wq: RemoteWorkqueue, works: Iterable[RemoteWork]) -> l
     state and ``max_pending`` are checked for the whole of it, and when either refuses nothing
     is queued (so ``max_pending`` counts every new item of the batch). The server runs nothing
     else while the script runs, so split batches of many thousands.
-    Context: a coroutine (one script; none for an empty batch). Returns: one bool per work, in
+    Context: a coroutine (one script; none for an empty batch, or one whose works all
+    wait for this App's ``cancel_work_sync``, R11). Returns: one bool per work, in
     order. Raises: TypeError for wrong arguments, WorkqueueDestroyedError,
     WorkqueueDrainingError, WorkqueueFullError, as :func:`queue_work` but for the whole batch.
     """
     wq = _check_wq("queue_work_many", wq)
     if isinstance(works, RemoteWork):
         raise TypeError("queue_work_many: expected an iterable of RemoteWork, got one RemoteWork")
-    items = [_check_work("queue_work_many", w) for w in works]
+    given = [_check_work("queue_work_many", w) for w in works]
+    sent = [not _syncing(wq, w) for w in given]  # R11: the others answer False
+    items = [w for w, s in zip(given, sent, strict=True) if s]
     if not items:
-        return []
+        return [False] * len(given)
     args: list[str | bytes] = [_chained(wq)]
     for w in items:
         args += (w.key, w.func_name, w.args)
@@ -104,7 +114,8 @@ async def queue_work_many(wq: RemoteWorkqueue, works: Iterable[RemoteWork]) -> l
         _raise_mapped("queue_work_many", wq, f"a batch of {len(items)}", e)
     for w in items:
         w.workqueue = wq
-    return [bool(x) for x in r]
+    answers = iter(r)
+    return [bool(next(answers)) if s else False for s in sent]
 
 
 async def queue_delayed_work(wq: RemoteWorkqueue, work: RemoteWork, delay: float) -> bool:
@@ -117,6 +128,8 @@ async def queue_delayed_work(wq: RemoteWorkqueue, work: RemoteWork, delay: float
     wq = _check_wq("queue_delayed_work", wq)
     work = _check_work("queue_delayed_work", work)
     ms = delay_ms("queue_delayed_work", delay, work)
+    if _syncing(wq, work):
+        return False  # R11: this App's cancel_work_sync of it is waiting
     if ms == 0:
         return await queue_work(wq, work)
     try:
@@ -136,6 +149,8 @@ async def mod_delayed_work(wq: RemoteWorkqueue, work: RemoteWork, delay: float) 
     wq = _check_wq("mod_delayed_work", wq)
     work = _check_work("mod_delayed_work", work)
     ms = delay_ms("mod_delayed_work", delay, work)
+    if _syncing(wq, work):
+        return False  # R11: this App's cancel_work_sync of it is waiting
     try:
         r = await wq.call("mod_delayed", work.key, work.func_name, work.args, ms, _chained(wq))
     except ResponseError as e:
@@ -203,17 +218,26 @@ async def cancel_work_sync(work: RemoteWork) -> bool:
     """Cancel ``work`` as :func:`cancel_work`, then wait until a run in progress has ended (R11).
 
     Context: a coroutine. Returns: True if it was pending. Raises: TypeError for a wrong
-    argument. (Unlike in one process, other clients may queue the item again meanwhile: see
-    docs/redis.md.)
+    argument. While it waits, ``queue_*`` of the item from the same App answer False (R11);
+    unlike in one process, other clients may queue it again meanwhile (see docs/redis.md).
     """
     work = _check_work("cancel_work_sync", work)
     wq = work.workqueue
     if wq is None:
         return False
-    was = bool(await wq.call("cancel", work.key))
-    ids = list(await wq.call("work_ids", work.key))
-    if ids:
-        await _entries_gone(wq, ids[:1])  # the running one (a pending one was just cancelled)
+    mark = (wq.name, work.key)
+    syncing = wq.app._syncing
+    syncing[mark] = syncing.get(mark, 0) + 1  # before the cancel: no queue_* of ours slips in
+    try:
+        was = bool(await wq.call("cancel", work.key))
+        ids = list(await wq.call("work_ids", work.key))
+        if ids:
+            await _entries_gone(wq, ids[:1])  # the running one (a pending one was just cancelled)
+    finally:
+        if syncing[mark] == 1:
+            del syncing[mark]
+        else:
+            syncing[mark] -= 1
     return was
 
 

@@ -202,11 +202,9 @@ local function try_start(id, k, consumer, lease, now, front, own)
     drop_entry(id)  -- cancelled, or superseded by mod_delayed_work
     return 'skip'
   end
-  if r and rdl > now then
-    redis.call('HSET', K_DEFER, k, id)  -- R3: the worker running k runs it next
-    DEFER_EMPTY = false
-    return 'deferred'
-  end
+  -- R6 before R3: only the next entry in order may be deferred, because the finish that hands
+  -- a deferred entry on has nowhere to keep one that must still wait (it would be left to the
+  -- lease); a 'wait' answer stays with its worker, which retries it
   if meta_num('ordered') == 1 then
     local last = redis.call('GET', K_LAST)
     local from = '-'
@@ -215,6 +213,11 @@ local function try_start(id, k, consumer, lease, now, front, own)
     if #first == 0 or first[1][1] ~= id then
       return 'wait'  -- R6: an earlier entry has not started yet
     end
+  end
+  if r and rdl > now then
+    redis.call('HSET', K_DEFER, k, id)  -- R3: the worker running k runs it next
+    DEFER_EMPTY = false
+    return 'deferred'
   end
   local act = active()
   if r then
