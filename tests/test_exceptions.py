@@ -170,9 +170,11 @@ async def test_a_base_exception_from_work_in_a_runtime_leaves_the_pool_serving(r
         seen.append(type(exc).__name__)
 
     ran: list[str] = []
+    wqs: list[aw.Workqueue] = []
     async with aw.Runtime(cpus=1, loop_factory="asyncio", shutdown_timeout=GUARD) as rt:
         for kind, (flags, _) in KINDS.items():
             wq = aw.alloc_workqueue(f"exc-rt-{kind}", flags, exception_handler=handler)
+            wqs.append(wq)
             assert aw.queue_work(wq, aw.Work(raising(kind, RAISED[raised])))
             assert aw.queue_work(wq, aw.Work(lambda w, k=kind: ran.append(k)))  # type: ignore[misc]
             await guarded_flush(wq)
@@ -181,6 +183,11 @@ async def test_a_base_exception_from_work_in_a_runtime_leaves_the_pool_serving(r
         assert not rt.pools[0].dead
     assert seen == [raised] * len(KINDS)
     assert rt.unfinished == []
+    # The WQ.CPU_INTENSIVE queue's threads live until the queue is garbage-collected, which may
+    # be many tests later; tests below check that no aiowq thread is left: end them here.
+    for wq in wqs:
+        if wq._executor is not None:
+            await asyncio.to_thread(wq._executor.shutdown, True)
 
 
 # -- item 2: an async exception handler is awaited on the pool's loop -----------------------------
