@@ -367,9 +367,7 @@ def test_signal_storm_cancel_ledger() -> None:
                 # 2 s, and on until the handler has run 100 times (a loaded machine delivers
                 # fewer: the sender needs the GIL for each kill), 8 s at most
                 start = time.monotonic()
-                while (t_now := time.monotonic() - start) < 2.0 or (
-                    calls[0] < 100 and t_now < 8.0
-                ):
+                while (t_now := time.monotonic() - start) < 2.0 or (calls[0] < 100 and t_now < 8.0):
                     w = items[i % len(items)]
                     i += 1
                     if aw.queue_work(wq, w):
