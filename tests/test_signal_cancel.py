@@ -34,9 +34,17 @@ _SRC = str(Path(aw.__file__).parent)
 class _Inject:
     """Call ``op`` once, at the ``n``-th opcode run under the lock by library code."""
 
-    def __init__(self, n: int, op: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        n: int,
+        op: Callable[[], object],
+        within: set[Any] | None = None,
+        start: Any = None,
+    ) -> None:
         self.n = n
         self.op = op
+        self.within = within  # only inside these functions (code objects) and their callees
+        self.start = start  # only from the first call of this function (a code object) on
         self.count = 0
         self.fired = False
         self.result: object = None
@@ -55,6 +63,16 @@ class _Inject:
     def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
         if self.fired or not frame.f_code.co_filename.startswith(_SRC):
             return None
+        if self.start is not None:
+            if frame.f_code is not self.start:
+                return None
+            self.start = None
+        if self.within is not None:
+            f: FrameType | None = frame
+            while f is not None and f.f_code not in self.within:
+                f = f.f_back
+            if f is None:
+                return None
         frame.f_trace_opcodes = True
         return self._local
 
@@ -171,11 +189,13 @@ def _armed(wq: aw.Workqueue, w: aw.Work) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_errors(caplog: pytest.LogCaptureFixture) -> Any:
-    """A prediction the replay disagrees with is logged at ERROR: none may be."""
+def _no_errors(caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest) -> Any:
+    """A prediction the replay disagrees with is logged at ERROR: none may be (a test that
+    expects other reports claims them with ``expect_errors`` and checks them itself)."""
     with caplog.at_level(logging.ERROR, logger="aioworkqueue"):
         yield
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    if "expect_errors" not in request.fixturenames:
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
@@ -399,3 +419,319 @@ def test_signal_storm_cancel_ledger() -> None:
             cancelled.get(k),
             queued.get(k),
         )
+
+
+# -- a shutdown taking the item back in the interrupted section itself ------------------------
+#
+# Exactly one of the two reports the item: the handler's True (its call is placed before the
+# shutdown, which then leaves the item out of its report) or the shutdown's report (placed
+# after it: the handler answers False). Never both, never neither.
+
+
+class _Reports(logging.Handler):
+    """The items a shutdown reports as unfinished (R20: each one at DEBUG)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.items: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "did not finish" in record.msg and record.levelno == logging.DEBUG:
+            self.items.append(str(record.args[1]))  # type: ignore[index]
+        elif "when its event loop closed" in record.msg:
+            self.items.append(repr(record.args[1]))  # type: ignore[index]
+
+
+def _reported(fn: Callable[[], Any]) -> tuple[Any, list[str]]:
+    rep = _Reports()
+    log = logging.getLogger("aioworkqueue")
+    old = log.level
+    log.addHandler(rep)
+    log.setLevel(logging.DEBUG)
+    try:
+        return fn(), rep.items
+    finally:
+        log.removeHandler(rep)
+        log.setLevel(old)
+
+
+def _target(_w: aw.Work) -> None:
+    pass
+
+
+async def _blocker(_w: aw.Work) -> None:
+    await asyncio.Event().wait()  # until the shutdown cancels it (given to _cut)
+
+
+def _cut(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
+    """The exception handler of these queues: the cut blocker is the only error they see."""
+    assert isinstance(exc, asyncio.CancelledError), exc
+
+
+def _shutdown_run(
+    mode: str,
+    n: int,
+    op: Callable[[aw.Work], Any],
+    build: _Build,
+    section: Callable[[asyncio.Runner, aw.Workqueue], Any],
+) -> tuple[Any, ...]:
+    """``build`` leaves the target pending on a loop; ``section`` ends it (or the queue)."""
+    runner = asyncio.Runner()
+    wq, x = runner.run(build())
+    name = repr(x)
+
+    def call() -> object:
+        try:
+            return op(x)
+        except Exception as exc:
+            return type(exc)
+
+    # What asyncio.Runner.close does first, outside the explored section (the runs it cuts
+    # are the cancel tests' business above): every task cancelled, run to its end.
+    loop = runner.get_loop()
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    ans: object = None
+    if mode == "before":
+        ans = call()
+    inj = _Inject(n, lambda: op(x))
+
+    def run_section() -> None:
+        if mode == "inject":
+            with inj:
+                section(runner, wq)
+        else:
+            section(runner, wq)
+
+    _, items = _reported(run_section)
+    runner.close()
+    if mode == "inject":
+        if not inj.fired:
+            return ("not fired",)
+        ans = inj.result
+    if mode == "after":
+        ans = call()
+    st = x._state
+    while x._state >> 12:
+        aw.enable_work(x)
+    return ("ok", ans, name in items, len(items), bool(st & 1), st >> 12)
+
+
+_Build = Callable[[], Awaitable[tuple[aw.Workqueue, aw.Work]]]
+
+
+def _pending_behind_a_blocker(delayed: bool) -> _Build:
+    async def build() -> tuple[aw.Workqueue, aw.Work]:
+        wq = aw.alloc_workqueue("sig-end", max_active=1, exception_handler=_cut)
+        x: aw.Work = aw.DelayedWork(_target) if delayed else aw.Work(_target)
+        b = aw.Work(_blocker)
+        assert aw.queue_work(wq, b)
+        if delayed:
+            assert aw.queue_delayed_work(wq, x, 30.0)  # type: ignore[arg-type]
+        else:
+            assert aw.queue_work(wq, x)  # behind the blocker: inactive (R7)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert b.busy == aw.WorkBusy.RUNNING and x.busy == aw.WorkBusy.PENDING
+        return wq, x
+
+    return build
+
+
+@pytest.mark.parametrize("delayed", [False, True], ids=["inactive", "armed"])
+@pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
+def test_handler_call_inside_the_loops_end_taking_the_item_back(
+    op: Callable[[aw.Work], bool], delayed: bool
+) -> None:
+    """The loop ends (``asyncio.Runner.close``: its tasks cancelled, then the take-back of what
+    is left, R20) while the item waits behind a running one."""
+
+    def section(runner: asyncio.Runner, wq: aw.Workqueue) -> None:
+        runner.close()  # its task cancelling is done in _shutdown_run: this is what is left
+
+    _npoints, orders = _explore(
+        lambda mode, n: _shutdown_run(mode, n, op, _pending_behind_a_blocker(delayed), section)
+    )
+    assert orders == {"before", "after"}, orders
+
+
+# Where running()'s end takes a deferred instance back: the end of the run it cut (the rest of
+# the shutdown's sections are explored by the tests above, and cost 5 ms a point).
+_TAKE_BACK = {aw._pool.Pool._end_on_exit.__code__, aw._pool.Pool._finish.__code__}
+
+
+def _running_exit_run(mode: str, n: int, op: Callable[[aw.Work], Any]) -> tuple[Any, ...]:
+    """``running()`` ends while the target runs with its next instance deferred behind the run
+    (R3): the shutdown cuts the run and takes that instance back (``Pool._finish``)."""
+
+    async def main() -> tuple[Any, ...]:
+        ctx = aw.running(timeout=0)
+        await ctx.__aenter__()
+        wq = aw.alloc_workqueue(f"sig-exit-{mode}-{n}", exception_handler=_cut)
+        x = aw.Work(_blocker)
+        assert aw.queue_work(wq, x)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert aw.queue_work(wq, x)  # the next instance: a second worker defers it (R3)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert x._state & (1 << 7), x._state  # DEFERRED behind the run
+
+        def call() -> object:
+            try:
+                return op(x)
+            except Exception as exc:
+                return type(exc)
+
+        ans: object = None
+        if mode == "before":
+            ans = call()
+        inj = _Inject(n, lambda: op(x), within=_TAKE_BACK)
+        if mode == "inject":
+            with inj:
+                await ctx.__aexit__(None, None, None)
+            if not inj.fired:
+                return ("not fired",)
+            ans = inj.result
+        else:
+            await ctx.__aexit__(None, None, None)
+        if mode == "after":
+            ans = call()
+        left = [(w is x, state) for w, _wq, state in ctx.unfinished]
+        st = x._state
+        while x._state >> 12:
+            aw.enable_work(x)
+        return ("ok", ans, sorted(left), bool(st & 1), st >> 12, wq.stats().cancelled)
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
+def test_handler_call_inside_a_shutdown_taking_back_a_deferred_instance(
+    op: Callable[[aw.Work], bool],
+) -> None:
+    """``running()``'s end cuts a run whose next instance waits behind it: the shutdown takes
+    that instance back and reports it, or the handler's True does, never both."""
+    _npoints, orders = _explore(lambda mode, n: _running_exit_run(mode, n, op))
+    assert orders == {"before", "after"}, orders
+
+
+def _rebind_run(mode: str, n: int, op: Callable[[aw.Work], Any]) -> tuple[Any, ...]:
+    """A loop closed without its hooks seeing it (``close`` called on the class): the next
+    use of the queue from another loop rebinds it, and reports what the dead loop left."""
+    first = asyncio.Runner()
+    wq, x = first.run(_pending_behind_a_blocker(False)())
+    loop = first.get_loop()
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    type(loop).close(loop)  # past the instance's close(): nothing is taken back yet
+    name = repr(x)
+
+    def call() -> object:
+        try:
+            return op(x)
+        except Exception as exc:
+            return type(exc)
+
+    async def requeue() -> tuple[Any, ...]:
+        ans: object = None
+        if mode == "before":
+            ans = call()
+        inj = _Inject(n, lambda: op(x), within=_REBIND)
+        y = aw.Work(_target)
+        if mode == "inject":
+            with inj:
+                aw.queue_work(wq, y)
+            if not inj.fired:
+                return ("not fired",)
+            ans = inj.result
+        else:
+            aw.queue_work(wq, y)
+        if mode == "after":
+            ans = call()
+        await aw.flush_work(y)
+        return ("ok", ans)
+
+    with asyncio.Runner() as second:
+        obs, items = _reported(lambda: second.run(requeue()))
+    if obs[0] != "ok":
+        return obs
+    st = x._state
+    while x._state >> 12:
+        aw.enable_work(x)
+    return (*obs, name in items, len(items), bool(st & 1), st >> 12)
+
+
+_REBIND = {aw.Workqueue._abandon.__code__, aw.Workqueue._strand.__code__}
+
+
+@pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
+def test_handler_call_inside_a_rebind_taking_back_what_a_closed_loop_left(
+    op: Callable[[aw.Work], bool], expect_errors: Any
+) -> None:
+    """The rebind reports the item at ERROR (its loop closed behind our back), or the handler's
+    True does: never both."""
+    _npoints, orders = _explore(lambda mode, n: _rebind_run(mode, n, op))
+    assert orders == {"before", "after"}, orders
+    bad = [m for m in expect_errors.messages if "when its event loop closed" not in m]
+    assert not bad, bad[:3]
+
+
+def _runtime_shutdown_run(mode: str, n: int, op: Callable[[aw.Work], Any]) -> tuple[Any, ...]:
+    """A runtime's shutdown cuts the running blocker and takes back the item queued behind it,
+    on the host loop's thread (``Runtime._collect``)."""
+
+    async def main() -> tuple[Any, ...]:
+        rt = aw.Runtime(cpus=1, loop_factory="asyncio")
+        await rt.start()
+        wq = aw.alloc_workqueue(f"sig-rt-{mode}-{n}", max_active=1, exception_handler=_cut)
+        x = aw.Work(_target)
+        b = aw.Work(_blocker)
+        assert aw.queue_work(wq, b)
+        assert aw.queue_work(wq, x)  # behind the blocker (R7)
+        while b.busy != aw.WorkBusy.RUNNING:
+            await asyncio.sleep(0.001)
+
+        def call() -> object:
+            try:
+                return op(x)
+            except Exception as exc:
+                return type(exc)
+
+        ans: object = None
+        if mode == "before":
+            ans = call()
+        # From the first take-back on (the lists before it are the same for every item).
+        inj = _Inject(n, lambda: op(x), within=_COLLECT, start=aw._runtime._take_back.__code__)
+        if mode == "inject":
+            with inj:
+                left = await rt.shutdown(timeout=0)
+            if not inj.fired:
+                return ("not fired",)
+            ans = inj.result
+        else:
+            left = await rt.shutdown(timeout=0)
+        if mode == "after":
+            ans = call()
+        st = x._state
+        while x._state >> 12:
+            aw.enable_work(x)
+        return ("ok", ans, sorted((w is x, s) for w, _q, s in left), bool(st & 1), st >> 12)
+
+    return asyncio.run(main())
+
+
+_COLLECT = {aw.Runtime._collect.__code__}
+
+
+@pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
+def test_handler_call_inside_a_runtime_shutdown_taking_the_item_back(
+    op: Callable[[aw.Work], bool],
+) -> None:
+    """The shutdown's list of unfinished items has the item, or the handler's True does."""
+    _npoints, orders = _explore(lambda mode, n: _runtime_shutdown_run(mode, n, op))
+    assert orders == {"before", "after"}, orders

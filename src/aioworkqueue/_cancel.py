@@ -70,6 +70,8 @@ def _nested(call: str, work: Work, *, disable: int) -> bool:
         st = (st + DISABLE_UNIT if disable else st) & ~PENDING
         if not ans and not disable:
             return False  # nothing pending: changes nothing, wherever it is placed
+        if ans:
+            _lock.claim(work)  # a shutdown taking it back in this section: not reported twice
     INTR.pred[key] = st
     INTR.shadow.pop(key, None)  # a recorded queue's instance is what this took back
     hold()
@@ -89,6 +91,10 @@ def _settle_op(call: str, work: Work, disable: int, ans: bool) -> None:
         _state.disable(work)
     if work._state & PENDING:
         was = _grab(work)
+    elif INTR.claims.get(id(work)):
+        # A shutdown in the interrupted section took it back and left it out of its report
+        # (``_lock.claimed``): this call is placed before that section, and took it back.
+        was = True
     else:
         # Taken to run by a worker of this thread in the interrupted section, not started
         # yet: the call is placed before that take, so the instance is taken back.

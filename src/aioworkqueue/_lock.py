@@ -70,6 +70,11 @@ order that explains it)::
     the replay takes it back from wherever it sits then
 
     another item's section: w as it is; the replay runs after that section
+
+    a shutdown taking w back (a loop's end, a rebind, a runtime's collect, a cut run's next
+    instance): not predicted; pending now → True and ``claim(w)``, placed before it: the
+    take-back asks ``claimed(w)`` after taking it back and leaves it out of its report; taken
+    back already → False, the shutdown reports it
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ __all__ = (
     "SECTIONS",
     "add_redo",
     "after_section",
+    "claim",
+    "claimed",
     "hold",
     "record",
     "replay",
@@ -109,7 +116,17 @@ _log = logging.getLogger("aioworkqueue")
 class _Interrupts:
     """Calls recorded by nested (interrupt-context) callers, waiting for replay."""
 
-    __slots__ = ("held", "ops", "pending", "pred", "prev_profile", "settling", "shadow", "untaken")
+    __slots__ = (
+        "claims",
+        "held",
+        "ops",
+        "pending",
+        "pred",
+        "prev_profile",
+        "settling",
+        "shadow",
+        "untaken",
+    )
 
     def __init__(self) -> None:
         #: A (appended by nested callers, one deque.append), emptied under L by replay():
@@ -134,6 +151,10 @@ class _Interrupts:
         #: L: id(work) → True for an instance a replay took back just after a worker of this
         #: thread took it to run (``_pool.untake``): that worker must skip it.
         self.untaken: dict[int, bool] = {}
+        #: L: id(work) → whether a shutdown's take-back left it out of its report: an
+        #: interrupt-context cancel / disable answered True for it, placed before the
+        #: interrupted section (``claimed``); emptied by the replay that applies the call.
+        self.claims: dict[int, bool] = {}
 
 
 INTR = _Interrupts()
@@ -172,6 +193,7 @@ def _drain() -> None:
             _log.exception("aioworkqueue: replaying an interrupt-context call failed")
     INTR.shadow.clear()
     INTR.pred.clear()
+    INTR.claims.clear()
 
 
 def hold() -> None:
@@ -218,6 +240,26 @@ def _settle(frame: FrameType) -> None:
         LOCK.release()
     if INTR.untaken:
         INTR.pending = True  # the worker looks at its untaken item in its replay branch
+
+
+def claim(work: Work) -> None:
+    """An interrupt-context cancel or disable answered True for ``work``: if the interrupted
+    section is a shutdown taking it back, that take-back must not report it too. Context:
+    nested only."""
+    INTR.claims[id(work)] = False
+
+
+def claimed(work: Work) -> bool:
+    """Asked by a shutdown's take-back before it reports ``work`` as unfinished (R20), after
+    it has taken it back: True if an interrupt-context cancel or disable that interrupted this
+    section answered True for it. That call is placed before the section: it took the item
+    back (the same accounting the take-back did) and reported it by its answer, so the
+    shutdown leaves it out of its report. Context: under LOCK, after the take-back."""
+    c = INTR.claims
+    if c and id(work) in c:
+        c[id(work)] = True
+        return True
+    return False
 
 
 def settle_frame() -> FrameType | None:

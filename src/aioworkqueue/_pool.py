@@ -46,7 +46,7 @@ from . import _barrier, _state
 from ._awaitgraph import awaits
 from ._errors import describe
 from ._hooks import HOOKS, OUTCOMES, Runner, emit
-from ._lock import INTR, LOCK, record, replay, run_redo
+from ._lock import INTR, LOCK, claimed, record, replay, run_redo
 from ._room import Room
 from ._state import (
     ACTIVATE_KEEP,
@@ -551,7 +551,8 @@ class Pool:
             nxt.nr_cancelled += 1
             if work._state & WAITED:
                 _barrier.on_unqueue(work)
-            self.left.append((work, nxt, "queued"))
+            if not (INTR.claims and claimed(work)):  # reported by an interrupt-context cancel
+                self.left.append((work, nxt, "queued"))
             return None
         if st & DEFERRED:
             if st & WAITED:

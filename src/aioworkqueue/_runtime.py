@@ -32,10 +32,10 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from . import _state
+from . import _lock, _state
 from ._barrier import on_unqueue
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
-from ._lock import LOCK
+from ._lock import INTR, LOCK
 from ._monitor import MonitorServer, parse_address, runtime_snapshot
 from ._pool import Pool
 from ._timer import disarm
@@ -559,6 +559,8 @@ class Runtime:
             for dwork in list(wq._armed.values()):
                 if dwork._pwq is not None and id(dwork._pwq) in mine:
                     unfinished.append(_take_back(dwork, "armed"))
+        if INTR.claims:  # last: reported by an interrupt-context cancel that answered True
+            unfinished = [u for u in unfinished if not _lock.claimed(u[0])]
         return unfinished
 
     async def _stop_threads(self) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from . import _state
+from . import _lock, _state
 from ._barrier import Epochs, on_end, on_unqueue
 from ._config import CONFIG
 from ._errors import (
@@ -35,7 +35,7 @@ from ._errors import (
     describe,
 )
 from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
-from ._lock import LOCK
+from ._lock import INTR, LOCK
 from ._pool import Pool, current_worker_work
 from ._pwq import Pwq
 from ._room import Room
@@ -491,6 +491,8 @@ class Workqueue:
         Context: under LOCK, after the loop of ``pwq`` has closed (its tasks are gone).
         """
         for work, _kind in self._strand(pwq):
+            if _lock.claimed(work):
+                continue  # reported by an interrupt-context cancel that answered True
             _log.error(
                 "workqueue %r: %r was still pending or running when its event loop closed; "
                 "reported as cancelled",
@@ -755,6 +757,10 @@ def _loop_ending(pool: Pool) -> None:
                         link.epochs.done(work._epoch)  # flushers waiting for it are released
                     unfinished.append((work, wq, state))
         pool.timers.clear()  # every entry belongs to an item taken back above
+        # Last, after every take-back: an interrupt-context cancel that answered True for one
+        # of them reported it (``_lock.claimed``).
+        if INTR.claims:
+            unfinished = [u for u in unfinished if not _lock.claimed(u[0])]
     if unfinished:
         report_unfinished("event loop shutdown", unfinished)
 
