@@ -249,9 +249,14 @@ def _explore(scenario: Scenario, cls: type[PendingTable], preemptions: int) -> i
     )
 
 
+# Preemptions per scenario: 2, but 1 for the four-actor queue_races (657 runs, 1.3 s, against
+# 52 s at 2; its races are one test-and-set against another, which one preemption covers).
+_BOUND = {queue_races: 1}
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 def test_every_interleaving_is_linearizable(scenario: Scenario) -> None:
-    runs = _explore(scenario, PendingTable, preemptions=2)
+    runs = _explore(scenario, PendingTable, preemptions=_BOUND.get(scenario, 2))
     assert runs > 50  # the bound leaves real choice: the scenario is not trivially serial
 
 
