@@ -270,3 +270,24 @@ def test_the_quick_start_says_what_leaving_does_to_an_armed_item(
 
     assert run_virtual(timed) < 0.5
     assert "retry" in capsys.readouterr().out.split()
+
+
+def test_max_active_is_documented_per_pool_with_the_way_to_a_global_bound() -> None:
+    """Issue item: with Runtime(cpus=2), max_active=4 ran 8 at once. Wherever max_active is
+    documented for users, it says that it counts per pool and names WQ.UNBOUND for one bound."""
+    import aioworkqueue as aw
+
+    flat = " ".join
+    places = {
+        "README.md": flat((ROOT / "README.md").read_text(encoding="utf-8").split()),
+        "docs/spec.md": flat(SPEC.read_text(encoding="utf-8").split()),
+        "alloc_workqueue.__doc__": flat((aw.alloc_workqueue.__doc__ or "").split()),
+        "docs/guide/integrations.md": flat(
+            (ROOT / "docs" / "guide" / "integrations.md").read_text(encoding="utf-8").split()
+        ),
+    }
+    for where, text in places.items():
+        assert re.search(r"max_active`?`? (bounds|counts|is)[^.]*per pool", text), where
+        if where != "docs/guide/integrations.md":  # the guide counts its own example's queues
+            assert "max_active=4" in text and "8" in text, where  # the example that surprised
+        assert "WQ.UNBOUND" in text, where
