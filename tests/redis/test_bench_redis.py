@@ -114,6 +114,7 @@ def test_the_aioworkqueue_column_measures_the_backend_and_cleans_up() -> None:
         "redis.e2e.2": ["aioworkqueue.redis"],
         "redis.latency.median": ["aioworkqueue.redis"],
         "redis.latency.p99": ["aioworkqueue.redis"],
+        "redis.scaling": list(_redis.SCALE_ROWS.values()),  # 1 and 2 worker processes
     }
     for key, g in results.groups.items():
         for row in g.rows:

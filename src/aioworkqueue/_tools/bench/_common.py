@@ -83,6 +83,8 @@ class Sizes:
     redis_rounds: int
     redis_latency: int
     redis_workers: tuple[int, ...]
+    #: Jobs per run of the scaling rows (aioworkqueue.redis with 1 and then 2 worker processes).
+    redis_scale_jobs: int
 
 
 FULL = Sizes(
@@ -108,6 +110,7 @@ FULL = Sizes(
     redis_rounds=3,
     redis_latency=200,
     redis_workers=(1, 2, 4),
+    redis_scale_jobs=20_000,
 )
 QUICK = Sizes(
     name="quick",
@@ -132,6 +135,7 @@ QUICK = Sizes(
     redis_rounds=2,
     redis_latency=200,
     redis_workers=(1, 2, 4),
+    redis_scale_jobs=5_000,
 )
 #: For the test suite: every code path, tiny sizes, one loop; the numbers mean nothing.
 SMOKE = Sizes(
@@ -157,6 +161,7 @@ SMOKE = Sizes(
     redis_rounds=1,
     redis_latency=20,
     redis_workers=(1,),
+    redis_scale_jobs=50,
 )
 
 

@@ -19,6 +19,10 @@ API, on the same server, in the same run:
   1, 2 and 4 worker processes (``multiprocessing``, spawn), ``CONCURRENCY`` jobs at a time
   each. The jobs are all queued before the gate opens (each system its fastest way), so no
   producer competes with the workers for the CPU.
+* **scaling** (aioworkqueue.redis only): ``sizes.redis_scale_jobs`` jobs a run, end to end as
+  above, with 1 and with 2 worker processes in alternating order (1, 2, then 2, 1, ...), best
+  of ``sizes.redis_rounds`` each; the ratio is to 1 worker process. Longer runs than the end to
+  end rows, and interleaved, because a 2-core machine's speed drifts between phases.
 * **latency**: enqueue to start with one idle worker process, ``sizes.redis_latency`` jobs one at
   a time: the client takes ``time.time()`` just before the enqueue and passes it; the job
   pushes ``time.time() - t0`` at its first line. Median and p99, milliseconds, lower is better.
@@ -59,6 +63,8 @@ __all__ = (
     "ARQ_POLL_DELAY",
     "CHUNK",
     "CONCURRENCY",
+    "SCALE_ROWS",
+    "SCALE_SYSTEM",
     "SYSTEMS",
     "WorkerSpec",
     "measure",
@@ -481,6 +487,7 @@ class _Groups:
     e2e: dict[int, Group]
     p50: Group
     p99: Group
+    scaling: Group | None
 
 
 def _version(dist: str) -> str:
@@ -490,7 +497,7 @@ def _version(dist: str) -> str:
         return NOT_INSTALLED
 
 
-def _groups(ctx: Ctx, server_version: str, workers: Sequence[int]) -> _Groups:
+def _groups(ctx: Ctx, server_version: str, workers: Sequence[int], scaling: bool) -> _Groups:
     s, res = ctx.sizes, ctx.results
     n = s.redis_jobs
     where = (
@@ -540,6 +547,17 @@ def _groups(ctx: Ctx, server_version: str, workers: Sequence[int]) -> _Groups:
             "lower",
             "arq",
         ),
+        scaling=res.group(
+            "redis.scaling",
+            f"Redis, scaling: {SCALE_SYSTEM}, {s.redis_scale_jobs:,} no-op jobs a run, 1 and 2 "
+            f"worker processes x {CONCURRENCY} concurrent jobs, alternating, best of "
+            f"{s.redis_rounds}",
+            "items/s",
+            "higher",
+            SCALE_ROWS[1],
+        )
+        if scaling
+        else None,
     )
 
 
@@ -594,32 +612,92 @@ async def _system(
         fill = list(client.batched().values())[-1]  # the fastest way each system has
         # 2. End to end (and 3. latency, with the one idle worker process).
         for w in workers:
-            queue = f"e2e{w}"
-            await r.delete(K_COUNT, K_DONE, K_READY, K_GO, K_LAT)
-            await client.before_workers(r, queue)
-            spec = WorkerSpec(system, url, queue, loop, target=n)
-            procs = _start([spec] * w)
-            try:
-                for _ in range(w):
-                    ctx.progress.show(f"{system}: starting {w} worker process(es)")
-                    await _pop(r, K_READY, procs, f"{system}, {w} worker(s) starting")
-                ctx.progress.show(f"{system}: queueing {n:,} jobs for {w} worker process(es)")
-                await fill(queue, ids)
-                ctx.progress.show(f"{system}: {n:,} jobs, {w} worker process(es)")
-                await r.rpush(K_GO, *([1] * w))
-                t0 = time.perf_counter()
-                await _pop(r, K_DONE, procs, f"{system}, end to end, {w} worker(s)")
-                dt = time.perf_counter() - t0
-                if w == 1:
-                    lat = await _latency(ctx, system, client, r=r, queue=queue, procs=procs)
-                    g.p50.put(loop, system, Cell(median(lat)))
-                    g.p99.put(loop, system, Cell(percentile(sorted(lat), 0.99)))
-            finally:
-                await asyncio.to_thread(_stop, procs)
-            ran = int(await r.get(K_COUNT) or 0)
-            if ran != n:
-                raise BenchError(f"{system}, {w} worker(s): {ran} jobs ran, {n} were queued")
-            g.e2e[w].put(loop, system, Cell(n / dt))
+            lat: list[float] | None = [] if w == 1 else None
+            rate = await _e2e(
+                ctx, system, client, url=url, r=r, queue=f"e2e{w}", w=w, n=n, fill=fill, lat=lat
+            )
+            g.e2e[w].put(loop, system, Cell(rate))
+            if lat:
+                g.p50.put(loop, system, Cell(median(lat)))
+                g.p99.put(loop, system, Cell(percentile(sorted(lat), 0.99)))
+    finally:
+        await client.aclose()
+
+
+async def _e2e(
+    ctx: Ctx,
+    system: str,
+    client: _Client,
+    *,
+    url: str,
+    r: Any,
+    queue: str,
+    w: int,
+    n: int,
+    fill: Enqueue,
+    lat: list[float] | None = None,
+) -> float:
+    """One end-to-end run: ``n`` jobs queued on ``queue`` while ``w`` worker processes wait at
+    the gate, then timed from the gate's opening to the last job. With ``lat``, the latency
+    samples are taken after it, on the same (then idle) workers. Returns: jobs/s.
+    Raises: BenchError if a worker dies, a wait times out or the count is not ``n``."""
+    await r.delete(K_COUNT, K_DONE, K_READY, K_GO, K_LAT)
+    await client.before_workers(r, queue)
+    spec = WorkerSpec(system, url, queue, ctx.loop_name, target=n)
+    procs = _start([spec] * w)
+    try:
+        for _ in range(w):
+            ctx.progress.show(f"{system}: starting {w} worker process(es)")
+            await _pop(r, K_READY, procs, f"{system}, {w} worker(s) starting")
+        ctx.progress.show(f"{system}: queueing {n:,} jobs for {w} worker process(es)")
+        await fill(queue, list(range(n)))
+        ctx.progress.show(f"{system}: {n:,} jobs, {w} worker process(es)")
+        await r.rpush(K_GO, *([1] * w))
+        t0 = time.perf_counter()
+        await _pop(r, K_DONE, procs, f"{system}, end to end, {w} worker(s)")
+        dt = time.perf_counter() - t0
+        if lat is not None:
+            lat += await _latency(ctx, system, client, r=r, queue=queue, procs=procs)
+    finally:
+        await asyncio.to_thread(_stop, procs)
+    ran = int(await r.get(K_COUNT) or 0)
+    if ran != n:
+        raise BenchError(f"{system}, {w} worker(s): {ran} jobs ran, {n} were queued")
+    return n / dt
+
+
+#: The system of the scaling rows, and their labels by number of worker processes.
+SCALE_SYSTEM = "aioworkqueue.redis"
+SCALE_ROWS = {1: "1 worker process", 2: "2 worker processes"}
+
+
+async def _scaling(ctx: Ctx, *, url: str, r: Any, group: Group) -> None:
+    """aioworkqueue.redis with 1 and with 2 worker processes, ``sizes.redis_scale_jobs`` jobs
+    a run, in alternating order (1, 2, then 2, 1, ...) so that a machine that slows down or
+    speeds up during the scenario weighs on both; best of ``sizes.redis_rounds`` each."""
+    s, loop = ctx.sizes, ctx.loop_name
+    client = await _CLASSES[SCALE_SYSTEM].open(url)
+    try:
+        fill = list(client.batched().values())[-1]
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for rnd in range(s.redis_rounds):
+            for w in (1, 2) if rnd % 2 == 0 else (2, 1):
+                ctx.progress.show(f"scaling: {w} worker process(es), round {rnd + 1}")
+                rate = await _e2e(
+                    ctx,
+                    SCALE_SYSTEM,
+                    client,
+                    url=url,
+                    r=r,
+                    queue=f"scale{w}-{rnd}",
+                    w=w,
+                    n=s.redis_scale_jobs,
+                    fill=fill,
+                )
+                rates[w].append(rate)
+        for w, row in SCALE_ROWS.items():
+            # best round: the one least disturbed by everything else on the machine
+            group.put(loop, row, Cell(max(rates[w]), extra={"median": median(rates[w])}))
     finally:
         await client.aclose()
 
@@ -654,7 +732,7 @@ async def measure(
         r = aioredis.Redis.from_url(server.url)
         try:
             info = await r.info("server")
-            g = _groups(ctx, str(info["redis_version"]), workers)
+            g = _groups(ctx, str(info["redis_version"]), workers, SCALE_SYSTEM in systems)
             for system in systems:
                 await r.flushdb()
                 ctx.progress.show(system)
@@ -668,6 +746,20 @@ async def measure(
                         f"{ctx.loop_name}, redis, {system}: {type(exc).__name__}: {exc}"
                     )
                     _put_missing(g, ctx.loop_name, system, "failed")
+            if g.scaling is not None:
+                await r.flushdb()
+                try:
+                    await _scaling(ctx, url=server.url, r=r, group=g.scaling)
+                except ImportError:
+                    for row in SCALE_ROWS.values():
+                        g.scaling.put(ctx.loop_name, row, Cell(None, NOT_BUILT))
+                except Exception as exc:
+                    ctx.results.errors.append(
+                        f"{ctx.loop_name}, redis, scaling: {type(exc).__name__}: {exc}"
+                    )
+                    for row in SCALE_ROWS.values():
+                        if g.scaling.value(ctx.loop_name, row) is None:
+                            g.scaling.put(ctx.loop_name, row, Cell(None, "failed"))
         finally:
             await r.aclose()
     finally:
