@@ -468,6 +468,81 @@ def _cut(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
     assert isinstance(exc, asyncio.CancelledError), exc
 
 
+def _answer(op: Callable[[aw.Work], Any], x: aw.Work) -> object:
+    """``op(x)``'s answer, an exception counting as its type (compared like an answer)."""
+    try:
+        return op(x)
+    except Exception as exc:
+        return type(exc)
+
+
+def _around(
+    mode: str,
+    n: int,
+    op: Callable[[aw.Work], Any],
+    x: aw.Work,
+    section: Callable[[], Any],
+    **at: Any,
+) -> tuple[bool, object, Any]:
+    """``section()`` with ``op(x)`` before it, injected at its ``n``-th point (``at``: where
+    points count, as ``_Inject`` takes them), or after it. Returns (fired, the answer, what
+    the section returned); fired is False when the section has fewer than ``n`` points."""
+    ans = _answer(op, x) if mode == "before" else None
+    inj = _Inject(n, lambda: op(x), **at)
+    if mode == "inject":
+        with inj:
+            res = section()
+        if not inj.fired:
+            return False, None, None
+        ans = inj.result
+    else:
+        res = section()
+    if mode == "after":
+        ans = _answer(op, x)
+    return True, ans, res
+
+
+async def _around_async(
+    mode: str,
+    n: int,
+    op: Callable[[aw.Work], Any],
+    x: aw.Work,
+    section: Callable[[], Awaitable[Any]],
+    **at: Any,
+) -> tuple[bool, object, Any]:
+    """:func:`_around` for a section that is awaited."""
+    ans = _answer(op, x) if mode == "before" else None
+    inj = _Inject(n, lambda: op(x), **at)
+    if mode == "inject":
+        with inj:
+            res = await section()
+        if not inj.fired:
+            return False, None, None
+        ans = inj.result
+    else:
+        res = await section()
+    if mode == "after":
+        ans = _answer(op, x)
+    return True, ans, res
+
+
+def _final(x: aw.Work) -> tuple[bool, int]:
+    """The target's pending bit and disable count at the end (it is enabled again after)."""
+    st = x._state
+    while x._state >> 12:
+        aw.enable_work(x)
+    return bool(st & 1), st >> 12
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """What asyncio.Runner.close does first: every task cancelled and run to its end (outside
+    the explored sections: the runs it cuts are the cancel tests' business above)."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
 def _shutdown_run(
     mode: str,
     n: int,
@@ -479,44 +554,12 @@ def _shutdown_run(
     runner = asyncio.Runner()
     wq, x = runner.run(build())
     name = repr(x)
-
-    def call() -> object:
-        try:
-            return op(x)
-        except Exception as exc:
-            return type(exc)
-
-    # What asyncio.Runner.close does first, outside the explored section (the runs it cuts
-    # are the cancel tests' business above): every task cancelled, run to its end.
-    loop = runner.get_loop()
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    ans: object = None
-    if mode == "before":
-        ans = call()
-    inj = _Inject(n, lambda: op(x))
-
-    def run_section() -> None:
-        if mode == "inject":
-            with inj:
-                section(runner, wq)
-        else:
-            section(runner, wq)
-
-    _, items = _reported(run_section)
+    _cancel_all_tasks(runner.get_loop())
+    (fired, ans, _), items = _reported(lambda: _around(mode, n, op, x, lambda: section(runner, wq)))
     runner.close()
-    if mode == "inject":
-        if not inj.fired:
-            return ("not fired",)
-        ans = inj.result
-    if mode == "after":
-        ans = call()
-    st = x._state
-    while x._state >> 12:
-        aw.enable_work(x)
-    return ("ok", ans, name in items, len(items), bool(st & 1), st >> 12)
+    if not fired:
+        return ("not fired",)
+    return ("ok", ans, name in items, len(items), *_final(x))
 
 
 _Build = Callable[[], Awaitable[tuple[aw.Workqueue, aw.Work]]]
@@ -578,32 +621,13 @@ def _running_exit_run(mode: str, n: int, op: Callable[[aw.Work], Any]) -> tuple[
         for _ in range(5):
             await asyncio.sleep(0)
         assert x._state & (1 << 7), x._state  # DEFERRED behind the run
-
-        def call() -> object:
-            try:
-                return op(x)
-            except Exception as exc:
-                return type(exc)
-
-        ans: object = None
-        if mode == "before":
-            ans = call()
-        inj = _Inject(n, lambda: op(x), within=_TAKE_BACK)
-        if mode == "inject":
-            with inj:
-                await ctx.__aexit__(None, None, None)
-            if not inj.fired:
-                return ("not fired",)
-            ans = inj.result
-        else:
-            await ctx.__aexit__(None, None, None)
-        if mode == "after":
-            ans = call()
+        fired, ans, _ = await _around_async(
+            mode, n, op, x, lambda: ctx.__aexit__(None, None, None), within=_TAKE_BACK
+        )
+        if not fired:
+            return ("not fired",)
         left = [(w is x, state) for w, _wq, state in ctx.unfinished]
-        st = x._state
-        while x._state >> 12:
-            aw.enable_work(x)
-        return ("ok", ans, sorted(left), bool(st & 1), st >> 12, wq.stats().cancelled)
+        return ("ok", ans, sorted(left), *_final(x), wq.stats().cancelled)
 
     return asyncio.run(main())
 
@@ -624,46 +648,21 @@ def _rebind_run(mode: str, n: int, op: Callable[[aw.Work], Any]) -> tuple[Any, .
     first = asyncio.Runner()
     wq, x = first.run(_pending_behind_a_blocker(False)())
     loop = first.get_loop()
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    _cancel_all_tasks(loop)
     type(loop).close(loop)  # past the instance's close(): nothing is taken back yet
     name = repr(x)
 
-    def call() -> object:
-        try:
-            return op(x)
-        except Exception as exc:
-            return type(exc)
-
-    async def requeue() -> tuple[Any, ...]:
-        ans: object = None
-        if mode == "before":
-            ans = call()
-        inj = _Inject(n, lambda: op(x), within=_REBIND)
+    async def requeue() -> tuple[bool, object, Any]:
         y = aw.Work(_target)
-        if mode == "inject":
-            with inj:
-                aw.queue_work(wq, y)
-            if not inj.fired:
-                return ("not fired",)
-            ans = inj.result
-        else:
-            aw.queue_work(wq, y)
-        if mode == "after":
-            ans = call()
+        got = _around(mode, n, op, x, lambda: aw.queue_work(wq, y), within=_REBIND)
         await aw.flush_work(y)
-        return ("ok", ans)
+        return got
 
     with asyncio.Runner() as second:
-        obs, items = _reported(lambda: second.run(requeue()))
-    if obs[0] != "ok":
-        return obs
-    st = x._state
-    while x._state >> 12:
-        aw.enable_work(x)
-    return (*obs, name in items, len(items), bool(st & 1), st >> 12)
+        (fired, ans, _), items = _reported(lambda: second.run(requeue()))
+    if not fired:
+        return ("not fired",)
+    return ("ok", ans, name in items, len(items), *_final(x))
 
 
 _REBIND = {aw.Workqueue._abandon.__code__, aw.Workqueue._strand.__code__}
@@ -695,32 +694,14 @@ def _runtime_shutdown_run(mode: str, n: int, op: Callable[[aw.Work], Any]) -> tu
         assert aw.queue_work(wq, x)  # behind the blocker (R7)
         while b.busy != aw.WorkBusy.RUNNING:
             await asyncio.sleep(0.001)
-
-        def call() -> object:
-            try:
-                return op(x)
-            except Exception as exc:
-                return type(exc)
-
-        ans: object = None
-        if mode == "before":
-            ans = call()
         # From the first take-back on (the lists before it are the same for every item).
-        inj = _Inject(n, lambda: op(x), within=_COLLECT, start=aw._runtime._take_back.__code__)
-        if mode == "inject":
-            with inj:
-                left = await rt.shutdown(timeout=0)
-            if not inj.fired:
-                return ("not fired",)
-            ans = inj.result
-        else:
-            left = await rt.shutdown(timeout=0)
-        if mode == "after":
-            ans = call()
-        st = x._state
-        while x._state >> 12:
-            aw.enable_work(x)
-        return ("ok", ans, sorted((w is x, s) for w, _q, s in left), bool(st & 1), st >> 12)
+        start = aw._runtime._take_back.__code__
+        fired, ans, left = await _around_async(
+            mode, n, op, x, lambda: rt.shutdown(timeout=0), within=_COLLECT, start=start
+        )
+        if not fired:
+            return ("not fired",)
+        return ("ok", ans, sorted((w is x, s) for w, _q, s in left), *_final(x))
 
     return asyncio.run(main())
 
