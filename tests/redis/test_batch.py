@@ -134,7 +134,7 @@ LEASE = 60_000
 
 async def take(wq: awr.RemoteWorkqueue, consumer: str, count: int) -> tuple[int, list[Any]]:
     """The **take** script: returns (entries read, [(answer, id, key)] for run / wait)."""
-    _nxt, n, *got = await wq.call("take", consumer, LEASE, count)
+    _nxt, n, _last, *got = await wq.call("take", consumer, LEASE, count)
     return int(n), [(a.decode(), i.decode(), k.decode()) for a, i, k, _f, _a in got]
 
 
@@ -279,7 +279,7 @@ async def test_finished_entries_are_trimmed_not_left_and_not_xdeled_one_by_one(
     wq = app.workqueue("t")
     assert all(await wq.queue_many([app.work(f, key=f"k{i}") for i in range(n)]))
     xdel = await _commands(app, "xdel")
-    _nxt, _n, *got = await wq.call("take", "A", LEASE, 50)
+    _nxt, _n, _last, *got = await wq.call("take", "A", LEASE, 50)
     done = 0
     while got:
         args: list[str | int] = ["A", LEASE, "1", 50]

@@ -473,11 +473,15 @@ return out
 """
 
 # ARGV: consumer, lease_ms, count. The **take** steps (``take`` in the prelude). Returns {ms
-# until the next due time or -1, how many entries were read, then {answer, id, key, f, a} for
-# each entry answered 'run' or 'wait'} (the others need nothing of the worker).
+# until the next due time or -1, how many entries were read, the ID of the stream's last entry
+# ('0-0' for none: a reader that found nothing blocks on XREAD after it, so that an entry added
+# after this script wakes it), then {answer, id, key, f, a} for each entry answered 'run' or
+# 'wait'} (the others need nothing of the worker).
 TAKE = r"""
 local out = take(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms(), {})
 commit()
+local last = redis.call('XREVRANGE', K_STREAM, '+', '-', 'COUNT', 1)
+if #last > 0 then table.insert(out, 3, last[1][1]) else table.insert(out, 3, '0-0') end
 return out
 """
 

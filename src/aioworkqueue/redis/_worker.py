@@ -2,7 +2,8 @@
 
 One in-process workqueue per Redis queue (``max_active=concurrency``) runs the items, so the
 core's statistics, tracepoints and exception handlers apply. One reader task promotes due
-items, reads entries (``XREADGROUP``, many per call) and starts them (the **start** script); a
+items, reads entries and starts them in one script (**take**, ``XREADGROUP`` inside it, many
+entries per call), and waits on a plain ``XREAD`` when there is nothing; a
 renew task keeps the leases of running items; a claim task takes over the entries of dead
 workers (``XAUTOCLAIM``) once their lease has passed, or at once when a stopping worker hands
 its entries back (a message on the queue's hand-back channel, which a listener task follows).
@@ -30,7 +31,6 @@ from aioworkqueue import ExceptionHandler, Work
 
 from . import _app
 from ._app import RUNNING_IN, App, RemoteWorkqueue
-from ._keys import GROUP
 
 log = logging.getLogger("aioworkqueue.redis")
 
@@ -152,7 +152,6 @@ class Worker:
         for q in queues:
             known = app._queues.get(q)
             self._wqs[q] = known if known is not None else app.workqueue(q)
-        self._by_stream = {wq.keys.stream: q for q, wq in self._wqs.items()}
         self._local: dict[str, aioworkqueue.Workqueue] = {}
         self._running: dict[tuple[str, str], str] = {}  # (queue, entry) -> key
         self._runs: dict[tuple[str, str], _Run] = {}  # the same runs, for the stop deadline
@@ -161,7 +160,6 @@ class Worker:
         self._ended_any = asyncio.Event()
         self._inflight = 0
         self._reserved = 0  # free slots promised to a script in flight (see _free)
-        self._blocking = 0  # free slots promised to the blocking read in flight
         self._slot = asyncio.Event()
         self._idle = asyncio.Event()
         self._stopping = False
@@ -346,7 +344,7 @@ class Worker:
 
     def _free(self) -> int:
         """Slots neither running nor promised to a script or a read in flight."""
-        return self.concurrency - self._inflight - self._reserved - self._blocking
+        return self.concurrency - self._inflight - self._reserved
 
     def _answers(self, q: str, got: list[Any]) -> None:
         """Act on {answer, id, key, f, a} items of **take** / **finish_many**."""
@@ -358,13 +356,16 @@ class Worker:
                 self._waiting.append(item)
 
     async def _read_once(self) -> None:
-        """One turn of the reader: take what the queues have, or block until something comes.
+        """One turn of the reader: take what the queues have, or wait until something comes.
 
         It costs one script per queue per turn (**take**: promote, read up to the free slots,
-        start them all); only when that found nothing does it block on ``XREADGROUP`` and
-        then start what the read brought in one **start_many**. A busy worker mostly refills
-        from the finisher instead (**finish_many** takes into the slots it frees), and the
-        reader waits for a free slot.
+        start them all, in stream order); only when that found nothing does it block, on a
+        plain ``XREAD`` from the last entry each **take** saw, which delivers nothing: every
+        entry is read by a script that starts it in the same step. (A blocking
+        ``XREADGROUP`` would split one batch between idle workers, whose start scripts then
+        reach the server in any order: a later entry could take the free slot of an earlier
+        one, against R7's FIFO.) A busy worker mostly refills from the finisher instead
+        (**finish_many** takes into the slots it frees), and the reader waits for a free slot.
         """
         if self._stopping:
             return  # what it holds ('wait' answers) goes back with the hand-back
@@ -375,42 +376,25 @@ class Worker:
                 await asyncio.wait_for(self._slot.wait(), READ_BLOCK_MS / 1000)
             return
         block, read = READ_BLOCK_MS, 0
+        after: Any = {}  # stream → the last entry its take saw
         for q, wq in self._wqs.items():
             free = self._free()
             if free <= 0 or self._stopping:
                 return  # full: the next turn waits for a slot (the other queues come next)
             self._reserved += free
             try:
-                nxt, n, *got = await wq.call("take", self.consumer, self._lease_ms, free)
+                nxt, n, last, *got = await wq.call("take", self.consumer, self._lease_ms, free)
             finally:
                 self._reserved -= free
             read += int(n)
+            after[wq.keys.stream] = _s(last)
             if int(nxt) >= 0:
                 block = min(block, max(1, int(nxt)))
             self._answers(q, got)
-        free = self._free()
-        if read or free <= 0 or self._stopping:
+        if read or self._free() <= 0 or self._stopping:
             return
-        streams: Any = dict.fromkeys(self._by_stream, ">")
-        self._blocking = free
-        try:
-            resp: Any = await self.app.client.xreadgroup(
-                GROUP, self.consumer, streams, count=free, block=block
-            )
-            for stream, entries in resp or () if not self._stopping else ():
-                # (once stopping, what the read brought stays unstarted: the hand-back gives it
-                # to another worker)
-                q = self._by_stream[_s(stream)]
-                await self._start_many(
-                    [
-                        (q, _s(entry), _s(fields[b"k"]), _s(fields[b"f"]), bytes(fields[b"a"]))
-                        for entry, fields in entries
-                        if fields
-                    ],
-                    just_read=True,
-                )
-        finally:
-            self._blocking = 0
+        # Wakes on the first entry after what the takes saw; the next turn's take reads it.
+        await self.app.client.xread(after, count=1, block=block)
 
     async def _start_many(
         self, items: list[tuple[str, str, str, str, bytes]], *, just_read: bool

@@ -29,10 +29,11 @@ API, on the same server, in the same run:
 
 arq polls its queue (no blocking read): it runs with ``poll_delay`` = ``ARQ_POLL_DELAY``
 (5 ms; its default is 0.5 s, which would make its latency about 250 ms and cap a worker at
-about one read of 10 jobs per half second). saq blocks on ``BLMOVE``; aioworkqueue.redis on
-``XREADGROUP``. Worker processes run on the same kind of event loop as the client. Every
-worker process is terminated (SIGTERM, then SIGKILL) and joined when its phase ends, whatever
-happened. Ratios are to arq, in the same run, on the same server.
+about one read of 10 jobs per half second). saq blocks on ``BLMOVE``; an idle
+aioworkqueue.redis worker on ``XREAD`` (then one script reads and starts). Worker processes
+run on the same kind of event loop as the client. Every worker process is terminated
+(SIGTERM, then SIGKILL) and joined when its phase ends, whatever happened. Ratios are to
+arq, in the same run, on the same server.
 
 The aioworkqueue column uses the public API of ``aioworkqueue.redis`` (``App``,
 ``@app.function``, ``app.workqueue``, ``app.work``, ``queue_work``, ``queue_work_many``,
