@@ -680,20 +680,23 @@ def test_handler_call_inside_a_rebind_taking_back_what_a_closed_loop_left(
     assert not bad, bad[:3]
 
 
-def _runtime_shutdown_run(mode: str, n: int, op: Callable[[aw.Work], Any]) -> tuple[Any, ...]:
+def _runtime_shutdown_run(
+    mode: str, n: int, op: Callable[[aw.Work], Any], *, again: bool = False
+) -> tuple[Any, ...]:
     """A runtime's shutdown cuts the running blocker and takes back the item queued behind it,
-    on the host loop's thread (``Runtime._collect``)."""
+    on the host loop's thread (``Runtime._collect``). With ``again`` the target is the blocker
+    itself, queued again while it runs: the cut run is reported whatever the handler does."""
 
     async def main() -> tuple[Any, ...]:
         rt = aw.Runtime(cpus=1, loop_factory="asyncio")
         await rt.start()
         wq = aw.alloc_workqueue(f"sig-rt-{mode}-{n}", max_active=1, exception_handler=_cut)
-        x = aw.Work(_target)
         b = aw.Work(_blocker)
+        x = b if again else aw.Work(_target)
         assert aw.queue_work(wq, b)
-        assert aw.queue_work(wq, x)  # behind the blocker (R7)
         while b.busy != aw.WorkBusy.RUNNING:
             await asyncio.sleep(0.001)
+        assert aw.queue_work(wq, x)  # behind the blocker (R7)
         # From the first take-back on (the lists before it are the same for every item).
         start = aw._runtime._take_back.__code__
         fired, ans, left = await _around_async(
@@ -710,9 +713,11 @@ _COLLECT = {aw.Runtime._collect.__code__}
 
 
 @pytest.mark.parametrize("op", [aw.cancel_work, aw.disable_work], ids=["cancel", "disable"])
+@pytest.mark.parametrize("again", [False, True], ids=["behind", "running-and-pending"])
 def test_handler_call_inside_a_runtime_shutdown_taking_the_item_back(
-    op: Callable[[aw.Work], bool],
+    op: Callable[[aw.Work], bool], again: bool
 ) -> None:
-    """The shutdown's list of unfinished items has the item, or the handler's True does."""
-    _npoints, orders = _explore(lambda mode, n: _runtime_shutdown_run(mode, n, op))
+    """The shutdown's list of unfinished items has the pending instance, or the handler's True
+    does; a run the shutdown cut is in the list either way."""
+    _npoints, orders = _explore(lambda mode, n: _runtime_shutdown_run(mode, n, op, again=again))
     assert orders == {"before", "after"}, orders

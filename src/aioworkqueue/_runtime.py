@@ -559,8 +559,10 @@ class Runtime:
             for dwork in list(wq._armed.values()):
                 if dwork._pwq is not None and id(dwork._pwq) in mine:
                     unfinished.append(_take_back(dwork, "armed"))
-        if INTR.claims:  # last: reported by an interrupt-context cancel that answered True
-            unfinished = [u for u in unfinished if not _lock.claimed(u[0])]
+        # Last: a pending instance that an interrupt-context cancel answered True for was
+        # reported by that answer (``_lock.claimed``); a run the shutdown cut still is here.
+        if INTR.claims:
+            unfinished = [u for u in unfinished if u[2] == "running" or not _lock.claimed(u[0])]
         return unfinished
 
     async def _stop_threads(self) -> None:

@@ -491,7 +491,7 @@ class Workqueue:
         Context: under LOCK, after the loop of ``pwq`` has closed (its tasks are gone).
         """
         for work, _kind in self._strand(pwq):
-            if _lock.claimed(work):
+            if _kind != "running" and _lock.claimed(work):
                 continue  # reported by an interrupt-context cancel that answered True
             _log.error(
                 "workqueue %r: %r was still pending or running when its event loop closed; "
@@ -757,10 +757,10 @@ def _loop_ending(pool: Pool) -> None:
                         link.epochs.done(work._epoch)  # flushers waiting for it are released
                     unfinished.append((work, wq, state))
         pool.timers.clear()  # every entry belongs to an item taken back above
-        # Last, after every take-back: an interrupt-context cancel that answered True for one
-        # of them reported it (``_lock.claimed``).
+        # Last, after every take-back: an interrupt-context cancel that answered True for a
+        # pending one reported it (``_lock.claimed``); a run the loop cut is still reported.
         if INTR.claims:
-            unfinished = [u for u in unfinished if not _lock.claimed(u[0])]
+            unfinished = [u for u in unfinished if u[2] == "running" or not _lock.claimed(u[0])]
     if unfinished:
         report_unfinished("event loop shutdown", unfinished)
 
