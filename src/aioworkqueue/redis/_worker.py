@@ -343,7 +343,7 @@ class Worker:
     # -- reading and starting -------------------------------------------------------------------
 
     def _free(self) -> int:
-        """Slots neither running nor promised to a script or a read in flight."""
+        """Slots neither running nor promised to a script in flight."""
         return self.concurrency - self._inflight - self._reserved
 
     def _answers(self, q: str, got: list[Any]) -> None:
