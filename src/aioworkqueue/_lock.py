@@ -85,13 +85,15 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _state
 from ._state import DISABLE_MASK, PENDING
 
 if TYPE_CHECKING:
     from ._work import Work
+
+_R = TypeVar("_R", bound=tuple[Any, Any, str])
 
 __all__ = (
     "INTR",
@@ -101,6 +103,7 @@ __all__ = (
     "after_section",
     "claim",
     "claimed",
+    "unclaimed",
     "hold",
     "record",
     "replay",
@@ -260,6 +263,15 @@ def claimed(work: Work) -> bool:
         c[id(work)] = True
         return True
     return False
+
+
+def unclaimed(report: list[_R]) -> list[_R]:
+    """``report`` (``(work, queue, state)`` items of a shutdown) without the pending instances
+    an interrupt-context cancel claimed (``claimed``); a cut run (state ``"running"``) stays:
+    the True was for the pending instance. Context: under LOCK, after every take-back."""
+    if not INTR.claims:
+        return report
+    return [u for u in report if u[2] == "running" or not claimed(u[0])]
 
 
 def settle_frame() -> FrameType | None:

@@ -551,7 +551,7 @@ class Pool:
             nxt.nr_cancelled += 1
             if work._state & WAITED:
                 _barrier.on_unqueue(work)
-            if not (INTR.claims and claimed(work)):  # reported by an interrupt-context cancel
+            if not claimed(work):  # else reported by an interrupt-context cancel's True
                 self.left.append((work, nxt, "queued"))
             return None
         if st & DEFERRED:

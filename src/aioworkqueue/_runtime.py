@@ -35,7 +35,7 @@ from typing import Any, Self
 from . import _lock, _state
 from ._barrier import on_unqueue
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
-from ._lock import INTR, LOCK
+from ._lock import LOCK
 from ._monitor import MonitorServer, parse_address, runtime_snapshot
 from ._pool import Pool
 from ._timer import disarm
@@ -559,11 +559,8 @@ class Runtime:
             for dwork in list(wq._armed.values()):
                 if dwork._pwq is not None and id(dwork._pwq) in mine:
                     unfinished.append(_take_back(dwork, "armed"))
-        # Last: a pending instance that an interrupt-context cancel answered True for was
-        # reported by that answer (``_lock.claimed``); a run the shutdown cut still is here.
-        if INTR.claims:
-            unfinished = [u for u in unfinished if u[2] == "running" or not _lock.claimed(u[0])]
-        return unfinished
+        # Last, after every take-back: what an interrupt-context cancel reported by its True.
+        return _lock.unclaimed(unfinished)
 
     async def _stop_threads(self) -> None:
         for item in self._stops:

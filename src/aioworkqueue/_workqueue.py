@@ -35,7 +35,7 @@ from ._errors import (
     describe,
 )
 from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
-from ._lock import INTR, LOCK
+from ._lock import LOCK
 from ._pool import Pool, current_worker_work
 from ._pwq import Pwq
 from ._room import Room
@@ -757,10 +757,8 @@ def _loop_ending(pool: Pool) -> None:
                         link.epochs.done(work._epoch)  # flushers waiting for it are released
                     unfinished.append((work, wq, state))
         pool.timers.clear()  # every entry belongs to an item taken back above
-        # Last, after every take-back: an interrupt-context cancel that answered True for a
-        # pending one reported it (``_lock.claimed``); a run the loop cut is still reported.
-        if INTR.claims:
-            unfinished = [u for u in unfinished if u[2] == "running" or not _lock.claimed(u[0])]
+        # Last, after every take-back: what an interrupt-context cancel reported by its True.
+        unfinished = _lock.unclaimed(unfinished)
     if unfinished:
         report_unfinished("event loop shutdown", unfinished)
 
