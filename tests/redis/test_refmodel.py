@@ -70,13 +70,10 @@ CONCURRENCY = 2
 LEASE = 300.0  # no lease expires during an example: no claim, no redelivery
 MAX_BG = 3
 
-#: Found by this machine and fixed: entries that reached two idle workers at once (each
-#: worker's blocking ``XREADGROUP`` took a part of a batch, then each sent its **start_many**)
-#: started in the order the scripts arrived, not the stream's, so a later entry could take a
-#: free slot while an older one went to ``T:inactive`` (R7's FIFO). Workers now read only
-#: inside **take** and wait on a plain ``XREAD``; ``test_fifo_across_two_readers`` below is
-#: the case by hand. Kept as a switch so that a regression can be tolerated here while fixed.
-KNOWN_CROSS_WORKER_FIFO_BUG = False
+#: Found by this machine, fixed 2026-12-03: entries that reached two idle workers at once
+#: (each worker's blocking ``XREADGROUP`` took a part of a batch, then each sent its
+#: **start_many**) started in the order the scripts arrived, not the stream's (R7's FIFO).
+#: Workers now read only inside **take**; ``test_fifo_across_two_readers`` is the case by hand.
 
 _UNSET = object()  # the result slot of a logged call that has not returned yet
 _EXAMPLES = itertools.count()
@@ -147,8 +144,7 @@ class RedisModel(ref.RefModel):
             ok = True
         else:
             fifo = [j for j in waiting if self._iid(j) not in self.deferred]
-            # R7: the oldest ones get the free slots (see KNOWN_CROSS_WORKER_FIFO_BUG)
-            ok = i in fifo[:free] or KNOWN_CROSS_WORKER_FIFO_BUG
+            ok = i in fifo[:free]  # R7: the oldest ones get the free slots
         if ok:
             waiting.remove(i)
             self.items[i].active = True
@@ -690,12 +686,6 @@ async def test_fifo_across_two_readers(redis_url: str, key_prefix: str) -> None:
                 assert await awr.queue_work(wq, app.work("f", key=k))
             woke: Any = await app.client.xread({wq.keys.stream: last}, count=1, block=1000)
             assert woke, "the XREAD after the take's last ID wakes on the new entries"
-            assert await app.client.xpending(wq.keys.stream, GROUP) == {
-                "pending": 0,
-                "min": None,
-                "max": None,
-                "consumers": [],
-            }  # the wake-up delivered nothing: no entry is split between readers
 
             answers = {c: await _take_answers(wq, c) for c in (first, second)}
             assert answers == {first: [("run", "k1"), ("run", "k2")], second: []}, answers

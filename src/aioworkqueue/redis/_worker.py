@@ -396,13 +396,12 @@ class Worker:
         # Wakes on the first entry after what the takes saw; the next turn's take reads it.
         await self.app.client.xread(after, count=1, block=block)
 
-    async def _start_many(
-        self, items: list[tuple[str, str, str, str, bytes]], *, just_read: bool
-    ) -> None:
+    async def _start_many(self, items: list[tuple[str, str, str, str, bytes]]) -> None:
         """The start steps for ``items`` (entries of one queue this worker read), one script."""
         if not items:
             return
-        args: list[str | int] = [self.consumer, self._lease_ms, "1" if just_read else "0"]
+        # '0': held since an earlier turn, the entries may have been claimed by now
+        args: list[str | int] = [self.consumer, self._lease_ms, "0"]
         for _q, entry, key, _f, _a in items:
             args += (entry, key)
         answers = await self._wqs[items[0][0]].call("start_many", *args)
@@ -419,7 +418,7 @@ class Worker:
         for item in waiting:
             by_queue.setdefault(item[0], []).append(item)
         for items in by_queue.values():
-            await self._start_many(items, just_read=False)  # may have been claimed since
+            await self._start_many(items)
 
     def _launch(self, q: str, entry: str, key: str, fname: str, args: bytes) -> None:
         self._inflight += 1
