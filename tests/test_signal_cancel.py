@@ -476,54 +476,33 @@ def _answer(op: Callable[[aw.Work], Any], x: aw.Work) -> object:
         return type(exc)
 
 
-def _around(
-    mode: str,
-    n: int,
-    op: Callable[[aw.Work], Any],
-    x: aw.Work,
-    section: Callable[[], Any],
-    **at: Any,
-) -> tuple[bool, object, Any]:
-    """``section()`` with ``op(x)`` before it, injected at its ``n``-th point (``at``: where
-    points count, as ``_Inject`` takes them), or after it. Returns (fired, the answer, what
-    the section returned); fired is False when the section has fewer than ``n`` points."""
-    ans = _answer(op, x) if mode == "before" else None
-    inj = _Inject(n, lambda: op(x), **at)
-    if mode == "inject":
-        with inj:
-            res = section()
-        if not inj.fired:
-            return False, None, None
-        ans = inj.result
-    else:
-        res = section()
-    if mode == "after":
-        ans = _answer(op, x)
-    return True, ans, res
+class _Around:
+    """``with _Around(mode, n, op, x, **at) as got:`` run the section (called or awaited):
+    ``op(x)`` runs before it, at its ``n``-th point (``at``: where points count, as ``_Inject``
+    takes them), or after it. After the block: ``got.fired`` (False when the section has fewer
+    than ``n`` points) and ``got.answer``."""
 
+    def __init__(
+        self, mode: str, n: int, op: Callable[[aw.Work], Any], x: aw.Work, **at: Any
+    ) -> None:
+        self.mode, self.op, self.x = mode, op, x
+        self.inj = _Inject(n, lambda: op(x), **at)
+        self.fired = mode != "inject"
+        self.answer: object = None
 
-async def _around_async(
-    mode: str,
-    n: int,
-    op: Callable[[aw.Work], Any],
-    x: aw.Work,
-    section: Callable[[], Awaitable[Any]],
-    **at: Any,
-) -> tuple[bool, object, Any]:
-    """:func:`_around` for a section that is awaited."""
-    ans = _answer(op, x) if mode == "before" else None
-    inj = _Inject(n, lambda: op(x), **at)
-    if mode == "inject":
-        with inj:
-            res = await section()
-        if not inj.fired:
-            return False, None, None
-        ans = inj.result
-    else:
-        res = await section()
-    if mode == "after":
-        ans = _answer(op, x)
-    return True, ans, res
+    def __enter__(self) -> _Around:
+        if self.mode == "before":
+            self.answer = _answer(self.op, self.x)
+        elif self.mode == "inject":
+            self.inj.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mode == "inject":
+            self.inj.__exit__(*exc)
+            self.fired, self.answer = self.inj.fired, self.inj.result
+        elif self.mode == "after" and exc[0] is None:
+            self.answer = _answer(self.op, self.x)
 
 
 def _final(x: aw.Work) -> tuple[bool, int]:
@@ -555,11 +534,17 @@ def _shutdown_run(
     wq, x = runner.run(build())
     name = repr(x)
     _cancel_all_tasks(runner.get_loop())
-    (fired, ans, _), items = _reported(lambda: _around(mode, n, op, x, lambda: section(runner, wq)))
+    got = _Around(mode, n, op, x)
+
+    def run_section() -> None:
+        with got:
+            section(runner, wq)
+
+    _, items = _reported(run_section)
     runner.close()
-    if not fired:
+    if not got.fired:
         return ("not fired",)
-    return ("ok", ans, name in items, len(items), *_final(x))
+    return ("ok", got.answer, name in items, len(items), *_final(x))
 
 
 _Build = Callable[[], Awaitable[tuple[aw.Workqueue, aw.Work]]]
@@ -621,13 +606,12 @@ def _running_exit_run(mode: str, n: int, op: Callable[[aw.Work], Any]) -> tuple[
         for _ in range(5):
             await asyncio.sleep(0)
         assert x._state & (1 << 7), x._state  # DEFERRED behind the run
-        fired, ans, _ = await _around_async(
-            mode, n, op, x, lambda: ctx.__aexit__(None, None, None), within=_TAKE_BACK
-        )
-        if not fired:
+        with _Around(mode, n, op, x, within=_TAKE_BACK) as got:
+            await ctx.__aexit__(None, None, None)
+        if not got.fired:
             return ("not fired",)
         left = [(w is x, state) for w, _wq, state in ctx.unfinished]
-        return ("ok", ans, sorted(left), *_final(x), wq.stats().cancelled)
+        return ("ok", got.answer, sorted(left), *_final(x), wq.stats().cancelled)
 
     return asyncio.run(main())
 
@@ -652,17 +636,19 @@ def _rebind_run(mode: str, n: int, op: Callable[[aw.Work], Any]) -> tuple[Any, .
     type(loop).close(loop)  # past the instance's close(): nothing is taken back yet
     name = repr(x)
 
-    async def requeue() -> tuple[bool, object, Any]:
+    got = _Around(mode, n, op, x, within=_REBIND)
+
+    async def requeue() -> None:
         y = aw.Work(_target)
-        got = _around(mode, n, op, x, lambda: aw.queue_work(wq, y), within=_REBIND)
+        with got:
+            aw.queue_work(wq, y)
         await aw.flush_work(y)
-        return got
 
     with asyncio.Runner() as second:
-        (fired, ans, _), items = _reported(lambda: second.run(requeue()))
-    if not fired:
+        _, items = _reported(lambda: second.run(requeue()))
+    if not got.fired:
         return ("not fired",)
-    return ("ok", ans, name in items, len(items), *_final(x))
+    return ("ok", got.answer, name in items, len(items), *_final(x))
 
 
 _REBIND = {aw.Workqueue._abandon.__code__, aw.Workqueue._strand.__code__}
@@ -694,17 +680,18 @@ def _runtime_shutdown_run(
         b = aw.Work(_blocker)
         x = b if again else aw.Work(_target)
         assert aw.queue_work(wq, b)
+        deadline = time.monotonic() + 10  # it starts on the pool's thread: a bounded wait
         while b.busy != aw.WorkBusy.RUNNING:
+            assert time.monotonic() < deadline, "the blocker never started"
             await asyncio.sleep(0.001)
         assert aw.queue_work(wq, x)  # behind the blocker (R7)
         # From the first take-back on (the lists before it are the same for every item).
         start = aw._runtime._take_back.__code__
-        fired, ans, left = await _around_async(
-            mode, n, op, x, lambda: rt.shutdown(timeout=0), within=_COLLECT, start=start
-        )
-        if not fired:
+        with _Around(mode, n, op, x, within=_COLLECT, start=start) as got:
+            left = await rt.shutdown(timeout=0)
+        if not got.fired:
             return ("not fired",)
-        return ("ok", ans, sorted((w is x, s) for w, _q, s in left), *_final(x))
+        return ("ok", got.answer, sorted((w is x, s) for w, _q, s in left), *_final(x))
 
     return asyncio.run(main())
 
