@@ -170,6 +170,12 @@ end
 -- moves the armed items that are due (all of them with everything) to the stream; returns
 -- {how many, ms until the next due time or -1}
 local function promote(now, everything)
+  -- the earliest armed item first: most takes find nothing due, and this one call says so
+  local first = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+  if #first == 0 then return {0, -1} end
+  if not everything and tonumber(first[2]) > now then
+    return {0, tonumber(first[2]) - now}
+  end
   local upto = now
   if everything then upto = '+inf' end
   local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', upto, 'LIMIT', 0, 1000)
