@@ -115,11 +115,15 @@ def test_the_aioworkqueue_column_measures_the_backend_and_cleans_up() -> None:
         "redis.latency.median": ["aioworkqueue.redis"],
         "redis.latency.p99": ["aioworkqueue.redis"],
         "redis.scaling": list(_redis.SCALE_ROWS.values()),  # 1 and 2 worker processes
+        "redis.scaling.cpu": list(_redis.CPU_ROWS.values()),  # server and workers, per job
+        "redis.scaling.work": list(_redis.SCALE_ROWS.values()),  # jobs with CPU work
     }
     for key, g in results.groups.items():
         for row in g.rows:
             cell = g.cells["asyncio"][row]
-            assert not cell.note and cell.value is not None and cell.value > 0, (key, row)
+            # CPU per job of 50 jobs may round to 0 clock ticks; a rate may not
+            low = 0 if key == "redis.scaling.cpu" else 1e-9
+            assert not cell.note and cell.value is not None and cell.value >= low, (key, row)
     p50 = results.groups["redis.latency.median"].value("asyncio", "aioworkqueue.redis")
     p99 = results.groups["redis.latency.p99"].value("asyncio", "aioworkqueue.redis")
     assert p50 is not None and p99 is not None and p50 <= p99
@@ -128,6 +132,18 @@ def test_the_aioworkqueue_column_measures_the_backend_and_cleans_up() -> None:
     while _children() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _children() - before == set()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_the_scaling_cpu_reader_counts_cpu_time_and_a_work_job_spends_it() -> None:
+    # The work jobs spin on CPU time, so a preempted worker still does all of its work, and
+    # the reader sees it: both sides in CPU time, so the bounds below do not depend on the load.
+    before = _redis._cpu_seconds(os.getpid())
+    _redis._spin(0.05)
+    after = _redis._cpu_seconds(os.getpid())
+    assert before is not None and after is not None
+    assert after[0] - before[0] >= 0.05 - 0.011  # one clock tick of rounding
+    assert _redis._cpu_seconds(os.getpid(), None) is None  # no pid: no number, not a guess
 
 
 def test_redis_runs_only_when_named_in_full() -> None:

@@ -64,9 +64,11 @@ __all__ = (
     "ARQ_POLL_DELAY",
     "CHUNK",
     "CONCURRENCY",
+    "CPU_ROWS",
     "SCALE_ROWS",
     "SCALE_SYSTEM",
     "SYSTEMS",
+    "WORK_US",
     "WorkerSpec",
     "measure",
     "run",
@@ -108,13 +110,24 @@ class WorkerSpec:
     loop: str
     target: int  # the count at which the last counted job pushes K_DONE
     concurrency: int = CONCURRENCY
+    spin_us: int = 0  # CPU time each counted job spends before its INCR (0: a no-op job)
 
 
 _R: Any = None  # the worker process's own client: the jobs use it (the same for every system)
 _TARGET = 0
+_SPIN = 0.0  # seconds of CPU per counted job
+
+
+def _spin(seconds: float) -> None:
+    # CPU time, not wall time: a VM that preempts the worker must not shorten the work.
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 async def _count() -> None:
+    if _SPIN:
+        _spin(_SPIN)
     n = await _R.incr(K_COUNT)
     if n == _TARGET:
         await _R.rpush(K_DONE, n)
@@ -257,11 +270,12 @@ _SERVE: dict[str, Callable[[WorkerSpec, asyncio.Event], Awaitable[None]]] = {
 
 
 async def _serve(spec: WorkerSpec) -> None:
-    global _R, _TARGET
+    global _R, _SPIN, _TARGET
     import redis.asyncio as aioredis
 
     _R = aioredis.Redis.from_url(spec.url)
     _TARGET = spec.target
+    _SPIN = spec.spin_us / 1e6
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -489,6 +503,8 @@ class _Groups:
     p50: Group
     p99: Group
     scaling: Group | None
+    cpu: Group | None
+    work: Group | None
 
 
 def _version(dist: str) -> str:
@@ -553,6 +569,29 @@ def _groups(ctx: Ctx, server_version: str, workers: Sequence[int], scaling: bool
             f"Redis, scaling: {SCALE_SYSTEM}, {s.redis_scale_jobs:,} no-op jobs a run, 1 and 2 "
             f"worker processes x {CONCURRENCY} concurrent jobs, alternating, best of "
             f"{s.redis_rounds}",
+            "items/s",
+            "higher",
+            SCALE_ROWS[1],
+        )
+        if scaling
+        else None,
+        cpu=res.group(
+            "redis.scaling.cpu",
+            f"Redis, scaling: CPU time per job of the no-op runs above, median of "
+            f"{s.redis_rounds} (from /proc); the ratio to the worker is the server's share s/w, "
+            f"and 2 worker processes can reach at most 2 * max(w, s) / (w + s) times 1 on 2 "
+            f"cores that the server shares",
+            "us",
+            "lower",
+            CPU_ROWS[1, "workers"],
+        )
+        if scaling
+        else None,
+        work=res.group(
+            "redis.scaling.work",
+            f"Redis, scaling: {SCALE_SYSTEM}, {max(1, s.redis_scale_jobs // 4):,} jobs of "
+            f"{WORK_US} us of CPU each a run, 1 and 2 worker processes x {CONCURRENCY} "
+            f"concurrent jobs, alternating, best of {s.redis_rounds}",
             "items/s",
             "higher",
             SCALE_ROWS[1],
@@ -637,14 +676,20 @@ async def _e2e(
     n: int,
     fill: Enqueue,
     lat: list[float] | None = None,
+    spin_us: int = 0,
+    cpu: dict[str, float] | None = None,
+    server_pid: int | None = None,
 ) -> float:
     """One end-to-end run: ``n`` jobs queued on ``queue`` while ``w`` worker processes wait at
-    the gate, then timed from the gate's opening to the last job. With ``lat``, the latency
-    samples are taken after it, on the same (then idle) workers. Returns: jobs/s.
+    the gate, then timed from the gate's opening to the last job; each job spends ``spin_us``
+    of CPU first. With ``lat``, the latency samples are taken after it, on the same (then
+    idle) workers. With ``cpu`` (and where ``/proc`` has the numbers), it gets the CPU time
+    per job over the timed span, in microseconds: ``"server"`` (``server_pid``) and
+    ``"workers"`` (all worker processes together). Returns: jobs/s.
     Raises: BenchError if a worker dies, a wait times out or the count is not ``n``."""
     await r.delete(K_COUNT, K_DONE, K_READY, K_GO, K_LAT)
     await client.before_workers(r, queue)
-    spec = WorkerSpec(system, url, queue, ctx.loop_name, target=n)
+    spec = WorkerSpec(system, url, queue, ctx.loop_name, target=n, spin_us=spin_us)
     procs = _start([spec] * w)
     try:
         for _ in range(w):
@@ -653,10 +698,16 @@ async def _e2e(
         ctx.progress.show(f"{system}: queueing {n:,} jobs for {w} worker process(es)")
         await fill(queue, list(range(n)))
         ctx.progress.show(f"{system}: {n:,} jobs, {w} worker process(es)")
+        pids = [p.pid for p in procs if p.pid is not None]
+        c0 = _cpu_seconds(server_pid, *pids) if cpu is not None else None
         await r.rpush(K_GO, *([1] * w))
         t0 = time.perf_counter()
         await _pop(r, K_DONE, procs, f"{system}, end to end, {w} worker(s)")
         dt = time.perf_counter() - t0
+        c1 = _cpu_seconds(server_pid, *pids) if c0 is not None else None
+        if cpu is not None and c0 is not None and c1 is not None:
+            cpu["server"] = (c1[0] - c0[0]) / n * 1e6
+            cpu["workers"] = sum(b - a for a, b in zip(c0[1:], c1[1:], strict=True)) / n * 1e6
         if lat is not None:
             lat += await _latency(ctx, system, client, r=r, queue=queue, procs=procs)
     finally:
@@ -667,38 +718,89 @@ async def _e2e(
     return n / dt
 
 
+def _cpu_seconds(*pids: int | None) -> list[float] | None:
+    """User + system CPU seconds of each of ``pids`` so far, or None where ``/proc`` cannot
+    say (not Linux, a process gone, no pid)."""
+    out: list[float] = []
+    try:
+        for pid in pids:
+            if pid is None:
+                return None
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+    return out
+
+
 #: The system of the scaling rows, and their labels by number of worker processes.
 SCALE_SYSTEM = "aioworkqueue.redis"
 SCALE_ROWS = {1: "1 worker process", 2: "2 worker processes"}
 
 
-async def _scaling(ctx: Ctx, *, url: str, r: Any, group: Group) -> None:
-    """aioworkqueue.redis with 1 and with 2 worker processes, ``sizes.redis_scale_jobs`` jobs
-    a run, in alternating order (1, 2, then 2, 1, ...) so that a machine that slows down or
-    speeds up during the scenario weighs on both; best of ``sizes.redis_rounds`` each."""
+#: CPU time that each job of the second scaling group spends before its ``INCR``, microseconds:
+#: a job that does something (about what decoding a small JSON document and building a reply
+#: take), so that the server's share per job is that of real work, not of bookkeeping alone.
+WORK_US = 200
+
+#: The rows of the CPU group: CPU time per job, by process kind and number of worker processes.
+CPU_ROWS = {
+    (1, "workers"): "1 worker process: the worker",
+    (1, "server"): "1 worker process: the server",
+    (2, "workers"): "2 worker processes: the workers",
+    (2, "server"): "2 worker processes: the server",
+}
+
+
+async def _scaling(
+    ctx: Ctx, *, url: str, r: Any, g: _Groups, server_pid: int | None = None
+) -> None:
+    """aioworkqueue.redis with 1 and with 2 worker processes, in alternating order (1, 2, then
+    2, 1, ...) so that a machine that slows down or speeds up during the scenario weighs on
+    both; best of ``sizes.redis_rounds`` each: ``sizes.redis_scale_jobs`` no-op jobs a run
+    (``g.scaling``, and the CPU per job of the server and the workers, median of the rounds,
+    in ``g.cpu``), then a quarter as many jobs of ``WORK_US`` each (``g.work``)."""
     s, loop = ctx.sizes, ctx.loop_name
+    assert g.scaling is not None and g.cpu is not None and g.work is not None
     client = await _CLASSES[SCALE_SYSTEM].open(url)
     try:
         fill = list(client.batched().values())[-1]
-        rates: dict[int, list[float]] = {1: [], 2: []}
-        for rnd in range(s.redis_rounds):
-            for w in (1, 2) if rnd % 2 == 0 else (2, 1):
-                ctx.progress.show(f"scaling: {w} worker process(es), round {rnd + 1}")
-                rate = await _e2e(
-                    ctx,
-                    SCALE_SYSTEM,
-                    client,
-                    url=url,
-                    r=r,
-                    queue=f"scale{w}-{rnd}",
-                    w=w,
-                    n=s.redis_scale_jobs,
-                    fill=fill,
-                )
-                rates[w].append(rate)
-        for w, row in SCALE_ROWS.items():
-            # best round: the one least disturbed by everything else on the machine
-            group.put(loop, row, Cell(max(rates[w]), extra={"median": median(rates[w])}))
+        variants = [(g.scaling, 0, s.redis_scale_jobs), (g.work, WORK_US, s.redis_scale_jobs // 4)]
+        for group, spin, n in variants:
+            rates: dict[int, list[float]] = {1: [], 2: []}
+            cpus: dict[tuple[int, str], list[float]] = {k: [] for k in CPU_ROWS}
+            for rnd in range(s.redis_rounds):
+                for w in (1, 2) if rnd % 2 == 0 else (2, 1):
+                    ctx.progress.show(f"scaling: {w} worker process(es), round {rnd + 1}")
+                    cpu: dict[str, float] = {}
+                    rate = await _e2e(
+                        ctx,
+                        SCALE_SYSTEM,
+                        client,
+                        url=url,
+                        r=r,
+                        queue=f"scale{w}-{spin}-{rnd}",
+                        w=w,
+                        n=max(1, n),
+                        fill=fill,
+                        spin_us=spin,
+                        cpu=cpu,
+                        server_pid=server_pid,
+                    )
+                    rates[w].append(rate)
+                    for (cw, kind), got in cpus.items():
+                        if cw == w and kind in cpu:
+                            got.append(cpu[kind])
+            for w, row in SCALE_ROWS.items():
+                # best round: the one least disturbed by everything else on the machine
+                group.put(loop, row, Cell(max(rates[w]), extra={"median": median(rates[w])}))
+            if spin == 0:
+                for key, row in CPU_ROWS.items():
+                    if cpus[key]:
+                        g.cpu.put(loop, row, Cell(median(cpus[key])))
+                    else:
+                        g.cpu.put(loop, row, Cell(None, "no /proc"))
     finally:
         await client.aclose()
 
@@ -716,6 +818,18 @@ async def _latency(
         if k >= 2:
             samples.append(value * 1000)
     return samples
+
+
+def _scaling_missing(g: _Groups, loop: str, note: str) -> None:
+    """``note`` in each scaling row that has no number yet."""
+    for group, rows in (
+        (g.scaling, SCALE_ROWS.values()),
+        (g.cpu, CPU_ROWS.values()),
+        (g.work, SCALE_ROWS.values()),
+    ):
+        for row in rows:
+            if group is not None and group.value(loop, row) is None:
+                group.put(loop, row, Cell(None, note))
 
 
 async def measure(
@@ -750,17 +864,14 @@ async def measure(
             if g.scaling is not None:
                 await r.flushdb()
                 try:
-                    await _scaling(ctx, url=server.url, r=r, group=g.scaling)
+                    await _scaling(ctx, url=server.url, r=r, g=g, server_pid=server.proc.pid)
                 except ImportError:
-                    for row in SCALE_ROWS.values():
-                        g.scaling.put(ctx.loop_name, row, Cell(None, NOT_BUILT))
+                    _scaling_missing(g, ctx.loop_name, NOT_BUILT)
                 except Exception as exc:
                     ctx.results.errors.append(
                         f"{ctx.loop_name}, redis, scaling: {type(exc).__name__}: {exc}"
                     )
-                    for row in SCALE_ROWS.values():
-                        if g.scaling.value(ctx.loop_name, row) is None:
-                            g.scaling.put(ctx.loop_name, row, Cell(None, "failed"))
+                    _scaling_missing(g, ctx.loop_name, "failed")
         finally:
             await r.aclose()
     finally:
