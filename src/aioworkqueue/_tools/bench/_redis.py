@@ -578,9 +578,9 @@ def _groups(ctx: Ctx, server_version: str, workers: Sequence[int], scaling: bool
         cpu=res.group(
             "redis.scaling.cpu",
             f"Redis, scaling: CPU time per job of the no-op runs above, median of "
-            f"{s.redis_rounds} (from /proc); the ratio to the worker is the server's share s/w, "
-            f"and 2 worker processes can reach at most 2 * max(w, s) / (w + s) times 1 on 2 "
-            f"cores that the server shares",
+            f"{s.redis_rounds} (from /proc); the ratio to the worker is the server's share s/w. "
+            f"On 2 cores that the server shares, 1 worker process does at most 1 / max(w, s) "
+            f"jobs/s and 2 at most 2 / (w + s): the ratio of the two is 2 * max(w, s) / (w + s)",
             "us",
             "lower",
             CPU_ROWS[1, "workers"],
