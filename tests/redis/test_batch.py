@@ -16,7 +16,8 @@ import pytest_asyncio
 
 import aioworkqueue
 import aioworkqueue.redis as awr
-from aioworkqueue.redis import _ops
+from aioworkqueue.redis import _ops, _worker
+from aioworkqueue.redis._scripts import Scripts
 
 from .test_ops import read
 
@@ -311,3 +312,89 @@ async def test_a_cancelled_inactive_entry_leaves_its_readers_pel_so_flush_does_n
     # b was read by A: only the cancel's XACK takes it out of A's PEL; else flush waits a lease
     await asyncio.wait_for(flusher, 5)
     assert await wq.call("stream_len") == 0
+
+
+class _FinishBatches:
+    """Records the size of every **finish_many** the worker sends (in call order)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        call = Scripts.call
+
+        async def counting(scripts: Scripts, name: str, keys: Any, *args: Any) -> Any:
+            if name == "finish_many":
+                self.sizes.append((len(args) - 4) // 3)  # consumer, lease, hand-off, free
+            return await call(scripts, name, keys, *args)
+
+        monkeypatch.setattr(Scripts, "call", counting)
+
+    async def until(self, n: int) -> None:
+        async def wait() -> None:
+            while len(self.sizes) < n:
+                await asyncio.sleep(0.001)
+
+        await asyncio.wait_for(wait(), 10)
+
+
+async def _gated_jobs(app: awr.App, n: int) -> tuple[list[asyncio.Event], asyncio.Event]:
+    """``n`` queued jobs that each run until their event is set; the second event is set once
+    all of them run."""
+    gates = [asyncio.Event() for _ in range(n)]
+    running = asyncio.Event()
+    started: list[int] = []
+
+    async def job(i: int) -> None:
+        started.append(i)
+        if len(started) == n:
+            running.set()
+        await gates[i].wait()
+
+    app.function(job, name="gated")
+    wq = app.workqueue("g")
+    assert all(await wq.queue_many([app.work(job, i) for i in range(n)]))
+    return gates, running
+
+
+@pytest.mark.asyncio
+async def test_a_busy_worker_gathers_finishes_until_half_its_runs_ended(
+    app: awr.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Jobs that end one by one (each awaiting its own I/O) would each pay a script of their
+    # own; a busy worker holds their finishes until half of its runs ended (here without the
+    # deadline, so that the batches depend on nothing but the order of the ends).
+    monkeypatch.setattr(_worker, "GATHER_S", 60.0)
+    batches = _FinishBatches(monkeypatch)
+    gates, running = await _gated_jobs(app, 10)
+    async with app.worker(queues=["g"], concurrency=10):
+        await asyncio.wait_for(running.wait(), 10)
+        gates[0].set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert batches.sizes == []  # 1 of 10 ended: held back
+        for i in range(1, 5):
+            gates[i].set()
+        await batches.until(1)
+        assert batches.sizes == [5]  # half of 10: one script for the five
+        for i in (5, 6, 7):  # 3 of the 5 left make half
+            gates[i].set()
+        await batches.until(2)
+        gates[8].set()  # 1 of 2: half, sent at once
+        await batches.until(3)
+        gates[9].set()  # the last run: an idle worker finishes at once
+        await batches.until(4)
+    assert batches.sizes == [5, 3, 1, 1]
+
+
+@pytest.mark.asyncio
+async def test_a_finish_held_back_is_sent_by_the_deadline(
+    app: awr.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = _FinishBatches(monkeypatch)
+    gates, running = await _gated_jobs(app, 10)
+    async with app.worker(queues=["g"], concurrency=10):
+        await asyncio.wait_for(running.wait(), 10)
+        gates[0].set()  # 1 of 10: held back for at most GATHER_S, not until 4 more end
+        await batches.until(1)
+        assert batches.sizes == [1]
+        for g in gates[1:]:
+            g.set()

@@ -37,6 +37,12 @@ log = logging.getLogger("aioworkqueue.redis")
 #: Longest a read blocks (ms): the reader re-checks timers, waiting entries and stop this often.
 READ_BLOCK_MS = 100
 
+#: Longest (s) a busy worker holds the finishes of ended runs back, waiting for half of its
+#: runs to end, so that they share one **finish_many**: per script the server pays some 50 us
+#: whatever the batch, per item about 10 us. An idle worker (nothing else running) and a
+#: stopping one send at once.
+GATHER_S = 0.001
+
 #: How long (s) runs cut at the stop deadline get to unwind from their cancellation; a run still
 #: going after that is left to its lease (its function would not stop, so handing it back could
 #: let another worker run it at the same time, against R3).
@@ -438,12 +444,24 @@ class Worker:
     async def _finisher(self) -> None:
         """Sends the finishes: every run that ended since the last batch, one script per queue.
 
-        No timer batches them: while one batch is in flight the next one gathers, so an idle
-        worker finishes at once and a busy one pays one round trip for many runs. Once the worker
-        stops it ends after the last finish, even one that comes after ``stop_timeout``.
+        While one batch is in flight the next one gathers; before it is sent, a worker with
+        other runs still going waits until half of its runs have ended, for at most
+        ``GATHER_S`` (jobs that each await I/O end one by one: sent as they come, they would
+        make batches of one or two, and the server's cost per script would be paid per job).
+        An idle worker finishes at once. Once the worker stops it ends after the last finish,
+        even one that comes after ``stop_timeout``.
         """
+        loop = asyncio.get_running_loop()
         while not (self._stopping and self._inflight == 0):
             await self._ended_any.wait()
+            deadline = loop.time() + GATHER_S
+            while not self._stopping and self._ended_count() * 2 < self._inflight:
+                self._ended_any.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._ended_any.wait()
+                if loop.time() >= deadline:
+                    break
             self._ended_any.clear()
             for q, ended in self._ended.items():
                 if ended:
@@ -452,6 +470,10 @@ class Worker:
             if self._inflight == 0:
                 self._idle.set()
             self._slot.set()
+
+    def _ended_count(self) -> int:
+        """Runs that ended and wait for the finisher's next batch."""
+        return sum(len(ended) for ended in self._ended.values())
 
     async def _finish_batch(self, q: str, ended: list[tuple[_Run, str]]) -> None:
         # The slots these runs free, and any other free one, are offered to the script: after
