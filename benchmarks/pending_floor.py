@@ -6,11 +6,11 @@ puts the exact, lock-free pending bit into that floor and measures what is left,
 
 * ``asyncio.Queue + 4 workers``: the baseline;
 * ``floor, plain flag``: ``if item.st: return False`` / ``item.st = 1``, a deque, 4 workers;
-* ``floor, PendingTable``: the same floor, with ``PendingTable.queue`` and ``take`` (claim,
-  check, pop) for the pending bit: what Core v2's hot path would pay for R1/R10 without a lock;
-* ``floor, batch claim``: the candidate of docs/design.md §9, costed only (not yet a protocol the
-  interleaving test has checked): the same queue step inlined, and one claim per batch of takes
-  (a worker claims once, checks and pops every waiting entry, releases, then runs them).
+* ``floor, PendingTable methods``: the same floor, with ``PendingTable.queue`` and ``take`` for
+  the pending bit: what Core v2's hot path pays for R1/R10 without a lock;
+* ``floor, PendingTable inlined``: the protocol's common case written into the queue and the
+  worker (the hint is the newest token: a ``len``, an ``append``, a look at slot 2, a slot
+  store; a take is an ``append`` and a look at slot 1), the rest through the methods.
 
 Items are plain ``async def`` functions that never await, in bursts, each burst flushed.
 Usage: ``python benchmarks/pending_floor.py [--items N] [--rounds R]``. Prints items/s and the
@@ -28,26 +28,27 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from aioworkqueue._pending import Claimer, PendingTable
+from aioworkqueue._pending import _RUN, PendingTable
 
 N_WORKERS = 4
-_TAKES = object()  # the claims key of a batch of takes
 
 
 class Item:
-    __slots__ = ("fn", "st")
+    __slots__ = ("_tok", "fn", "st")
 
     def __init__(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self.fn = fn
         self.st = 0
+        self._tok: Any = None
 
 
 class _Floor:
-    """A deque, parked workers, one waiter for the burst's end; ``exact`` picks the pending bit."""
+    """A deque, parked workers, one waiter for the burst's end; ``mode`` picks the pending bit:
+    ``flag`` (a plain attribute), ``table`` (``PendingTable`` methods) or ``inline`` (the same
+    protocol written into the queue and the worker, as the core's hot path would be)."""
 
-    def __init__(self, exact: bool, batch: bool = False) -> None:
-        self.exact = exact or batch
-        self.batch = batch
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
         self.dq: deque[Any] = deque()
         self.idle: list[asyncio.Future[None]] = []
         self.left = 0
@@ -60,12 +61,24 @@ class _Floor:
         return tasks
 
     def queue(self, item: Item) -> bool:
-        if self.batch:
-            token = object()
-            if self.table._pend.setdefault(item, token) is not token:
+        mode = self.mode
+        if mode == "inline":
+            # PendingTable._link's common case: the hint is the newest token, decided, with
+            # nothing appended after its fate.
+            t = item._tok
+            if t is not None and len(t) == 2:
+                n = [item]
+                t.append(n)
+                if t[2] is n:
+                    item._tok = n
+                    self.dq.append(n)
+                else:
+                    n[0] = None
+                    if not self.table.queue(item, self.dq):
+                        return False
+            elif not self.table.queue(item, self.dq):
                 return False
-            self.dq.extend((item, token))
-        elif self.exact:
+        elif mode == "table":
             if not self.table.queue(item, self.dq):
                 return False
         else:
@@ -79,20 +92,24 @@ class _Floor:
         return True
 
     async def _worker(self) -> None:
-        if self.batch:
-            await self._batch_worker()
-            return
-        dq, loop, exact = self.dq, asyncio.get_running_loop(), self.exact
-        take, claimer = self.table.take, Claimer()
+        dq, loop, mode = self.dq, asyncio.get_running_loop(), self.mode
+        take = self.table.take
+        popleft = dq.popleft
         while True:
             if dq:
-                if exact:
-                    item = dq.popleft()
-                    token = dq.popleft()
-                    if not take(item, token, claimer):
+                if mode == "inline":
+                    tok = popleft()
+                    tok.append(_RUN)
+                    if tok[1] is not _RUN:
                         continue  # stale: cancelled
+                    item = tok[0]
+                    tok[0] = None
+                elif mode == "table":
+                    item = take(popleft())
+                    if item is None:
+                        continue
                 else:
-                    item = dq.popleft()
+                    item = popleft()
                     item.st = 0
                 await item.fn()
                 self.left -= 1
@@ -112,35 +129,6 @@ class _Floor:
         self.idle.append(fut)
         await fut
 
-    async def _batch_worker(self) -> None:
-        dq, loop = self.dq, asyncio.get_running_loop()
-        pend, claims, claimer = self.table._pend, self.table._claims, Claimer()
-        get, pop, popleft = pend.get, pend.pop, dq.popleft
-        mine: list[Item] = []
-        while True:
-            if dq:
-                # One claim for the whole batch of takes (a cancel would wait for the batch;
-                # nothing cancels here, so it is never held by another).
-                if claims.setdefault(_TAKES, claimer) is not claimer:
-                    raise RuntimeError("pending_floor: the batch claim is held")
-                try:
-                    while dq and len(mine) < 256:
-                        item = popleft()
-                        token = popleft()
-                        if get(item) is token:
-                            pop(item)
-                            mine.append(item)
-                finally:
-                    del claims[_TAKES]
-                for item in mine:
-                    await item.fn()
-                self.left -= len(mine)
-                mine.clear()
-                if not self.left:
-                    self._burst_ended()
-            else:
-                await self._park(loop)
-
     async def flush(self) -> None:
         if self.left:
             self.done = asyncio.get_running_loop().create_future()
@@ -151,8 +139,8 @@ async def _plain() -> None:
     return None
 
 
-async def _burst_floor(exact: bool, n: int, rounds: int, batch: bool = False) -> float:
-    f = _Floor(exact, batch)
+async def _burst_floor(mode: str, n: int, rounds: int) -> float:
+    f = _Floor(mode)
     tasks = await f.start()
     items = [Item(_plain) for _ in range(n)]
     best = 0.0
@@ -195,9 +183,9 @@ async def _burst_queue(n: int, rounds: int) -> float:
 async def _measure(n: int, rounds: int) -> dict[str, float]:
     return {
         "asyncio.Queue + 4 workers": await _burst_queue(n, rounds),
-        "floor, plain flag": await _burst_floor(False, n, rounds),
-        "floor, PendingTable (lock-free, exact)": await _burst_floor(True, n, rounds),
-        "floor, batch claim (costed, not yet checked)": await _burst_floor(False, n, rounds, True),
+        "floor, plain flag": await _burst_floor("flag", n, rounds),
+        "floor, PendingTable methods": await _burst_floor("table", n, rounds),
+        "floor, PendingTable inlined": await _burst_floor("inline", n, rounds),
     }
 
 

@@ -25,7 +25,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ("Deadlock", "Event", "Run", "TracedDeque", "TracedDict", "explore")
+__all__ = (
+    "Deadlock",
+    "Event",
+    "Run",
+    "TracedDeque",
+    "TracedDict",
+    "TracedList",
+    "entries",
+    "explore",
+)
 
 
 class Deadlock(Exception):
@@ -45,6 +54,7 @@ class Event:
 
 
 _CHOSEN = object()
+MAX_STEPS = 5_000  # a run longer than this has an op that loops (a livelock, not a schedule)
 
 
 class _Actor:
@@ -155,6 +165,8 @@ class Run:
             for a in live:
                 if a.error is not None:
                     raise a.error
+            if len(self.choices) > MAX_STEPS:
+                raise Deadlock(f"more than {MAX_STEPS} steps in one run: an op never ends")
             options = self._options(live, preemptions)
             if not options:
                 raise Deadlock("every live thread is blocked: " + ", ".join(a.name for a in live))
@@ -282,12 +294,43 @@ class TracedDict(dict):  # type: ignore[type-arg]
         return super().__contains__(key)
 
 
+class TracedList(list):  # type: ignore[type-arg]
+    """A list whose ``append``, ``len`` and index load and store are one step each."""
+
+    def __init__(self, run: Run, *items: Any) -> None:
+        super().__init__(items)
+        self._run = run
+
+    def append(self, x: Any) -> None:
+        self._run.point()
+        super().append(x)
+
+    def __len__(self) -> int:
+        self._run.point()
+        return super().__len__()
+
+    def __getitem__(self, i: Any) -> Any:
+        self._run.point()
+        return super().__getitem__(i)
+
+    def __setitem__(self, i: Any, x: Any) -> None:
+        self._run.point()
+        super().__setitem__(i, x)
+
+    def __repr__(self) -> str:
+        return f"<token {id(self) % 10000}>"
+
+
 class TracedDeque(deque):  # type: ignore[type-arg]
-    """A deque whose ``extend`` and ``popleft`` are one step each."""
+    """A deque whose ``append``, ``extend`` and ``popleft`` are one step each."""
 
     def __init__(self, run: Run) -> None:
         super().__init__()
         self._run = run
+
+    def append(self, x: Any) -> None:
+        self._run.point()
+        super().append(x)
 
     def extend(self, it: Any) -> None:
         self._run.point()
@@ -298,7 +341,7 @@ class TracedDeque(deque):  # type: ignore[type-arg]
         return super().popleft()
 
 
-def pairs(dq: deque[Any]) -> Iterator[tuple[Any, int]]:
-    """Pop the ``(work, n)`` entries of an inbox, as a pool's loop does (single consumer)."""
+def entries(dq: deque[Any]) -> Iterator[Any]:
+    """Pop the entries of an inbox one by one, as a pool's loop does (single consumer)."""
     while dq:
-        yield dq.popleft(), dq.popleft()
+        yield dq.popleft()
