@@ -9,8 +9,9 @@ puts the exact, lock-free pending bit into that floor and measures what is left,
 * ``floor, PendingTable methods``: the same floor, with ``PendingTable.queue`` and ``take`` for
   the pending bit: what Core v2's hot path pays for R1/R10 without a lock;
 * ``floor, PendingTable inlined``: the protocol's common case written into the queue and the
-  worker (the hint is the newest token: a ``len``, an ``append``, a look at slot 2, a slot
-  store; a take is an ``append`` and a look at slot 1), the rest through the methods.
+  worker (the hint is the newest token and the item ran: a ``len``, a look at slot 1, an
+  ``append``, a look at slot 2, a slot store; a take is an ``append`` and a look at slot 1),
+  the rest through the methods.
 
 Items are plain ``async def`` functions that never await, in bursts, each burst flushed.
 Usage: ``python benchmarks/pending_floor.py [--items N] [--rounds R]``. Prints items/s and the
@@ -63,10 +64,10 @@ class _Floor:
     def queue(self, item: Item) -> bool:
         mode = self.mode
         if mode == "inline":
-            # PendingTable._link's common case: the hint is the newest token, decided, with
-            # nothing appended after its fate.
+            # PendingTable._link's common case: the hint is the newest token, the item ran
+            # (so it is neither pending nor disabled), and nothing was appended after its fate.
             t = item._tok
-            if t is not None and len(t) == 2:
+            if t is not None and len(t) == 2 and t[1] is _RUN:
                 n = [item]
                 t.append(n)
                 if t[2] is n:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from aioworkqueue._pending import _RUN, PendingTable, _Mark, _next
+from aioworkqueue._pending import _RUN, PendingTable, _Disabled, _Mark, _next
 
 from ._interleave import Event, Run, TracedDeque, TracedDict, TracedList, entries, explore
 
@@ -26,14 +26,25 @@ from ._interleave import Event, Run, TracedDeque, TracedDict, TracedList, entrie
 def _apply(ev: Event, state: dict[Any, object]) -> dict[Any, object] | None:
     """The model's answer to ``ev``: the state after it, or None if it could not answer so."""
     w = ev.args[0]
-    cur = state.get(w)
+    cur = state.get(w)  # the pending instance's token, or None
+    depth = state.get(("disabled", w), 0)
+    assert isinstance(depth, int)
     new = dict(state)
     if ev.op == "queue":
         ok, n = ev.result
-        if ok != (cur is None):
+        if ok != (cur is None and depth == 0):
             return None
         if ok:
             new[w] = n
+    elif ev.op == "disable":
+        if ev.result is not cur:
+            return None
+        new[w] = None
+        new[("disabled", w)] = depth + 1
+    elif ev.op == "enable":
+        if ev.result != (None if depth == 0 else depth == 1):
+            return None
+        new[("disabled", w)] = max(depth - 1, 0)
     elif ev.op == "cancel":
         if ev.result is not cur:
             return None
@@ -136,6 +147,12 @@ class _Setup:
 
     def cancel(self, who: str, w: W) -> Callable[[], Any]:
         return lambda: self.run.op(who, "cancel", self.table.cancel, w)
+
+    def disable(self, who: str, w: W) -> Callable[[], Any]:
+        return lambda: self.run.op(who, "disable", self.table.disable, w)
+
+    def enable(self, who: str, w: W) -> Callable[[], Any]:
+        return lambda: self.run.op(who, "enable", self.table.enable, w)
 
     def pending(self, who: str, w: W) -> Callable[[], Any]:
         return lambda: self.run.op(who, "pending", self.table.is_pending, w)
@@ -272,6 +289,39 @@ def fresh_item_races(run: Run, cls: type[PendingTable], out: list[_Setup]) -> No
     run.actor("loop", s.owner("loop"))
 
 
+def disable_races(run: Run, cls: type[PendingTable], out: list[_Setup]) -> None:
+    """Disable and enable against queue and take: a disabled item refuses every queue, and a
+    disable that finds an instance pending cancels exactly it."""
+    s = _Setup(run, cls)
+    out.append(s)
+    w = s.work("w")
+    s.queue("setup", w)()
+    run.actor("loop", s.owner("loop"))
+    run.actor("A", _seq(s.disable("A", w), s.enable("A", w)))
+    run.actor("B", _seq(s.queue("B", w), s.disable("B", w), s.enable("B", w)))
+
+
+def handler_disables_on_the_loop(run: Run, cls: type[PendingTable], out: list[_Setup]) -> None:
+    """A handler on the loop's thread disables and queues the item while the loop takes it and
+    another thread cancels, re-queues and enables it."""
+    s = _Setup(run, cls)
+    out.append(s)
+    w = s.work("w")
+    s.queue("setup", w)()
+    run.actor("loop", s.owner("loop"), handlers=[s.disable("sig", w), s.queue("sig", w)])
+    run.actor("A", _seq(s.cancel("A", w), s.queue("A", w), s.enable("A", w)))
+
+
+def disable_a_fresh_item(run: Run, cls: type[PendingTable], out: list[_Setup]) -> None:
+    """The first op on an item is a disable, racing the first queue; then both undo."""
+    s = _Setup(run, cls)
+    out.append(s)
+    w = s.work("w")
+    run.actor("A", _seq(s.disable("A", w), s.enable("A", w)), handlers=[s.queue("sig", w)])
+    run.actor("B", _seq(s.queue("B", w), s.pending("B", w)))
+    run.actor("loop", s.owner("loop"))
+
+
 SCENARIOS: list[Scenario] = [
     cancel_requeue_vs_take,
     handler_queues_on_the_loop,
@@ -280,6 +330,9 @@ SCENARIOS: list[Scenario] = [
     two_pools,
     queue_races,
     fresh_item_races,
+    disable_races,
+    handler_disables_on_the_loop,
+    disable_a_fresh_item,
 ]
 
 
@@ -372,6 +425,52 @@ class _HintOnly(PendingTable):
         return t if t[1] is mine else None
 
 
+class _QueueIgnoresDisable(PendingTable):
+    """A queue that links after a disabled token as after any decided one."""
+
+    def _link(self, work: Any, t: Any, n: list[Any], hint: bool) -> Any:
+        while True:
+            if len(t) == 1:
+                return None
+            s = _next(t)
+            if s is None:
+                t.append(n)
+                s = _next(t)
+                if s is n:
+                    if hint:
+                        work._tok = n
+                    return n
+                n = self._token(work)
+            t = s
+
+
+class _DisableInTwoSteps(PendingTable):
+    """A disable of a pending item that cancels it, then links a disabled token: two decisions,
+    and a queue can link its own instance between them."""
+
+    def disable(self, work: Any) -> Any:
+        cancelled = self.cancel(work)
+        t, hint = self._root(work)
+        if t is None:
+            t, hint = self._start(work, [None, _Disabled(1)])
+            if t is None:
+                return cancelled
+        while True:
+            if len(t) == 1:
+                return cancelled  # a queue came between: this disable leaves it pending
+            s = _next(t)
+            if s is None:
+                f = t[1]
+                n = [None, _Disabled(f.depth + 1 if type(f) is _Disabled else 1)]
+                t.append(n)
+                s = _next(t)
+                if s is n:
+                    if hint:
+                        work._tok = n
+                    return cancelled
+            t = s
+
+
 @pytest.mark.parametrize(
     ("mutant", "scenario"),
     [
@@ -380,6 +479,8 @@ class _HintOnly(PendingTable):
         (_TrustFirst, queue_races),
         (_EveryoneHints, queue_races),
         (_HintOnly, cancel_requeue_vs_take),
+        (_QueueIgnoresDisable, disable_races),
+        (_DisableInTwoSteps, disable_races),
     ],
     ids=[
         "check-then-set-take",
@@ -387,6 +488,8 @@ class _HintOnly(PendingTable):
         "trust-first-entry",
         "everyone-hints",
         "hint-only-cancel",
+        "queue-ignores-disable",
+        "disable-in-two-steps",
     ],
 )
 def test_the_checker_catches_each_weakened_step(

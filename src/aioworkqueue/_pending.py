@@ -33,6 +33,16 @@ linearizable for (docs/design.md §9). Appends are made only by an op that saw t
 for still open (a cancel of an item that is not pending appends nothing), so a token grows by at
 most one slot per racing op.
 
+Disabling. The count lives in the chain too, as a fate: ``_Disabled(depth)``. A disable that
+finds the newest token pending appends ``_Disabled(1)`` as its fate: one step cancels the
+instance and disables the item. Otherwise it links a token ``[None, _Disabled(depth + 1)]``
+after the newest, as a queue links an instance. An enable links ``[None, _Disabled(depth -
+1)]``, or ``[None, _ENABLED]`` at 0. A queue refuses when the newest token's fate is a
+``_Disabled``. So the item's whole state is its newest token: pending (one slot), disabled
+(slot 1 a ``_Disabled``), or idle. (A disable that cancels first and links its disabled token
+second makes two decisions, and a queue can link its instance between them. The interleaving test
+keeps that as a mutant.)
+
 The first instance of an item. A fresh item has no chain yet (``work._tok is None``), and a
 slot has no insert-if-absent. So the first queue decides in ``_fresh``, a dict shared by
 the process: ``_fresh.setdefault(work, token)``. The winner stores its token as the hint and
@@ -74,6 +84,17 @@ class _Mark:
 
 
 _RUN = _Mark()  # the fate a take appends
+_ENABLED = _Mark()  # the fate of the token an enable_work that reached 0 links: idle
+
+
+class _Disabled(_Mark):
+    """The fate "disabled ``depth`` times": appended by ``disable`` as a pending token's fate, or
+    born as slot 1 of the token that a ``disable`` or ``enable`` links after the newest."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth  # set once
 
 
 class Inbox(Protocol):
@@ -94,7 +115,7 @@ def _next(t: list[Any]) -> list[Any] | None:
     i = 2
     while i < len(t):
         x = t[i]
-        if type(x) is not _Mark:
+        if not isinstance(x, _Mark):
             return x  # type: ignore[no-any-return]
         i += 1
     return None
@@ -121,46 +142,61 @@ class PendingTable:
 
     # -- the chain --------------------------------------------------------------------------
 
-    def _root(self, work: Hinted) -> Any:
-        """A token of ``work``'s chain to walk from, or None if it was never queued."""
+    def _root(self, work: Hinted) -> tuple[Any, bool]:
+        """Returns: a token of ``work``'s chain to walk from (None if it was never queued), and
+        whether a token linked after it may be stored as the hint (not when the walk starts at
+        a first-queue entry: only the root's maker turns the hint from None)."""
         t = work._tok
-        if t is None:
-            t = self._fresh.get(work)
-            if work._tok is not None:  # the root's hint was stored meanwhile: start there
-                t = work._tok
-        return t
+        if t is not None:
+            return t, True
+        t = self._fresh.get(work)
+        h = work._tok
+        if h is not None:  # the root's hint was stored meanwhile: start there
+            return h, True
+        return t, False
+
+    def _start(self, work: Hinted, n: list[Any]) -> tuple[Any, bool]:
+        """Offer ``n`` as the root of ``work``'s chain if it has none.
+
+        Returns: (None, True) if ``n`` is the root now; else a token to walk from and whether a
+        token linked after it may be stored as the hint (as :meth:`_root`).
+        """
+        t = work._tok
+        if t is not None:
+            return t, True
+        fresh = self._fresh
+        t = fresh.setdefault(work, n)
+        if work._tok is None:
+            if t is n:  # the first token ever: ours
+                work._tok = n
+                fresh.pop(work, None)  # safe: the hint is stored, nobody trusts it now
+                return None, True
+            # Another's first token, not yet hinted: walk from it, and leave the hint to it.
+            return t, False
+        if t is n:
+            fresh.pop(work, None)  # a leftover of ours (see the module docstring)
+        return work._tok, True
 
     def _make(self, work: Hinted) -> Any:
         """Make a new pending instance of ``work``. Returns: its token, or None if an instance
-        was pending (R1)."""
+        was pending (R1) or ``work`` is disabled."""
         n = self._token(work)
-        t = work._tok
-        hint = True
+        t, hint = self._start(work, n)
         if t is None:
-            fresh = self._fresh
-            t = fresh.setdefault(work, n)
-            if work._tok is None:
-                if t is n:  # the first instance ever: ours
-                    work._tok = n
-                    fresh.pop(work, None)  # safe: the hint is stored, nobody trusts it now
-                    return n
-                # Another queue's first instance, not yet hinted. Walk from it, and leave the
-                # hint to that queue: only the root's maker turns it from None (see above).
-                hint = False
-            else:
-                if t is n:
-                    fresh.pop(work, None)  # a leftover of ours (see the module docstring)
-                t = work._tok
+            return n
         return self._link(work, t, n, hint)
 
     def _link(self, work: Hinted, t: Any, n: list[Any], hint: bool) -> Any:
-        # Walk from t to the newest token; if it is decided, make n its successor.
+        # Walk from t to the newest token; if it is decided and not disabled, make n its
+        # successor.
         while True:
             k = len(t)
             if k == 1:
                 return None  # undecided, so the newest: pending
             s = None if k == 2 else _next(t)
             if s is None:
+                if type(t[1]) is _Disabled:
+                    return None  # the newest, when we looked, and disabled
                 t.append(n)  # the step that decides
                 s = _next(t)
                 if s is n:
@@ -194,7 +230,7 @@ class PendingTable:
 
     def is_pending(self, work: Hinted) -> bool:
         """Returns: True while an instance of ``work`` is pending."""
-        t = self._root(work)
+        t = self._root(work)[0]
         while t is not None:
             if len(t) == 1:
                 return True
@@ -228,7 +264,7 @@ class PendingTable:
         Returns: the token of the instance removed (its entry or timer is now stale), or None
         if ``work`` was not pending.
         """
-        t = self._root(work)
+        t = self._root(work)[0]
         mine = None
         while t is not None:
             if len(t) == 1:
@@ -239,4 +275,57 @@ class PendingTable:
                     t[0] = None
                     return t
             t = _next(t)  # None: t, decided, was the newest when we looked
+        return None
+
+    def disable(self, work: Hinted) -> Any:
+        """Raise the disable count of ``work``; a pending instance is cancelled (R10). While the
+        count is above 0, :meth:`queue` and :meth:`acquire` refuse ``work``.
+
+        Returns: the token of the instance cancelled, or None if ``work`` was not pending.
+        """
+        t, hint = self._start(work, [None, _Disabled(1)])
+        while t is not None:
+            if len(t) == 1:
+                m = _Disabled(1)
+                t.append(m)  # the step that decides: this instance's end is "disabled"
+                if t[1] is m:
+                    t[0] = None
+                    return t
+                continue  # decided by another meanwhile: look at its fate
+            s = _next(t)
+            if s is None:  # t, decided, was the newest when we looked
+                f = t[1]
+                n = [None, _Disabled(f.depth + 1 if type(f) is _Disabled else 1)]
+                t.append(n)  # the step that decides
+                s = _next(t)
+                if s is n:
+                    if hint:
+                        work._tok = n
+                    return None
+            t = s
+        return None
+
+    def enable(self, work: Hinted) -> bool | None:
+        """Lower the disable count of ``work``.
+
+        Returns: True if it reached 0, False if it is still above 0, None if ``work`` was not
+        disabled (the count is left at 0).
+        """
+        t, hint = self._root(work)
+        while t is not None:
+            if len(t) == 1:
+                return None  # pending, so not disabled
+            s = _next(t)
+            if s is None:  # t, decided, was the newest when we looked
+                f = t[1]
+                if type(f) is not _Disabled:
+                    return None
+                n = [None, _Disabled(f.depth - 1) if f.depth > 1 else _ENABLED]
+                t.append(n)  # the step that decides
+                s = _next(t)
+                if s is n:
+                    if hint:
+                        work._tok = n
+                    return f.depth == 1
+            t = s
         return None
