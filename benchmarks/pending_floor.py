@@ -12,6 +12,11 @@ puts the exact, lock-free pending bit into that floor and measures what is left,
   worker (the hint is the newest token and the item ran: a ``len``, a look at slot 1, an
   ``append``, a look at slot 2, a slot store; a take is an ``append`` and a look at slot 1),
   the rest through the methods.
+* ``floor, inlined + max_active, flush colours, stats``: the inlined protocol plus the per-item
+  accounting Core v2's pool loop must do: a max_active slot (R7), a flush colour per item with
+  the burst's flush as a barrier entry on the inbox (R13), the completed count.
+* ``floor, inlined + R3, R7, snapshots, worker stats``: the same contract with less per item
+  (see ``_lean_worker``), and R3 non-reentrancy and ``current_work`` too.
 
 Items are plain ``async def`` functions that never await, in bursts, each burst flushed.
 Usage: ``python benchmarks/pending_floor.py [--items N] [--rounds R]``. Prints items/s and the
@@ -35,12 +40,21 @@ N_WORKERS = 4
 
 
 class Item:
-    __slots__ = ("_tok", "fn", "st")
+    __slots__ = ("_by", "_tok", "fn", "st")
 
     def __init__(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self.fn = fn
         self.st = 0
         self._tok: Any = None
+        self._by: Any = None  # the worker running it (lean: R3 and current_work)
+
+
+class _Worker:
+    __slots__ = ("current", "done")
+
+    def __init__(self) -> None:
+        self.current: Any = None  # the item it runs (current_work, and a barrier's snapshot)
+        self.done = 0  # statistics, summed when read
 
 
 class _Floor:
@@ -55,6 +69,17 @@ class _Floor:
         self.left = 0
         self.done: asyncio.Future[None] | None = None
         self.table = PendingTable()
+        # acct: what the pool's loop owns in Core v2, all updated by the loop only.
+        self.max_active = 256
+        self.active = 0
+        self.inactive: deque[Any] = deque()  # over max_active (never here: 4 workers)
+        self.completed = 0  # statistics
+        self.color = 0  # flush colours: items taken between two barriers share one
+        self.inflight = [0]  # per colour: taken and not finished
+        self.barriers: list[tuple[int, asyncio.Future[None]]] = []
+        # lean: a barrier waits for the workers busy when it was taken, not for colours.
+        self.workers: list[_Worker] = []
+        self.snapshots: list[tuple[set[_Worker], asyncio.Future[None]]] = []
 
     async def start(self) -> list[asyncio.Task[None]]:
         tasks = [asyncio.create_task(self._worker()) for _ in range(N_WORKERS)]
@@ -63,7 +88,7 @@ class _Floor:
 
     def queue(self, item: Item) -> bool:
         mode = self.mode
-        if mode == "inline":
+        if mode in ("inline", "acct", "lean"):
             # PendingTable._link's common case: the hint is the newest token, the item ran
             # (so it is neither pending nor disabled), and nothing was appended after its fate.
             t = item._tok
@@ -93,6 +118,12 @@ class _Floor:
         return True
 
     async def _worker(self) -> None:
+        if self.mode == "acct":
+            await self._acct_worker()
+            return
+        if self.mode == "lean":
+            await self._lean_worker()
+            return
         dq, loop, mode = self.dq, asyncio.get_running_loop(), self.mode
         take = self.table.take
         popleft = dq.popleft
@@ -130,7 +161,114 @@ class _Floor:
         self.idle.append(fut)
         await fut
 
+    async def _acct_worker(self) -> None:
+        # The inlined take, plus the accounting the contract needs, per item: max_active (R7),
+        # a flush colour (R13: a barrier on the inbox waits for every colour before it), the
+        # completed count. The burst's end is a barrier, not the floors' ``left`` counter.
+        dq, loop, inflight = self.dq, asyncio.get_running_loop(), self.inflight
+        popleft, max_active = dq.popleft, self.max_active
+        while True:
+            if dq:
+                tok = popleft()
+                if type(tok) is not list:
+                    self._barrier(tok)
+                    continue
+                tok.append(_RUN)
+                if tok[1] is not _RUN:
+                    continue  # stale: cancelled
+                item = tok[0]
+                tok[0] = None
+                if self.active >= max_active:
+                    self.inactive.append(item)  # (the floor never gets here)
+                    continue
+                self.active += 1
+                c = self.color
+                inflight[c] += 1
+                await item.fn()
+                inflight[c] -= 1
+                self.active -= 1
+                self.completed += 1
+                if not inflight[c]:
+                    self._colour_done()
+            else:
+                await self._park(loop)
+
+    async def _lean_worker(self) -> None:
+        # The same contract with less per item: R3 and current_work() by two slot stores (the
+        # item's runner, the worker's current item), R7 by the active count, statistics in a
+        # counter of the worker's own, and R13 by snapshots: a barrier taken from the inbox
+        # waits for the workers busy at that moment (everything taken before it is running
+        # there or done), so a finished item only checks whether any barrier waits.
+        me = _Worker()
+        self.workers.append(me)
+        dq, loop = self.dq, asyncio.get_running_loop()
+        popleft, max_active = dq.popleft, self.max_active
+        while True:
+            if dq:
+                tok = popleft()
+                if type(tok) is not list:
+                    self._snapshot(tok)
+                    continue
+                tok.append(_RUN)
+                if tok[1] is not _RUN:
+                    continue  # stale: cancelled
+                item = tok[0]
+                tok[0] = None
+                if item._by is not None or self.active >= max_active:
+                    self.inactive.append(item)  # R3 or R7 (the floor never gets here)
+                    continue
+                self.active += 1
+                item._by = me
+                me.current = item
+                await item.fn()
+                item._by = None
+                me.current = None
+                self.active -= 1
+                me.done += 1
+                if self.snapshots:
+                    self._worker_done(me)
+            else:
+                await self._park(loop)
+
+    def _snapshot(self, fut: asyncio.Future[None]) -> None:
+        busy = {w for w in self.workers if w.current is not None}
+        if busy:
+            self.snapshots.append((busy, fut))
+        else:
+            fut.set_result(None)
+
+    def _worker_done(self, me: _Worker) -> None:
+        for snap in list(self.snapshots):
+            snap[0].discard(me)
+            if not snap[0]:
+                self.snapshots.remove(snap)
+                snap[1].set_result(None)
+
+    def _barrier(self, fut: asyncio.Future[None]) -> None:
+        c = self.color
+        self.color = c + 1
+        self.inflight.append(0)
+        self.barriers.append((c, fut))
+        self._colour_done()
+
+    def _colour_done(self) -> None:
+        # Cold: once per colour. A barrier of colour c resolves when colours 0..c are empty.
+        while self.barriers:
+            c, fut = self.barriers[0]
+            if any(self.inflight[: c + 1]):
+                return
+            self.barriers.pop(0)
+            fut.set_result(None)
+
     async def flush(self) -> None:
+        if self.mode in ("acct", "lean"):
+            fut = asyncio.get_running_loop().create_future()
+            self.dq.append(fut)
+            if self.idle:
+                self.idle.pop().set_result(None)
+            await fut
+            self.left = 0
+            return
         if self.left:
             self.done = asyncio.get_running_loop().create_future()
             await self.done
@@ -187,6 +325,8 @@ async def _measure(n: int, rounds: int) -> dict[str, float]:
         "floor, plain flag": await _burst_floor("flag", n, rounds),
         "floor, PendingTable methods": await _burst_floor("table", n, rounds),
         "floor, PendingTable inlined": await _burst_floor("inline", n, rounds),
+        "floor, inlined + max_active, flush colours, stats": await _burst_floor("acct", n, rounds),
+        "floor, inlined + R3, R7, snapshots, worker stats": await _burst_floor("lean", n, rounds),
     }
 
 
@@ -212,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         base = res["asyncio.Queue + 4 workers"]
         print(f"  {name}:")
         for label, v in res.items():
-            print(f"    {label:46s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
+            print(f"    {label:52s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
     return 0
 
 

@@ -514,7 +514,7 @@ def _load_floor() -> Any:
     return mod
 
 
-@pytest.mark.parametrize("mode", ["flag", "table", "inline"])
+@pytest.mark.parametrize("mode", ["flag", "table", "inline", "acct", "lean"])
 def test_the_cost_scripts_floor_runs_each_queued_item_once(mode: str) -> None:
     """``benchmarks/pending_floor.py`` compares floors that must do the same job: a burst of
     items, queued again after they ran (the inlined fast path), each run exactly once."""
@@ -538,6 +538,8 @@ def test_the_cost_scripts_floor_runs_each_queued_item_once(mode: str) -> None:
             assert not any(f.queue(it) for it in items)  # R1: each is pending already
             await f.flush()
             assert runs == [burst] * len(runs)
+            if mode == "lean":
+                assert sum(w.done for w in f.workers) == burst * len(runs)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
