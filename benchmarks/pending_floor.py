@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import platform
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -330,10 +331,135 @@ async def _measure(n: int, rounds: int) -> dict[str, float]:
     }
 
 
+# -- cross-thread: one producer thread, def items ------------------------------------------------
+
+
+class _Cross:
+    """The lock-free floor fed from another thread: the producer does the inlined queue and one
+    ``deque.append``, and calls ``call_soon_threadsafe`` only when a worker sleeps (a flag it
+    reads *after* its append, while a parking worker sets it *before* its last look at the
+    inbox, so one of the two always sees the other: no lost wake-up)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.dq: deque[Any] = deque()
+        self.idle: list[asyncio.Future[None]] = []
+        self.sleeping = False
+        self.table = PendingTable()
+
+    def queue(self, item: Item) -> bool:
+        t = item._tok
+        if t is not None and len(t) == 2 and t[1] is _RUN:
+            n = [item]
+            t.append(n)
+            if t[2] is n:
+                item._tok = n
+                self.dq.append(n)
+            else:
+                n[0] = None
+                if not self.table.queue(item, self.dq):
+                    return False
+        elif not self.table.queue(item, self.dq):
+            return False
+        if self.sleeping:
+            self.sleeping = False
+            self.loop.call_soon_threadsafe(self._kick)
+        return True
+
+    def _kick(self) -> None:
+        idle, dq = self.idle, self.dq
+        k = len(dq)
+        while idle and k > 0:
+            idle.pop().set_result(None)
+            k -= 1
+
+    async def worker(self) -> None:
+        dq, loop = self.dq, self.loop
+        popleft = dq.popleft
+        while True:
+            if dq:
+                tok = popleft()
+                tok.append(_RUN)
+                if tok[1] is not _RUN:
+                    continue
+                item = tok[0]
+                tok[0] = None
+                item.fn()
+            else:
+                fut = loop.create_future()
+                self.idle.append(fut)
+                self.sleeping = True
+                if dq:  # an append that came before the flag was set: its producer saw False
+                    self.sleeping = False
+                    self.idle.remove(fut)
+                    continue
+                await fut
+
+
+async def _cross_burst(variant: str, n: int) -> float:
+    loop = asyncio.get_running_loop()
+    state: list[Any] = [n, loop.create_future()]  # items left, the future the last one sets
+
+    def hit(*_: Any) -> None:
+        state[0] -= 1
+        if not state[0]:
+            state[1].set_result(None)
+
+    go = threading.Event()
+    tasks: list[asyncio.Task[None]] = []
+    if variant == "cst":
+        cst = loop.call_soon_threadsafe
+
+        def produce() -> None:
+            go.wait()
+            for _ in range(n):
+                cst(hit)
+    else:
+        c = _Cross(loop)
+        tasks = [asyncio.create_task(c.worker()) for _ in range(N_WORKERS)]
+        await asyncio.sleep(0)
+        items = [Item(hit) for _ in range(n)]  # type: ignore[arg-type]
+        for it in items:  # each runs once first: then the fast path, as for a reused Work
+            c.table.queue(it, c.dq)
+        c.sleeping = False
+        c._kick()
+        await state[1]
+        state[:] = [n, loop.create_future()]
+        q = c.queue
+
+        def produce() -> None:
+            go.wait()
+            for it in items:
+                q(it)
+
+    th = threading.Thread(target=produce, daemon=True)
+    th.start()
+    t0 = time.perf_counter()
+    go.set()
+    await asyncio.wait_for(state[1], 60)
+    rate = n / (time.perf_counter() - t0)
+    th.join()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return rate
+
+
+async def _cross(n: int, rounds: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for label, variant in (
+        ("loop.call_soon_threadsafe, def callback", "cst"),
+        ("floor, PendingTable inlined, def item", "floor"),
+    ):
+        out[label] = max([await _cross_burst(variant, n) for _ in range(rounds)])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--cross", type=int, default=100_000, help="items of a cross-thread burst")
     args = ap.parse_args(argv)
     loops: list[tuple[str, Callable[[], asyncio.AbstractEventLoop]]] = [
         ("asyncio", asyncio.new_event_loop)
@@ -353,6 +479,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}:")
         for label, v in res.items():
             print(f"    {label:52s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
+        if args.cross:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                cross = runner.run(_cross(args.cross, args.rounds))
+            base = cross["loop.call_soon_threadsafe, def callback"]
+            print(f"    cross-thread, 1 producer, {args.cross:,} items (/ call_soon_threadsafe):")
+            for label, v in cross.items():
+                print(f"      {label:50s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
     return 0
 
 

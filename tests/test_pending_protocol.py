@@ -545,3 +545,50 @@ def test_the_cost_scripts_floor_runs_each_queued_item_once(mode: str) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_the_cross_thread_floor_runs_a_burst_from_another_thread_once_each() -> None:
+    """The cross-thread floor's producer thread queues every item once (R1 answers False for a
+    second queue while it is pending), and the loop runs each exactly once, woken without a lost
+    wake-up (the burst would time out)."""
+    import asyncio
+    import threading
+
+    pf = _load_floor()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        c = pf._Cross(loop)
+        tasks = [asyncio.create_task(c.worker()) for _ in range(4)]
+        await asyncio.sleep(0)
+        runs = [0] * 3000
+        done = loop.create_future()
+
+        def make(i: int) -> Any:
+            def fn() -> None:
+                runs[i] += 1
+                if sum(runs) == len(runs):
+                    done.set_result(None)
+
+            return pf.Item(fn)
+
+        items = [make(i) for i in range(len(runs))]
+        answers: list[bool] = []
+
+        def produce() -> None:
+            for it in items:
+                answers.append(c.queue(it))
+
+        th = threading.Thread(target=produce)
+        th.start()
+        await asyncio.wait_for(done, 30)
+        th.join()
+        assert all(answers) and runs == [1] * len(runs)
+        assert c.queue(items[0]) and not c.queue(items[0])  # pending again: the second is False
+        assert (await pf._cross_burst("floor", 2000)) > 0
+        assert (await pf._cross_burst("cst", 2000)) > 0
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
