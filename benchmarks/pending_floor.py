@@ -58,6 +58,21 @@ class _Worker:
         self.done = 0  # statistics, summed when read
 
 
+def _queue_inline(table: PendingTable, dq: deque[Any], item: Item) -> bool:
+    """``PendingTable.queue`` with its common case written out: the hint is the newest token,
+    the item ran (so it is neither pending nor disabled), nothing was appended after its fate."""
+    t = item._tok
+    if t is not None and len(t) == 2 and t[1] is _RUN:
+        n = [item]
+        t.append(n)
+        if t[2] is n:
+            item._tok = n
+            dq.append(n)
+            return True
+        n[0] = None
+    return table.queue(item, dq)
+
+
 class _Floor:
     """A deque, parked workers, one waiter for the burst's end; ``mode`` picks the pending bit:
     ``flag`` (a plain attribute), ``table`` (``PendingTable`` methods) or ``inline`` (the same
@@ -90,20 +105,7 @@ class _Floor:
     def queue(self, item: Item) -> bool:
         mode = self.mode
         if mode in ("inline", "acct", "lean"):
-            # PendingTable._link's common case: the hint is the newest token, the item ran
-            # (so it is neither pending nor disabled), and nothing was appended after its fate.
-            t = item._tok
-            if t is not None and len(t) == 2 and t[1] is _RUN:
-                n = [item]
-                t.append(n)
-                if t[2] is n:
-                    item._tok = n
-                    self.dq.append(n)
-                else:
-                    n[0] = None
-                    if not self.table.queue(item, self.dq):
-                        return False
-            elif not self.table.queue(item, self.dq):
+            if not _queue_inline(self.table, self.dq, item):
                 return False
         elif mode == "table":
             if not self.table.queue(item, self.dq):
@@ -348,18 +350,7 @@ class _Cross:
         self.table = PendingTable()
 
     def queue(self, item: Item) -> bool:
-        t = item._tok
-        if t is not None and len(t) == 2 and t[1] is _RUN:
-            n = [item]
-            t.append(n)
-            if t[2] is n:
-                item._tok = n
-                self.dq.append(n)
-            else:
-                n[0] = None
-                if not self.table.queue(item, self.dq):
-                    return False
-        elif not self.table.queue(item, self.dq):
+        if not _queue_inline(self.table, self.dq, item):
             return False
         if self.sleeping:
             self.sleeping = False
