@@ -1,6 +1,6 @@
 """The lock-free pending bit (``_pending.py``), checked under every interleaving within a bound.
 
-Each scenario runs the real :class:`PendingTable` on real threads whose shared dict and deque
+Each scenario runs the real :class:`PendingTable` on threads (greenlets) whose shared dict and deque
 steps are scheduled one at a time (``tests/_interleave.py``), with signal handlers landing at any
 step of the threads that have them. Every run's history must be linearizable against the
 sequential model of the pending bit (R1 queue, R10 cancel, the start of a run), and once every
