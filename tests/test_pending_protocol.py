@@ -397,10 +397,10 @@ class _TrustFirst(PendingTable):
     def _make(self, work: Any) -> Any:
         if work._tok is None:
             n = self._token(work)
-            t = self._fresh.setdefault(work, n)
+            t = self._fresh.setdefault(id(work), n)
             if t is n:
                 work._tok = n
-                self._fresh.pop(work, None)
+                self._fresh.pop(id(work), None)
                 return n
         return super()._make(work)
 
@@ -497,6 +497,37 @@ def test_the_checker_catches_each_weakened_step(
 ) -> None:
     with pytest.raises(AssertionError):
         _explore(scenario, mutant, preemptions=_BOUND.get(scenario, 2))
+
+
+# -- items that define equality -----------------------------------------------------------------
+
+
+class _Equal:
+    """An item whose class defines ``__eq__`` (so it is unhashable) and calls all its instances
+    equal: a ``Work`` subclass may. The table must run no code of it and keep them apart."""
+
+    def __init__(self) -> None:
+        self._tok: Any = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Equal)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_items_that_define_equality_are_told_apart_by_identity() -> None:
+    table = PendingTable()
+    inbox: list[Any] = []
+    a, b = _Equal(), _Equal()
+    assert a == b
+    assert table.queue(a, inbox) and table.queue(b, inbox)  # two items: both queue (R1 is per item)
+    assert not table.queue(a, inbox)
+    assert table.is_pending(a) and table.is_pending(b)
+    assert table.cancel(b) is not None and not table.is_pending(b) and table.is_pending(a)
+    assert table.disable(a) is not None and not table.queue(a, inbox)
+    assert table.enable(a) is True and table.queue(a, inbox)
+    assert [PendingTable.take(t) for t in inbox] == [None, None, a]  # the disable, the cancel
+    assert not table._fresh  # every first-queue entry was removed again
 
 
 # -- the cost script's floors run every item exactly once ---------------------------------------

@@ -45,7 +45,7 @@ keeps that as a mutant.)
 
 The first instance of an item. A fresh item has no chain yet (``work._tok is None``), and a
 slot has no insert-if-absent. So the first queue decides in ``_fresh``, a dict shared by
-the process: ``_fresh.setdefault(work, token)``. The winner stores its token as the hint and
+the process: ``_fresh.setdefault(id(work), token)``. The winner stores its token as the hint and
 removes the entry again, so the dict holds an item only while its first queue is half done. An
 entry is trusted only while ``work._tok`` is still None, re-read *after* the entry was read.
 Only the root's maker turns the hint from None (a queue that walked from an entry, the hint
@@ -57,8 +57,11 @@ re-reading it, took its own root for a leftover, and the interleaving test caugh
 
 Why each step is atomic. ``list.append``, a list's ``len``, an index load or store,
 ``dict.setdefault``/``get``/``pop``, a slot's load and store and ``deque.append`` are each one C
-call. ``_fresh`` is keyed by ``Work`` objects, which hash and compare by identity (their
-subclasses may not redefine ``__eq__``/``__hash__``), so no Python code runs inside a step. On a
+call. ``_fresh`` is keyed by ``id(work)``, an int: a ``Work`` subclass may define
+``__hash__`` or ``__eq__`` (or be unhashable, as a dataclass with ``eq=True`` is), and keying by
+the object would run that code inside a step, or let two equal items share an entry. An id is
+unique while its object lives, and an entry outlives no op on its item: each is removed by the
+op that inserted it, which holds the item meanwhile. So no Python code runs inside a step. On a
 GIL build no other bytecode runs during one, a signal handler included (handlers run between
 bytecodes). On a free-threaded build each list, dict and deque operation holds the object's
 per-object lock, and a slot store is one atomic pointer store. No op relies on two steps
@@ -149,7 +152,7 @@ class PendingTable:
         t = work._tok
         if t is not None:
             return t, True
-        t = self._fresh.get(work)
+        t = self._fresh.get(id(work))
         h = work._tok
         if h is not None:  # the root's hint was stored meanwhile: start there
             return h, True
@@ -165,16 +168,16 @@ class PendingTable:
         if t is not None:
             return t, True
         fresh = self._fresh
-        t = fresh.setdefault(work, n)
+        t = fresh.setdefault(id(work), n)
         if work._tok is None:
             if t is n:  # the first token ever: ours
                 work._tok = n
-                fresh.pop(work, None)  # safe: the hint is stored, nobody trusts it now
+                fresh.pop(id(work), None)  # safe: the hint is stored, nobody trusts it now
                 return None, True
             # Another's first token, not yet hinted: walk from it, and leave the hint to it.
             return t, False
         if t is n:
-            fresh.pop(work, None)  # a leftover of ours (see the module docstring)
+            fresh.pop(id(work), None)  # a leftover of ours (see the module docstring)
         return work._tok, True
 
     def _make(self, work: Hinted) -> Any:
