@@ -157,6 +157,7 @@ def cancel_delayed_work(dwork: Work) -> bool:
             elif st & _FAST_CANCEL == ARMED:
                 if _state.DEBUG:  # _state.disarm + clear_pending, inline
                     _state.check_disarm(dwork, st)
+                    _state.shadow_clear("cancel_delayed_work", dwork, st)
                 dwork._state = st & _NOT_PENDING_ARMED
                 dwork._tgen = 0
                 pwq = dwork._pwq

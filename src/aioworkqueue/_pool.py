@@ -762,6 +762,7 @@ class Pool:
                                 if not st & _SLOW_START:  # _state.take, inline (R2)
                                     if debug:
                                         check_take(work, st)
+                                        _state.shadow_take("take", work, st)
                                     work._state = (st & TAKE_KEEP) | RUNNING
                                     break
                                 if self._start(work):

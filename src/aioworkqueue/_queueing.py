@@ -284,6 +284,8 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                             if room.nr >= room.limit:
                                 raise _full("queue_work", wq, work, room)
                             room.nr += 1
+                        if _state.DEBUG:
+                            _state.shadow_pend("queue_work", work, st)
                         work._pwq = pwq
                         ep = pwq.epochs
                         work._epoch = ep.cur
@@ -469,6 +471,7 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
                         # mark_pending and arm inline, _state.py)
                         if _state.DEBUG:
                             check_mark_pending(dwork, st)
+                            _state.shadow_pend("queue_delayed_work", dwork, st)
                         dwork._state = st | QUEUE_ARMED
                         dwork._tpool = pool
                         dwork._pwq = pwq
@@ -632,6 +635,7 @@ class CallWork(Work):
         self._state = st
         self._pwq = None
         self._epoch = 0
+        self._tok = None
         self._args = args
         self._kwargs = kwargs
 

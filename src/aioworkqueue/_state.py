@@ -46,16 +46,24 @@ write the bits with the masks below (``QUEUE_ACTIVE``, ``TAKE_KEEP``, ...) and r
 the transition's own check on the state they read, ``if DEBUG: check_take(work, st)`` (the worker
 reads ``DEBUG`` once, when it starts), so the suite checks those transitions too.
 
-Owner: ``DEBUG`` is set once, at import (or by :func:`set_debug` before any pool runs).
+*The pending table's shadow.* In debug mode each transition that sets or clears PENDING, and
+each hot path that inlines one, does the same to ``TABLE``, the lock-free pending table of
+``_pending.py``, and raises :class:`IllegalTransition` where the two disagree: step 1 of Core
+v2 (docs/design.md §9), which checks the mapping onto the table under the whole suite before the
+table becomes the truth. ``disable`` and ``enable`` keep the table's disable count as well.
+
+Owner: ``DEBUG`` and ``SHADOW`` are set once, at import (or by :func:`set_debug` before any pool
+runs); ``TABLE`` is atomic (``_pending.py``) and, while it is a shadow, used under LOCK only.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._errors import describe
+from ._pending import PendingTable
 
 __all__ = (
     "untake",
@@ -93,8 +101,8 @@ def set_debug(on: bool) -> None:
     ``AIOWORKQUEUE_DEBUG``. A worker reads the mode when it starts, so call this before any
     pool runs. Context: any thread, before work is queued.
     """
-    global DEBUG
-    DEBUG = bool(on)
+    global DEBUG, SHADOW
+    DEBUG = SHADOW = bool(on)
 
 
 # State bits. The bits of the common life (idle, queued, running; async or not; made by submit or
@@ -129,6 +137,7 @@ class Item(Protocol):
     """What a transition touches of a work item (``_work.Work``, a layer above)."""
 
     _state: int
+    _tok: Any  # the pending table's hint (``_pending.py``)
 
 
 class IllegalTransition(AssertionError):
@@ -223,6 +232,67 @@ def _check_listed(transition: str, work: Item, st: int) -> None:
         raise _illegal(transition, work, st, "PENDING and QUEUED, INACTIVE or DEFERRED")
 
 
+# -- the pending table as a shadow of the PENDING bit ------------------------------------------
+# Core v2, step 1 (docs/design.md §9): every transition that sets or clears PENDING does the
+# same to the lock-free pending table, and says so when the two disagree. In debug mode only, so
+# that the whole suite checks the mapping before the table becomes the truth; off, nothing here
+# runs. All of it is under LOCK, so the table's ops are serialized and the hint (``work._tok``)
+# is always the newest token: a take starts that one.
+
+#: The table the shadow keeps (one per process, as Core v2's will be).
+TABLE = PendingTable()
+#: The shadow runs in debug mode; off for a test that sets ``_state`` by hand (no table op made
+#: that state).
+SHADOW: bool = DEBUG
+
+
+def _mismatch(transition: str, work: Item, st: int, what: str) -> IllegalTransition:
+    return IllegalTransition(
+        f"aioworkqueue: the pending table disagrees with {transition} of {describe(work)} in "
+        f"state {state_name(st)}: {what}"
+    )
+
+
+def shadow_pend(transition: str, work: Item, st: int) -> None:
+    """The core makes ``work`` PENDING (from state ``st``): so does the table (R1)."""
+    if SHADOW and TABLE.acquire(work) is None:
+        raise _mismatch(transition, work, st, "the table has it pending or disabled")
+
+
+def shadow_take(transition: str, work: Item, st: int) -> None:
+    """The core starts the pending instance of ``work`` (R2): so does the table."""
+    if SHADOW:
+        t = work._tok
+        if t is None or not TABLE.current(t) or TABLE.take(t) is not work:
+            raise _mismatch(transition, work, st, "the table has no pending instance to start")
+
+
+def shadow_clear(transition: str, work: Item, st: int) -> None:
+    """The core ends the pending instance of ``work`` without a run (R10, R20): so does the
+    table. It may have ended it already: a disable in the same section cancels it there."""
+    if SHADOW:
+        TABLE.cancel(work)
+
+
+def shadow_disable(work: Item) -> None:
+    """The core raises the disable count (R11): so does the table, which also cancels a
+    pending instance (the core does that in the same section)."""
+    if SHADOW:
+        TABLE.disable(work)
+
+
+def shadow_enable(work: Item, st: int) -> None:
+    """The core lowers the disable count from state ``st`` (R11): so does the table, and both
+    must agree whether it reached 0."""
+    if SHADOW:
+        zero = not (st - DISABLE_UNIT) & DISABLE_MASK
+        got = TABLE.enable(work)
+        if got is None or got is not zero:
+            raise _mismatch(
+                "enable", work, st, f"the table answers {got!r} (None: it was not disabled)"
+            )
+
+
 # -- the transitions ----------------------------------------------------------------------------
 # None returns a value; every one runs under ``_lock.LOCK``.
 
@@ -237,6 +307,7 @@ def mark_pending(work: Item) -> None:
     st = work._state
     if DEBUG:
         check_mark_pending(work, st)
+        shadow_pend("mark_pending", work, st)
     work._state = st | PENDING
 
 
@@ -301,6 +372,7 @@ def take(work: Item) -> None:
     st = work._state
     if DEBUG:
         check_take(work, st)
+        shadow_take("take", work, st)
     work._state = (st & TAKE_KEEP) | RUNNING
 
 
@@ -353,6 +425,7 @@ def run_deferred(work: Item) -> None:
     st = work._state
     if DEBUG:
         check_run_deferred(work, st)
+        shadow_take("run_deferred", work, st)
     work._state = st & ~(PENDING | DEFERRED | REDO)
 
 
@@ -380,6 +453,7 @@ def unqueue(work: Item) -> None:
     st = work._state
     if DEBUG:
         _check_listed("unqueue", work, st)
+        shadow_clear("unqueue", work, st)
     work._state = st & ~(PENDING | WHERE)
 
 
@@ -393,6 +467,7 @@ def clear_pending(work: Item) -> None:
     st = work._state
     if DEBUG:
         _check_nowhere("clear_pending", work, st)
+        shadow_clear("clear_pending", work, st)
     work._state = st & ~PENDING
 
 
@@ -406,6 +481,8 @@ def take_back(work: Item) -> None:
     st = work._state
     if DEBUG and not st & PENDING:
         raise _illegal("take_back", work, st, "PENDING")
+    if DEBUG:
+        shadow_clear("take_back", work, st)
     work._state = st & ~(PENDING | WHERE)
 
 
@@ -416,6 +493,8 @@ def strand(work: Item) -> None:
     sitting nowhere, not RUNNING.
     Context: under LOCK.
     """
+    if DEBUG and work._state & PENDING:
+        shadow_clear("strand", work, work._state)
     work._state &= ~(PENDING | WHERE | RUNNING)
 
 
@@ -426,6 +505,8 @@ def disable(work: Item) -> None:
     Legal from: any. Target: the count + 1.
     Context: under LOCK.
     """
+    if DEBUG:
+        shadow_disable(work)
     work._state += DISABLE_UNIT
 
 
@@ -438,6 +519,8 @@ def enable(work: Item) -> None:
     st = work._state
     if DEBUG and not st & DISABLE_MASK:
         raise _illegal("enable", work, st, "disabled")
+    if DEBUG:
+        shadow_enable(work, st)
     work._state = st - DISABLE_UNIT
 
 

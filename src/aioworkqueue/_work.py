@@ -106,12 +106,15 @@ class Work:
     Context: construct anywhere.
     """
 
-    __slots__ = ("_epoch", "_pwq", "_state", "func")
+    __slots__ = ("_epoch", "_pwq", "_state", "_tok", "func")
 
     func: WorkFunc  # I
     _state: int  # L (read lock-free as a snapshot)
     _pwq: _Pwq | None  # L: the queue link of the pending (or last) instance
     _epoch: int  # L: flush epoch of the queued instance (``_flush.py``)
+    # A: the pending table's hint, a token of the item's chain (``_pending.py``); kept in debug
+    # mode only for now, as a shadow of the PENDING bit (``_state.py``).
+    _tok: Any
 
     def __init__(self, func: WorkFunc) -> None:
         if not callable(func):
@@ -120,6 +123,7 @@ class Work:
         self._state = ASYNC_FN if is_async_callable(func) else 0
         self._pwq = None
         self._epoch = 0
+        self._tok = None
 
     def __repr__(self) -> str:
         try:
