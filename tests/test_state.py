@@ -157,6 +157,7 @@ def test_a_transition_leads_from_its_legal_source_and_refuses_any_other(
     assert isinstance(err.value, AssertionError)
 
 
+@pytest.mark.usefixtures("no_shadow")
 @pytest.mark.parametrize(("name", "src", "dst"), ANY)
 def test_a_transition_legal_from_any_state(name: str, src: int, dst: int) -> None:
     work = aw.Work(lambda w: None)
@@ -205,6 +206,10 @@ def test_the_pending_table_says_when_it_disagrees() -> None:
     work._state = 2 * DISABLE_UNIT  # disabled twice by hand: the table never was
     with pytest.raises(IllegalTransition, match=r"disagrees with enable .* answers None"):
         _state.enable(work)
+    other = aw.Work(lambda w: None)
+    other._state = PENDING  # pending by hand, sitting nowhere: the table never had it
+    with pytest.raises(IllegalTransition, match=r"clear_pending .* no pending instance to end"):
+        _state.clear_pending(other)
 
 
 def test_the_message_names_the_transition_the_work_and_its_state() -> None:

@@ -63,7 +63,7 @@ import sys
 from typing import Any, Protocol
 
 from ._errors import describe
-from ._pending import PendingTable
+from ._pending import PendingTable, _Disabled
 
 __all__ = (
     "untake",
@@ -270,8 +270,10 @@ def shadow_take(transition: str, work: Item, st: int) -> None:
 def shadow_clear(transition: str, work: Item, st: int) -> None:
     """The core ends the pending instance of ``work`` without a run (R10, R20): so does the
     table. It may have ended it already: a disable in the same section cancels it there."""
-    if SHADOW:
-        TABLE.cancel(work)
+    if SHADOW and TABLE.cancel(work) is None:
+        t = work._tok
+        if t is None or len(t) < 2 or type(t[1]) is not _Disabled:
+            raise _mismatch(transition, work, st, "the table has no pending instance to end")
 
 
 def shadow_disable(work: Item) -> None:
