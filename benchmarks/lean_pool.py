@@ -1,0 +1,377 @@
+"""A prototype of Core v2's lean pool (docs/design.md §9, step 4), measured against asyncio.Queue.
+
+``pending_floor.py`` adds the contract's accounting to a floor one part at a time. This script
+puts the step-4 design together as one small pool and measures what it costs. It has the lock-free
+pending bit (``_pending.PendingTable``), a token inbox fed from any thread with a flag wake-up,
+and R7 ``max_active`` with a FIFO of still-pending tokens. It has R3 non-reentrancy, with a
+deferred token on the worker that runs the item. R13 flush is an inbox barrier with a snapshot of
+what is still unfinished, R21 room uses shared ``itertools.count`` objects, and R16 errors are
+caught and counted. Statistics are per worker. A cancel is the table's one step, and the loop
+skips the stale entry. What it leaves out: timers, BH, CPU_INTENSIVE, freezing, the rescuer,
+routing, tracing, shutdown and take-back.
+
+Items are ``async def`` functions that never await, in bursts of reused items, each burst
+flushed; today's core (``queue_work`` on a reused ``Work``) runs the same bursts alongside.
+Usage: ``python benchmarks/lean_pool.py [--items N] [--rounds R]``. Prints items/s and the
+ratio to ``asyncio.Queue`` + 4 workers on each loop; no assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import platform
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aioworkqueue._pending import _RUN, PendingTable
+
+N_WORKERS = 4
+
+
+class Full(Exception):
+    """R21: the link's room is used up."""
+
+
+class Item:
+    """A work item as the lean pool sees one: its function and the fields the design names."""
+
+    __slots__ = ("_by", "_pwq", "_tok", "fn")
+
+    def __init__(self, fn: Callable[[Item], Coroutine[Any, Any, None]]) -> None:
+        self.fn = fn
+        self._tok: Any = None  # A: the table's hint
+        self._pwq: Link | None = None  # W: the link of the pending instance
+        self._by: Worker | None = None  # O: the worker running it (R3)
+
+
+class Link:
+    """One workqueue on one pool. ``queued``/``refunded`` are shared counts (A), the rest is
+    the pool loop's (O)."""
+
+    def __init__(self, pool: LeanPool, max_active: int = 256, limit: int = 0) -> None:
+        self.pool = pool
+        self.max_active = max_active
+        self.nr_active = 0  # O: started or deferred, not ended (R7)
+        self.inactive: deque[list[Any]] = deque()  # O: still-pending tokens over max_active
+        self.limit = limit  # R21: 0 is unbounded
+        self.queued = itertools.count()  # A: next() is one C call
+        self.refunded = itertools.count()  # A
+        self.started = 0  # O
+        self.barriers: list[Barrier] = []  # O: the snapshots that wait on this link
+
+    def _peek(self, counter: itertools.count[int]) -> int:
+        # The value the next next() returns, without taking it (the count's repr).
+        return int(repr(counter)[6:-1])
+
+    def room_used(self) -> int:
+        return self._peek(self.queued) - self._peek(self.refunded) - self.started
+
+
+class Worker:
+    __slots__ = ("current", "deferred", "dlink", "done", "failed", "link")
+
+    def __init__(self) -> None:
+        self.current: list[Any] | None = None  # O: the token of the run in progress
+        self.link: Link | None = None  # O: its link
+        self.deferred: list[Any] | None = None  # O: a token this worker takes next (R3, R7)
+        self.dlink: Link | None = None  # O: the link it was parked for
+        self.done = 0  # O: statistics, summed when read
+        self.failed = 0
+
+
+class Barrier:
+    """A flush of one link: the tokens still unfinished when the loop popped it."""
+
+    __slots__ = ("fut", "left", "link")
+
+    def __init__(self, link: Link, fut: asyncio.Future[None]) -> None:
+        self.link = link
+        self.fut = fut
+        self.left: set[int] | None = None  # ids of the tokens waited for, once popped
+
+
+class LeanPool:
+    """Context: ``queue`` and ``cancel`` from any thread; the rest on ``loop``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n_workers: int = N_WORKERS) -> None:
+        self.loop = loop
+        self.inbox: deque[Any] = deque()
+        self.idle: list[asyncio.Future[None]] = []
+        self.sleeping = False
+        self.table = PendingTable()
+        self.workers = [Worker() for _ in range(n_workers)]
+        self.tasks: list[asyncio.Task[None]] = []
+        self.skipped = 0  # O: stale entries met (cancelled in flight)
+        self.errors: list[BaseException] = []
+
+    def start(self) -> None:
+        self.tasks = [self.loop.create_task(self._worker(w)) for w in self.workers]
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # -- any thread ------------------------------------------------------------------------
+
+    def queue(self, link: Link, item: Item) -> bool:
+        """R1: True if a new instance is pending now. Raises Full at the bound (R21)."""
+        if link.limit:
+            if self.table.is_pending(item):
+                return False  # R1 first: a pending item is not refused for room (a look only)
+            next(link.queued)
+            if link.room_used() > link.limit:
+                next(link.refunded)
+                raise Full(f"{item!r}: the link's {link.limit} places are taken")
+        t = item._tok
+        if t is not None and len(t) == 2 and t[1] is _RUN:  # ran before: the common case
+            n = [item]
+            t.append(n)
+            if t[2] is not n:
+                n[0] = None
+                n = self.table.acquire(item)
+            else:
+                item._tok = n
+        else:
+            n = self.table.acquire(item)
+        if n is None:
+            if link.limit:
+                next(link.refunded)
+            return False
+        item._pwq = link  # W: before the append makes the token visible
+        self.inbox.append(n)
+        if self.sleeping:  # some worker sleeps (in a burst, after the first few: none)
+            if asyncio._get_running_loop() is self.loop:
+                idle = self.idle
+                if idle:  # the loop's own list: wake one parked worker now
+                    idle.pop().set_result(None)
+                if not idle:
+                    self.sleeping = False
+            else:  # another thread: the flag, read after the append
+                self.sleeping = False
+                self.loop.call_soon_threadsafe(self._kick)
+        return True
+
+    def cancel(self, item: Item) -> bool:
+        """R10: True if a pending instance was taken back (its entry is skipped where it sits)."""
+        return self.table.cancel(item) is not None
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        idle, k = self.idle, len(self.inbox)
+        while idle and k > 0:
+            idle.pop().set_result(None)
+            k -= 1
+        if idle:
+            self.sleeping = True  # some still sleep: the next producer must kick again
+
+    async def flush(self, link: Link) -> None:
+        """R13: wait for what was queued on ``link`` before the call. Context: on the loop."""
+        b = Barrier(link, self.loop.create_future())
+        self.inbox.append(b)
+        if self.idle:
+            self.idle.pop().set_result(None)
+        await b.fut
+
+    def _snapshot(self, b: Barrier) -> None:
+        link = b.link
+        left = {id(t) for t in link.inactive}
+        for w in self.workers:
+            if w.current is not None and w.link is link:
+                left.add(id(w.current))
+            if w.deferred is not None and w.dlink is link:
+                left.add(id(w.deferred))
+        if left:
+            b.left = left
+            link.barriers.append(b)
+        else:
+            b.fut.set_result(None)
+
+    def _settled(self, link: Link, tok: list[Any]) -> None:
+        # Cold: only while a barrier waits on the link.
+        k = id(tok)
+        for b in list(link.barriers):
+            left = b.left
+            assert left is not None
+            left.discard(k)
+            if not left:
+                link.barriers.remove(b)
+                b.fut.set_result(None)
+
+    async def _worker(self, me: Worker) -> None:
+        inbox, loop = self.inbox, self.loop
+        popleft = inbox.popleft
+        while True:
+            parked: Link | None = None  # the link a token taken from a parking place waited on
+            if me.deferred is not None:  # R3 or R7: a token parked for this worker
+                tok, parked = me.deferred, me.dlink
+                me.deferred = me.dlink = None
+            elif inbox:
+                tok = popleft()
+                if type(tok) is not list:
+                    self._snapshot(tok)
+                    continue
+            else:
+                fut = loop.create_future()
+                self.idle.append(fut)
+                self.sleeping = True  # before the last look: a producer reads it after appending
+                if inbox:
+                    self.sleeping = False
+                    self.idle.remove(fut)
+                    continue
+                await fut
+                continue
+            item = tok[0]
+            if item is None or len(tok) != 1:
+                self._skip(me, tok, parked)  # cancelled in flight, or where it was parked
+                continue
+            link = item._pwq
+            assert link is not None  # W wrote it before the append
+            by = item._by
+            if by is not None:  # R3: it runs on that worker, which takes it next
+                by.deferred, by.dlink = tok, link
+                continue
+            if link.nr_active >= link.max_active:  # R7: wait, still pending, in FIFO order
+                link.inactive.append(tok)
+                continue
+            tok.append(_RUN)  # R2: the pending bit clears here
+            if tok[1] is not _RUN:
+                self._skip(me, tok, parked)  # a cancel won just now
+                continue
+            tok[0] = None
+            link.nr_active += 1
+            link.started += 1  # R21: its place frees
+            item._by = me
+            me.current, me.link = tok, link
+            try:
+                await item.fn(item)
+            except Exception as exc:  # R16: never reaches the producer, never stops a worker
+                me.failed += 1
+                self.errors.append(exc)
+            item._by = None
+            me.current = me.link = None
+            me.done += 1
+            link.nr_active -= 1
+            if link.inactive and link.nr_active < link.max_active and me.deferred is None:
+                # The slot goes on, in FIFO order (R7). An R3 token parked here goes first: the
+                # inactive one waits for the next end.
+                me.deferred, me.dlink = link.inactive.popleft(), link
+            if link.barriers:
+                self._settled(link, tok)
+
+    def _skip(self, me: Worker, tok: list[Any], parked: Link | None) -> None:
+        self.skipped += 1
+        if parked is not None:
+            if parked.barriers:
+                self._settled(parked, tok)  # a barrier may have counted it where it was parked
+            if parked.inactive and parked.nr_active < parked.max_active and me.deferred is None:
+                me.deferred, me.dlink = parked.inactive.popleft(), parked  # the slot goes on
+
+
+async def _plain(item: Item) -> None:
+    return None
+
+
+async def _burst_lean(n: int, rounds: int) -> float:
+    pool = LeanPool(asyncio.get_running_loop())
+    pool.start()
+    await asyncio.sleep(0)
+    link = Link(pool)
+    items = [Item(_plain) for _ in range(n)]
+    best = 0.0
+    queue = pool.queue
+    for _ in range(rounds + 1):
+        t0 = time.perf_counter()
+        for it in items:
+            queue(link, it)
+        await pool.flush(link)
+        best = max(best, n / (time.perf_counter() - t0))
+    await pool.close()
+    return best
+
+
+async def _burst_queue(n: int, rounds: int) -> float:
+    q: asyncio.Queue[Item] = asyncio.Queue()
+
+    async def worker() -> None:
+        while True:
+            item = await q.get()
+            await item.fn(item)
+            q.task_done()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(N_WORKERS)]
+    items = [Item(_plain) for _ in range(n)]
+    best = 0.0
+    for _ in range(rounds + 1):
+        t0 = time.perf_counter()
+        for it in items:
+            q.put_nowait(it)
+        await q.join()
+        best = max(best, n / (time.perf_counter() - t0))
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return best
+
+
+async def _burst_core(n: int, rounds: int) -> float:
+    import aioworkqueue as aw
+
+    async def fn(w: aw.Work) -> None:
+        return None
+
+    items = [aw.Work(fn) for _ in range(n)]
+    best = 0.0
+    async with aw.alloc_workqueue("lean-pool-baseline") as wq:
+        queue = aw.queue_work
+        for _ in range(rounds + 1):
+            t0 = time.perf_counter()
+            for w in items:
+                queue(wq, w)
+            await aw.flush_workqueue(wq)
+            best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+async def _measure(n: int, rounds: int) -> dict[str, float]:
+    return {
+        "asyncio.Queue + 4 workers": await _burst_queue(n, rounds),
+        "lean pool prototype": await _burst_lean(n, rounds),
+        "today's core, queue_work": await _burst_core(n, rounds),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--items", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args(argv)
+    loops: list[tuple[str, Callable[[], asyncio.AbstractEventLoop]]] = [
+        ("asyncio", asyncio.new_event_loop)
+    ]
+    try:
+        import uvloop
+
+        loops.append(("uvloop", uvloop.new_event_loop))
+    except ImportError:
+        pass
+    print(f"lean_pool: Python {platform.python_version()}, best of {args.rounds} bursts of")
+    print(f"  {args.items:,} plain items, each flushed; ratio = / asyncio.Queue + 4")
+    for name, factory in loops:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            res = runner.run(_measure(args.items, args.rounds))
+        base = res["asyncio.Queue + 4 workers"]
+        print(f"  {name}:")
+        for label, v in res.items():
+            print(f"    {label:30s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

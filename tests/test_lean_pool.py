@@ -1,0 +1,279 @@
+"""``benchmarks/lean_pool.py``, the prototype of Core v2's lean pool, keeps the rules it claims:
+its figure counts only if it does the job. R1, R2, R3, R7 (with its FIFO), R10, R13 (with a
+producer that keeps going), R16, R21 and a producer on another thread."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "lean_pool.py"
+
+
+def _load() -> Any:
+    spec = importlib.util.spec_from_file_location("lean_pool", _PATH)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+lp = _load()
+
+
+class _Tagged(lp.Item):  # type: ignore[misc, name-defined]
+    """An item the tests can tell apart (the pool does not care about the class)."""
+
+    __slots__ = ("i", "link", "pool")
+
+
+def _run(body: Callable[[Any], Coroutine[Any, Any, None]], workers: int = 4) -> None:
+    async def main() -> None:
+        pool = lp.LeanPool(asyncio.get_running_loop(), workers)
+        pool.start()
+        await asyncio.sleep(0)
+        try:
+            async with asyncio.timeout(30):
+                await body(pool)
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+def test_each_queued_item_runs_once_and_a_second_queue_while_pending_is_false() -> None:
+    runs = [0] * 300
+
+    async def fn(item: Any) -> None:
+        runs[item.i] += 1
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool)
+        items = [_Tagged(fn) for _ in runs]
+        for i, it in enumerate(items):
+            it.i = i
+        for burst in range(1, 4):
+            assert all(pool.queue(link, it) for it in items)
+            assert not any(pool.queue(link, it) for it in items)  # R1
+            await pool.flush(link)
+            assert runs == [burst] * len(runs)
+        assert sum(w.done for w in pool.workers) == 3 * len(runs)
+
+    _run(body)
+
+
+def test_max_active_bounds_the_runs_and_the_waiting_start_in_fifo_order() -> None:
+    running, peak, order = [0], [0], []
+
+    async def fn(item: Any) -> None:
+        order.append(item.i)
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        running[0] -= 1
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool, max_active=2)
+        items = [_Tagged(fn) for _ in range(40)]
+        for i, it in enumerate(items):
+            it.i = i
+            assert pool.queue(link, it)
+        await pool.flush(link)
+        assert peak[0] == 2  # R7, and the bound is used
+        assert order == list(range(40))  # R5/R7: FIFO through the waiting list
+        assert link.nr_active == 0 and not link.inactive
+
+    _run(body)
+
+
+def test_an_item_queued_again_while_it_runs_runs_again_after_never_alongside() -> None:
+    state = {"in": 0, "runs": 0, "overlap": 0}
+
+    async def fn(item: Any) -> None:
+        state["in"] += 1
+        state["overlap"] = max(state["overlap"], state["in"])
+        state["runs"] += 1
+        if state["runs"] < 5:
+            assert item.pool.queue(item.link, item)  # R2: it is not pending while it runs
+        for _ in range(3):
+            await asyncio.sleep(0)  # other workers look at the inbox meanwhile
+        state["in"] -= 1
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool)
+        it = _Tagged(fn)
+        it.i, it.pool, it.link = 0, pool, link
+        assert pool.queue(link, it)
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if state["runs"] == 5 and not state["in"]:
+                break
+        assert state["runs"] == 5 and state["overlap"] == 1  # R3
+
+    _run(body)
+
+
+def test_a_flush_waits_for_a_next_instance_parked_behind_its_own_run() -> None:
+    """R3 and R13 together: the item queues itself while it runs, another worker finds the new
+    instance and parks it behind the run; a flush made then waits for that instance too."""
+    runs: list[int] = []
+    requeued = asyncio.Event()
+
+    async def fn(item: Any) -> None:
+        first = not runs
+        await asyncio.sleep(0)  # a run that ends only after the loop turned once
+        runs.append(1)
+        if first:
+            assert item.pool.queue(item.link, item)
+            requeued.set()
+            for _ in range(5):
+                await asyncio.sleep(0)  # another worker takes the new instance meanwhile
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool)
+        it = _Tagged(fn)
+        it.i, it.pool, it.link = 0, pool, link
+        assert pool.queue(link, it)
+        await requeued.wait()
+        await asyncio.sleep(0)
+        assert any(w.deferred is not None for w in pool.workers)  # parked behind the run
+        await pool.flush(link)
+        assert len(runs) == 2
+
+    _run(body)
+
+
+def test_a_cancel_takes_back_a_pending_instance_wherever_it_waits() -> None:
+    ran: list[int] = []
+
+    async def fn(item: Any) -> None:
+        ran.append(item.i)
+        await asyncio.sleep(0)
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool, max_active=1)
+        items = [_Tagged(fn) for _ in range(6)]
+        for i, it in enumerate(items):
+            it.i = i
+            assert pool.queue(link, it)
+        assert pool.cancel(items[1])  # on the inbox
+        await asyncio.sleep(0)  # the loop takes 0 and parks 2.. on the waiting list
+        assert pool.cancel(items[3])  # on the waiting list (R7)
+        assert not pool.cancel(items[3])  # R10: not pending any more
+        await pool.flush(link)  # a barrier that counted a cancelled token still returns
+        assert ran == [0, 2, 4, 5]
+        assert pool.skipped == 2
+        assert pool.queue(link, items[1])  # cancelled: it may be queued again
+        await pool.flush(link)
+        assert ran[-1] == 1
+
+    _run(body)
+
+
+def test_a_flush_returns_while_a_producer_keeps_queueing_and_waits_for_what_came_before() -> None:
+    queued = [0] * 2000
+    done = [0] * 2000
+
+    async def fn(item: Any) -> None:
+        for _ in range(item.i % 4):
+            await asyncio.sleep(0)  # some are still running when a barrier is met
+        done[item.i] += 1
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool)
+        items = [_Tagged(fn) for _ in range(2000)]
+        for i, it in enumerate(items):
+            it.i = i
+        stop = False
+
+        async def producer() -> None:
+            k = 0
+            while not stop:
+                for _ in range(20):
+                    it = items[k % len(items)]
+                    if pool.queue(link, it):
+                        queued[it.i] += 1
+                    k += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(producer())
+        await asyncio.sleep(0.01)
+        for _ in range(5):
+            before = list(queued)
+            await pool.flush(link)  # R13: returns although the producer never stops
+            assert all(d >= b for d, b in zip(done, before, strict=True))
+        stop = True
+        await task
+        await pool.flush(link)
+
+    _run(body)
+
+
+def test_errors_are_counted_and_the_worker_goes_on() -> None:
+    async def bad(item: Any) -> None:
+        raise ValueError(item.i)
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool)
+        items = [_Tagged(bad) for _ in range(10)]
+        for i, it in enumerate(items):
+            it.i = i
+            assert pool.queue(link, it)
+        await pool.flush(link)
+        assert sum(w.failed for w in pool.workers) == 10  # R16
+        assert sorted(e.args[0] for e in pool.errors) == list(range(10))
+        assert all(not t.done() for t in pool.tasks)
+
+    _run(body)
+
+
+def test_the_room_bound_refuses_and_frees_as_items_start() -> None:
+    async def fn(item: Any) -> None:
+        return None
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool, limit=3)
+        items = [_Tagged(fn) for _ in range(5)]
+        for i, it in enumerate(items):
+            it.i = i
+        assert all(pool.queue(link, it) for it in items[:3])
+        with pytest.raises(lp.Full):
+            pool.queue(link, items[3])  # R21: and nothing changed
+        assert not pool.table.is_pending(items[3])
+        assert not pool.queue(link, items[0])  # R1 inside the bound: refunded
+        assert link.room_used() == 3
+        await pool.flush(link)
+        assert link.room_used() == 0 and pool.queue(link, items[3])
+        await pool.flush(link)
+
+    _run(body)
+
+
+def test_a_producer_on_another_thread_gets_each_item_run_once() -> None:
+    runs = [0] * 2000
+
+    async def fn(item: Any) -> None:
+        runs[item.i] += 1
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool)
+        items = [_Tagged(fn) for _ in runs]
+        for i, it in enumerate(items):
+            it.i = i
+        answers: list[bool] = []
+        th = threading.Thread(target=lambda: answers.extend(pool.queue(link, it) for it in items))
+        th.start()
+        while th.is_alive():
+            await asyncio.sleep(0.001)
+        th.join()
+        await pool.flush(link)  # everything the thread queued was queued before the flush
+        assert all(answers) and runs == [1] * len(runs)
+
+    _run(body)
