@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import itertools
 import platform
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -40,10 +42,11 @@ class Full(Exception):
 class Item:
     """A work item as the lean pool sees one: its function and the fields the design names."""
 
-    __slots__ = ("_by", "_pwq", "_tok", "fn")
+    __slots__ = ("_by", "_pwq", "_tok", "asyn", "fn")
 
-    def __init__(self, fn: Callable[[Item], Coroutine[Any, Any, None]]) -> None:
+    def __init__(self, fn: Callable[[Item], Any]) -> None:
         self.fn = fn
+        self.asyn = inspect.iscoroutinefunction(fn)  # set once, as Work's ASYNC_FN bit
         self._tok: Any = None  # A: the table's hint
         self._pwq: Link | None = None  # W: the link of the pending instance
         self._by: Worker | None = None  # O: the worker running it (R3)
@@ -250,7 +253,10 @@ class LeanPool:
             item._by = me
             me.current, me.link = tok, link
             try:
-                await item.fn(item)
+                if item.asyn:
+                    await item.fn(item)
+                else:
+                    item.fn(item)  # a plain function runs inline on the loop (R17)
             except Exception as exc:  # R16: never reaches the producer, never stops a worker
                 me.failed += 1
                 self.errors.append(exc)
@@ -278,40 +284,71 @@ async def _plain(item: Item) -> None:
     return None
 
 
-async def _burst_lean(n: int, rounds: int) -> float:
+async def _sleep0(item: Item) -> None:
+    await asyncio.sleep(0)
+
+
+def _def(item: Item) -> None:
+    return None
+
+
+_FNS: dict[str, Callable[[Item], Any]] = {"plain": _plain, "sleep0": _sleep0, "def": _def}
+# (label, item function, a fresh item per queue)
+KINDS = (
+    ("reused items, plain async def", "plain", False),
+    ("reused items, sleep0", "sleep0", False),
+    ("reused items, plain def", "def", False),
+    ("fresh item per queue (as wq.submit)", "plain", True),
+)
+
+
+async def _burst_lean(n: int, rounds: int, kind: str, fresh: bool) -> float:
     pool = LeanPool(asyncio.get_running_loop())
     pool.start()
     await asyncio.sleep(0)
     link = Link(pool)
-    items = [Item(_plain) for _ in range(n)]
+    fn = _FNS[kind]
+    items = [Item(fn) for _ in range(n)]
     best = 0.0
     queue = pool.queue
     for _ in range(rounds + 1):
         t0 = time.perf_counter()
-        for it in items:
-            queue(link, it)
+        if fresh:
+            for _ in range(n):
+                queue(link, Item(fn))
+        else:
+            for it in items:
+                queue(link, it)
         await pool.flush(link)
         best = max(best, n / (time.perf_counter() - t0))
     await pool.close()
     return best
 
 
-async def _burst_queue(n: int, rounds: int) -> float:
+async def _burst_queue(n: int, rounds: int, kind: str, fresh: bool) -> float:
     q: asyncio.Queue[Item] = asyncio.Queue()
 
     async def worker() -> None:
         while True:
             item = await q.get()
-            await item.fn(item)
+            if item.asyn:
+                await item.fn(item)
+            else:
+                item.fn(item)
             q.task_done()
 
     tasks = [asyncio.create_task(worker()) for _ in range(N_WORKERS)]
-    items = [Item(_plain) for _ in range(n)]
+    fn = _FNS[kind]
+    items = [Item(fn) for _ in range(n)]
     best = 0.0
     for _ in range(rounds + 1):
         t0 = time.perf_counter()
-        for it in items:
-            q.put_nowait(it)
+        if fresh:
+            for _ in range(n):
+                q.put_nowait(Item(fn))
+        else:
+            for it in items:
+                q.put_nowait(it)
         await q.join()
         best = max(best, n / (time.perf_counter() - t0))
     for t in tasks:
@@ -320,30 +357,123 @@ async def _burst_queue(n: int, rounds: int) -> float:
     return best
 
 
-async def _burst_core(n: int, rounds: int) -> float:
+async def _burst_core(n: int, rounds: int, kind: str, fresh: bool) -> float:
     import aioworkqueue as aw
 
-    async def fn(w: aw.Work) -> None:
+    async def plain(w: aw.Work) -> None:
         return None
 
+    async def sleep0(w: aw.Work) -> None:
+        await asyncio.sleep(0)
+
+    def plain_def(w: aw.Work) -> None:
+        return None
+
+    fn = {"plain": plain, "sleep0": sleep0, "def": plain_def}[kind]
     items = [aw.Work(fn) for _ in range(n)]
     best = 0.0
     async with aw.alloc_workqueue("lean-pool-baseline") as wq:
-        queue = aw.queue_work
+        queue, submit = aw.queue_work, wq.submit
         for _ in range(rounds + 1):
             t0 = time.perf_counter()
-            for w in items:
-                queue(wq, w)
+            if fresh:
+                for _ in range(n):
+                    submit(_plain_call)
+            else:
+                for w in items:
+                    queue(wq, w)
             await aw.flush_workqueue(wq)
             best = max(best, n / (time.perf_counter() - t0))
     return best
 
 
-async def _measure(n: int, rounds: int) -> dict[str, float]:
+async def _plain_call() -> None:
+    return None
+
+
+async def _measure(n: int, rounds: int) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for label, kind, fresh in KINDS:
+        out[label] = {
+            "asyncio.Queue + 4 workers": await _burst_queue(n, rounds, kind, fresh),
+            "lean pool prototype": await _burst_lean(n, rounds, kind, fresh),
+            "today's core": await _burst_core(n, rounds, kind, fresh),
+        }
+    return out
+
+
+async def cross_thread(n: int, variant: str) -> float:
+    """Items/s of a burst of ``n`` plain ``def`` items queued by one other thread, run on this
+    loop: ``lean`` (the prototype), ``core`` (today's ``queue_work``) or ``cst``
+    (``call_soon_threadsafe`` per item)."""
+    loop = asyncio.get_running_loop()
+    left = [n]
+    done: asyncio.Future[None] = loop.create_future()
+
+    def hit(*_: Any) -> None:
+        left[0] -= 1
+        if not left[0]:
+            done.set_result(None)
+
+    go = threading.Event()
+    close: Callable[[], Coroutine[Any, Any, None]] | None = None
+    if variant == "cst":
+        cst = loop.call_soon_threadsafe
+
+        def produce() -> None:
+            go.wait()
+            for _ in range(n):
+                cst(hit)
+    elif variant == "lean":
+        pool = LeanPool(loop)
+        pool.start()
+        await asyncio.sleep(0)
+        link = Link(pool)
+        items = [Item(hit) for _ in range(n)]
+        q = pool.queue
+
+        def produce() -> None:
+            go.wait()
+            for it in items:
+                q(link, it)
+
+        close = pool.close
+    else:
+        import aioworkqueue as aw
+
+        wq = aw.alloc_workqueue("lean-pool-cross")
+        works = [aw.Work(hit) for _ in range(n)]
+        aw.queue_work(wq, aw.Work(hit))  # bind it, start a worker
+        left[0] += 1
+        await aw.flush_workqueue(wq)
+        qw = aw.queue_work
+
+        def produce() -> None:
+            go.wait()
+            for w in works:
+                qw(wq, w)
+
+        async def close_wq() -> None:
+            await aw.destroy_workqueue(wq)
+
+        close = close_wq
+    th = threading.Thread(target=produce, daemon=True)
+    th.start()
+    t0 = time.perf_counter()
+    go.set()
+    await asyncio.wait_for(done, 60)
+    rate = n / (time.perf_counter() - t0)
+    th.join()
+    if close is not None:
+        await close()
+    return rate
+
+
+async def _cross(n: int, rounds: int) -> dict[str, float]:
     return {
-        "asyncio.Queue + 4 workers": await _burst_queue(n, rounds),
-        "lean pool prototype": await _burst_lean(n, rounds),
-        "today's core, queue_work": await _burst_core(n, rounds),
+        "loop.call_soon_threadsafe": max([await cross_thread(n, "cst") for _ in range(rounds)]),
+        "lean pool prototype": max([await cross_thread(n, "lean") for _ in range(rounds)]),
+        "today's core": max([await cross_thread(n, "core") for _ in range(rounds)]),
     }
 
 
@@ -351,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--cross", type=int, default=30_000, help="items of a cross-thread burst")
     args = ap.parse_args(argv)
     loops: list[tuple[str, Callable[[], asyncio.AbstractEventLoop]]] = [
         ("asyncio", asyncio.new_event_loop)
@@ -362,14 +493,24 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     print(f"lean_pool: Python {platform.python_version()}, best of {args.rounds} bursts of")
-    print(f"  {args.items:,} plain items, each flushed; ratio = / asyncio.Queue + 4")
+    print(f"  {args.items:,} items, each flushed; ratio = / asyncio.Queue + 4")
     for name, factory in loops:
         with asyncio.Runner(loop_factory=factory) as runner:
             res = runner.run(_measure(args.items, args.rounds))
-        base = res["asyncio.Queue + 4 workers"]
+            cross = runner.run(_cross(args.cross, 3)) if args.cross else {}
         print(f"  {name}:")
-        for label, v in res.items():
-            print(f"    {label:30s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
+        for group, rows in res.items():
+            base = rows["asyncio.Queue + 4 workers"]
+            print(f"    {group}:")
+            for label, v in rows.items():
+                print(f"      {label:28s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
+        if cross:
+            base = cross["loop.call_soon_threadsafe"]
+            print(
+                f"    cross-thread, 1 producer, {args.cross:,} def items (/ call_soon_threadsafe):"
+            )
+            for label, v in cross.items():
+                print(f"      {label:28s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
     return 0
 
 

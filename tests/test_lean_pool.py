@@ -277,3 +277,30 @@ def test_a_producer_on_another_thread_gets_each_item_run_once() -> None:
         assert all(answers) and runs == [1] * len(runs)
 
     _run(body)
+
+
+def test_plain_functions_run_inline_and_every_measured_variant_does_the_job() -> None:
+    """R17: a plain function runs inline on the loop. And the script's measured variants (the
+    prototype, today's core, call_soon_threadsafe, from another thread) each run their whole
+    burst: a burst that lost an item would not finish."""
+    ran: list[int] = []
+
+    def fn(item: Any) -> None:
+        ran.append(threading.get_ident())
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool)
+        items = [_Tagged(fn) for _ in range(50)]
+        assert not items[0].asyn
+        for it in items:
+            assert pool.queue(link, it)
+        await pool.flush(link)
+        assert ran == [threading.get_ident()] * 50
+        for variant in ("lean", "core", "cst"):
+            assert await lp.cross_thread(2000, variant) > 0
+        for kind in ("plain", "sleep0", "def"):
+            for fresh in (False, True):
+                assert await lp._burst_lean(200, 1, kind, fresh) > 0
+                assert await lp._burst_core(200, 1, kind, fresh) > 0
+
+    _run(body)
