@@ -149,16 +149,31 @@ class LeanPool:
         item._pwq = link  # W: before the append makes the token visible
         self.inbox.append(n)
         if self.sleeping:  # some worker sleeps (in a burst, after the first few: none)
-            if asyncio._get_running_loop() is self.loop:
-                idle = self.idle
-                if idle:  # the loop's own list: wake one parked worker now
-                    idle.pop().set_result(None)
-                if not idle:
-                    self.sleeping = False
-            else:  # another thread: the flag, read after the append
-                self.sleeping = False
-                self.loop.call_soon_threadsafe(self._kick)
+            self._wake_after_append()
         return True
+
+    def submit(self, link: Link, fn: Callable[[Item], Any]) -> Item:
+        """Queue a new item of ``fn`` (as ``wq.submit``). Nobody else can see the item yet, so
+        its first instance needs no decision: it is born with its token (no table op)."""
+        item = Item(fn)
+        n = [item]
+        item._tok = n
+        item._pwq = link
+        self.inbox.append(n)
+        if self.sleeping:
+            self._wake_after_append()
+        return item
+
+    def _wake_after_append(self) -> None:
+        if asyncio._get_running_loop() is self.loop:
+            idle = self.idle
+            if idle:  # the loop's own list: wake one parked worker now
+                idle.pop().set_result(None)
+            if not idle:
+                self.sleeping = False
+        else:  # another thread: the flag, read after the append
+            self.sleeping = False
+            self.loop.call_soon_threadsafe(self._kick)
 
     def cancel(self, item: Item) -> bool:
         """R10: True if a pending instance was taken back (its entry is skipped where it sits)."""
@@ -314,8 +329,9 @@ async def _burst_lean(n: int, rounds: int, kind: str, fresh: bool) -> float:
     for _ in range(rounds + 1):
         t0 = time.perf_counter()
         if fresh:
+            submit = pool.submit
             for _ in range(n):
-                queue(link, Item(fn))
+                submit(link, fn)
         else:
             for it in items:
                 queue(link, it)

@@ -304,3 +304,24 @@ def test_plain_functions_run_inline_and_every_measured_variant_does_the_job() ->
                 assert await lp._burst_core(200, 1, kind, fresh) > 0
 
     _run(body)
+
+
+def test_a_submitted_item_is_born_pending_and_keeps_r1_and_r10() -> None:
+    runs: list[Any] = []
+
+    async def fn(item: Any) -> None:
+        runs.append(item)
+
+    async def body(pool: Any) -> None:
+        link = lp.Link(pool)
+        a = pool.submit(link, fn)
+        assert pool.table.is_pending(a) and not pool.queue(link, a)  # R1: pending from birth
+        b = pool.submit(link, fn)
+        assert pool.cancel(b) and not pool.cancel(b)  # R10 on a born token
+        await pool.flush(link)
+        assert runs == [a] and pool.skipped == 1
+        assert pool.queue(link, b)  # it ran never, was cancelled: it may be queued
+        await pool.flush(link)
+        assert runs == [a, b]
+
+    _run(body)
