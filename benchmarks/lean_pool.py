@@ -190,12 +190,23 @@ class LeanPool:
             self.sleeping = True  # some still sleep: the next producer must kick again
 
     async def flush(self, link: Link) -> None:
-        """R13: wait for what was queued on ``link`` before the call. Context: on the loop."""
-        b = Barrier(link, self.loop.create_future())
+        """R13: wait for what was queued on ``link`` before the call. Context: a coroutine on
+        any loop: the barrier is one append, and its end is posted back to the caller's loop."""
+        b = Barrier(link, asyncio.get_running_loop().create_future())
         self.inbox.append(b)
-        if self.idle:
+        if self.sleeping:
+            self._wake_after_append()
+        elif asyncio._get_running_loop() is self.loop and self.idle:
             self.idle.pop().set_result(None)
         await b.fut
+
+    def _resolve(self, b: Barrier) -> None:
+        fut = b.fut
+        floop = fut.get_loop()
+        if floop is self.loop:
+            fut.set_result(None)
+        else:
+            floop.call_soon_threadsafe(_set_done, fut)
 
     def _snapshot(self, b: Barrier) -> None:
         link = b.link
@@ -209,7 +220,7 @@ class LeanPool:
             b.left = left
             link.barriers.append(b)
         else:
-            b.fut.set_result(None)
+            self._resolve(b)
 
     def _settled(self, link: Link, tok: list[Any]) -> None:
         # Cold: only while a barrier waits on the link.
@@ -220,7 +231,7 @@ class LeanPool:
             left.discard(k)
             if not left:
                 link.barriers.remove(b)
-                b.fut.set_result(None)
+                self._resolve(b)
 
     async def _worker(self, me: Worker) -> None:
         inbox, loop = self.inbox, self.loop
@@ -293,6 +304,11 @@ class LeanPool:
                 self._settled(parked, tok)  # a barrier may have counted it where it was parked
             if parked.inactive and parked.nr_active < parked.max_active and me.deferred is None:
                 me.deferred, me.dlink = parked.inactive.popleft(), parked  # the slot goes on
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 async def _plain(item: Item) -> None:
@@ -485,6 +501,91 @@ async def cross_thread(n: int, variant: str) -> float:
     return rate
 
 
+def start_pool_thread(
+    factory: Callable[[], asyncio.AbstractEventLoop],
+) -> tuple[LeanPool, threading.Thread, Callable[[], None]]:
+    """A lean pool on a new loop in its own thread, as a runtime's per-CPU pool. Returns it,
+    its thread, and a callable (any thread) that stops it."""
+    ready = threading.Event()
+    box: list[Any] = []
+
+    def run() -> None:
+        loop = factory()
+
+        async def main() -> None:
+            pool = LeanPool(loop)
+            pool.start()
+            stop = loop.create_future()
+            box[:] = [pool, stop]
+            await asyncio.sleep(0)
+            ready.set()
+            await stop
+            await pool.close()
+
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    th = threading.Thread(target=run, name="lean-pool", daemon=True)
+    th.start()
+    if not ready.wait(10):
+        raise RuntimeError("a pool thread did not start")
+    pool, stop = box
+    return pool, th, lambda: pool.loop.call_soon_threadsafe(_set_done, stop)
+
+
+async def runtime_bursts(
+    factory: Callable[[], asyncio.AbstractEventLoop], cpus: int, n: int, rounds: int
+) -> float:
+    """Items/s of mixed bursts (half plain, half sleep0) queued from this loop and flushed:
+    ``cpus`` 0 runs them here (embedded), else on that many lean pools in threads."""
+    threads: list[tuple[threading.Thread, Callable[[], None]]] = []
+    if cpus == 0:
+        pool = LeanPool(asyncio.get_running_loop())
+        pool.start()
+        await asyncio.sleep(0)
+        pools = [pool]
+    else:
+        pools = []
+        for _ in range(cpus):
+            p, th, stop = start_pool_thread(factory)
+            pools.append(p)
+            threads.append((th, stop))
+    links = [Link(p) for p in pools]
+    items = [Item(_plain if i % 2 == 0 else _sleep0) for i in range(n)]
+    k = len(pools)
+    times: list[float] = []
+    try:
+        for rnd in range(rounds + 1):
+            t0 = time.perf_counter()
+            for i, it in enumerate(items):
+                link = links[i % k]
+                link.pool.queue(link, it)
+            for link in links:
+                await link.pool.flush(link)
+            if rnd:
+                times.append(time.perf_counter() - t0)
+    finally:
+        if cpus == 0:
+            await pools[0].close()
+        for th, stop in threads:
+            stop()
+            th.join(10)
+    times.sort()
+    return n / times[len(times) // 2]
+
+
+async def _runtime(
+    factory: Callable[[], asyncio.AbstractEventLoop], n: int, rounds: int
+) -> dict[str, float]:
+    return {
+        "embedded (host loop)": await runtime_bursts(factory, 0, n, rounds),
+        "1 pool thread": await runtime_bursts(factory, 1, n, rounds),
+        "2 pool threads": await runtime_bursts(factory, 2, n, rounds),
+    }
+
+
 async def _cross(n: int, rounds: int) -> dict[str, float]:
     return {
         "loop.call_soon_threadsafe": max([await cross_thread(n, "cst") for _ in range(rounds)]),
@@ -520,6 +621,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {group}:")
             for label, v in rows.items():
                 print(f"      {label:28s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
+        with asyncio.Runner(loop_factory=factory) as runner:
+            rt = runner.run(_runtime(factory, args.items, args.rounds))
+        base = rt["embedded (host loop)"]
+        print("    runtime, mixed items queued from the host (ratio = / embedded):")
+        for label, v in rt.items():
+            print(f"      {label:28s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
         if cross:
             base = cross["loop.call_soon_threadsafe"]
             print(

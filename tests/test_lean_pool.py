@@ -325,3 +325,39 @@ def test_a_submitted_item_is_born_pending_and_keeps_r1_and_r10() -> None:
         assert runs == [a, b]
 
     _run(body)
+
+
+def test_pools_in_threads_run_what_the_host_queues_and_a_flush_from_the_host_waits_for_it() -> None:
+    """The runtime measurement's set-up: lean pools on loops in their own threads, fed and
+    flushed from the host loop (the barrier's end is posted back to the host)."""
+    n = 600
+    runs = [0] * n
+    where: list[set[int]] = [set() for _ in range(n)]
+
+    async def fn(item: Any) -> None:
+        if item.i % 2:
+            await asyncio.sleep(0)
+        runs[item.i] += 1
+        where[item.i].add(threading.get_ident())
+
+    async def main() -> None:
+        started = [lp.start_pool_thread(asyncio.new_event_loop) for _ in range(2)]
+        try:
+            links = [lp.Link(p) for p, _, _ in started]
+            items = [_Tagged(fn) for _ in range(n)]
+            for rnd in range(1, 4):
+                for i, it in enumerate(items):
+                    it.i = i
+                    assert links[i % 2].pool.queue(links[i % 2], it)
+                for link in links:
+                    await asyncio.wait_for(link.pool.flush(link), 30)
+                assert runs == [rnd] * n  # R13 across threads: all of it had run
+            assert await lp.runtime_bursts(asyncio.new_event_loop, 2, 200, 1) > 0
+        finally:
+            for _, th, stop in started:
+                stop()
+                th.join(10)
+        host = threading.get_ident()
+        assert all(len(w) == 1 and host not in w for w in where)
+
+    asyncio.run(main())
