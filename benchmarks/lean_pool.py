@@ -164,16 +164,40 @@ class LeanPool:
             self._wake_after_append()
         return item
 
+    def _on_loop(self) -> bool:
+        return asyncio._get_running_loop() is self.loop
+
     def _wake_after_append(self) -> None:
-        if asyncio._get_running_loop() is self.loop:
+        # On the loop's thread, a signal handler may land anywhere in here or in a worker's
+        # park and wake a worker itself: each step below is one list operation, and each
+        # allows for the other having gone first.
+        if self._on_loop():
             idle = self.idle
-            if idle:  # the loop's own list: wake one parked worker now
+            try:  # the loop's own list: wake one parked worker now
                 idle.pop().set_result(None)
+            except IndexError:
+                pass  # none parked, or a handler that interrupted us took the last one
             if not idle:
                 self.sleeping = False
         else:  # another thread: the flag, read after the append
             self.sleeping = False
             self.loop.call_soon_threadsafe(self._kick)
+
+    def _park(self, fut: Any) -> bool:
+        """A worker's park, up to its await. Returns: True if it should await ``fut``; False
+        if entries came meanwhile and it should look again (``fut`` may have been completed
+        by a waker meanwhile: it is dropped)."""
+        idle = self.idle
+        idle.append(fut)
+        self.sleeping = True  # before the last look: a producer reads it after appending
+        if self.inbox:
+            self.sleeping = False
+            try:
+                idle.remove(fut)
+            except ValueError:
+                pass  # a waker (a handler on this thread) took it meanwhile
+            return False
+        return True
 
     def cancel(self, item: Item) -> bool:
         """R10: True if a pending instance was taken back (its entry is skipped where it sits)."""
@@ -184,7 +208,10 @@ class LeanPool:
     def _kick(self) -> None:
         idle, k = self.idle, len(self.inbox)
         while idle and k > 0:
-            idle.pop().set_result(None)
+            try:
+                idle.pop().set_result(None)
+            except IndexError:
+                break  # a handler took the last one
             k -= 1
         if idle:
             self.sleeping = True  # some still sleep: the next producer must kick again
@@ -194,10 +221,8 @@ class LeanPool:
         any loop: the barrier is one append, and its end is posted back to the caller's loop."""
         b = Barrier(link, asyncio.get_running_loop().create_future())
         self.inbox.append(b)
-        if self.sleeping:
+        if self.sleeping or self._on_loop():
             self._wake_after_append()
-        elif asyncio._get_running_loop() is self.loop and self.idle:
-            self.idle.pop().set_result(None)
         await b.fut
 
     def _resolve(self, b: Barrier) -> None:
@@ -248,13 +273,8 @@ class LeanPool:
                     continue
             else:
                 fut = loop.create_future()
-                self.idle.append(fut)
-                self.sleeping = True  # before the last look: a producer reads it after appending
-                if inbox:
-                    self.sleeping = False
-                    self.idle.remove(fut)
-                    continue
-                await fut
+                if self._park(fut):
+                    await fut
                 continue
             item = tok[0]
             if item is None or len(tok) != 1:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from ._interleave import Run, TracedDeque, TracedList, explore
+
 _PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "lean_pool.py"
 
 
@@ -361,3 +363,123 @@ def test_pools_in_threads_run_what_the_host_queues_and_a_flush_from_the_host_wai
         assert all(len(w) == 1 and host not in w for w in where)
 
     asyncio.run(main())
+
+
+# -- a signal handler that lands in the loop's own park or wake-up ------------------------------
+
+
+class _Fut:
+    """A parked worker's future, as far as the park and the wakers use it."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def set_result(self, _: object) -> None:
+        assert not self.done, "a future completed twice: two wakers took one worker"
+        self.done = True
+
+
+class _Idle(TracedList):  # type: ignore[misc]
+    """The parked workers' list, with pop and remove as steps too."""
+
+    def pop(self, *a: Any) -> Any:
+        self._run.point()
+        return list.pop(self, *a)
+
+    def remove(self, x: Any) -> None:
+        self._run.point()
+        list.remove(self, x)
+
+    def __bool__(self) -> bool:
+        self._run.point()
+        return list.__len__(self) > 0
+
+
+class _Inbox(TracedDeque):  # type: ignore[misc]
+    def __bool__(self) -> bool:
+        self._run.point()
+        return len(self) > 0
+
+
+def _handler_scenario(run: Run, out: list[Any]) -> None:
+    """The loop parks a worker while another is parked already; a signal handler on the loop's
+    own thread queues an item (the loop-side wake-up) at any step of that park."""
+    pool = lp.LeanPool(None, 0)  # no loop, no workers: the scenario drives it by hand
+    pool._on_loop = lambda: True  # the handler runs on the loop's thread
+    pool.inbox = _Inbox(run)
+    pool.idle = _Idle(run)
+    other, mine = _Fut(), _Fut()
+    list.append(pool.idle, other)
+    pool.sleeping = True
+    link = lp.Link(pool)
+    item = _Tagged(lambda _: None)
+    res: dict[str, Any] = {}
+    out[:] = [pool, other, mine, res]
+
+    def park() -> None:
+        res["await"] = pool._park(mine)
+
+    def handler() -> None:
+        res["queued"] = pool.queue(link, item)
+
+    run.actor("loop", park, [handler])
+
+
+def _handler_check(out: list[Any]) -> Callable[[Run], None]:
+    def check(run: Run) -> None:
+        pool, other, mine, res = out
+        if "queued" not in res:
+            return  # the handler did not land in this run
+        assert res["queued"]
+        # No lost wake-up: a worker is awake to take the entry. That is the parking worker
+        # (it looks again, or its future was completed) or the other one.
+        assert (not res["await"]) or mine.done or other.done, "the entry has nobody to take it"
+        # Nothing is parked twice, and a parked future is not completed already.
+        idle = list(pool.idle)
+        assert len(idle) == len({id(f) for f in idle})
+        assert not any(f.done for f in idle)
+
+    return check
+
+
+def test_a_handler_that_lands_in_a_park_neither_loses_a_wake_up_nor_breaks_it() -> None:
+    out: list[Any] = []
+    runs = explore(lambda run: _handler_scenario(run, out), _handler_check(out), preemptions=2)
+    assert runs >= 4  # the handler lands before each step of the park, or not at all
+
+
+def _two_wakers_scenario(run: Run, out: list[Any]) -> None:
+    """The loop queues an item (and wakes the one parked worker); a signal handler on the same
+    thread queues another at any step of that, and wakes too."""
+    pool = lp.LeanPool(None, 0)
+    pool._on_loop = lambda: True
+    pool.inbox = _Inbox(run)
+    pool.idle = _Idle(run)
+    parked = _Fut()
+    list.append(pool.idle, parked)
+    pool.sleeping = True
+    link = lp.Link(pool)
+    a, b = _Tagged(lambda _: None), _Tagged(lambda _: None)
+    res: dict[str, Any] = {}
+    out[:] = [pool, parked, res]
+
+    def queue_a() -> None:
+        res["a"] = pool.queue(link, a)
+
+    def handler() -> None:
+        res["b"] = pool.queue(link, b)
+
+    run.actor("loop", queue_a, [handler])
+
+
+def test_a_handler_that_wakes_while_its_own_thread_wakes_takes_nothing_twice() -> None:
+    out: list[Any] = []
+
+    def check(run: Run) -> None:
+        pool, parked, res = out
+        assert res["a"] and res.get("b", True)
+        assert parked.done  # woken once (a second set_result would have failed the run)
+        assert not list(pool.idle)
+
+    runs = explore(lambda run: _two_wakers_scenario(run, out), check, preemptions=2)
+    assert runs >= 4
