@@ -606,6 +606,57 @@ async def _runtime(
     }
 
 
+async def latency(samples: int) -> dict[str, float]:
+    """Median microseconds from the call to the start of an ``async def`` item on an idle loop:
+    ``loop.call_soon`` (the baseline), the lean pool (a parked worker woken through its future)
+    and today's core, sampled in turn."""
+    import aioworkqueue as aw
+
+    loop = asyncio.get_running_loop()
+    stamp = [0]
+    done: list[asyncio.Future[None]] = []
+    ns = time.perf_counter_ns
+
+    def callback() -> None:
+        stamp[0] = ns()
+        done[0].set_result(None)
+
+    async def item(_: Any) -> None:
+        stamp[0] = ns()
+        done[0].set_result(None)
+
+    pool = LeanPool(loop)
+    pool.start()
+    link = Link(pool)
+    probe = Item(item)
+    out: dict[str, list[float]] = {
+        "loop.call_soon": [],
+        "lean pool prototype": [],
+        "today's core": [],
+    }
+    async with aw.alloc_workqueue("lean-pool-latency") as wq:
+        work = aw.Work(item)
+        aw.queue_work(wq, aw.Work(lambda _w: None))  # bind it, start a worker
+        await aw.flush_workqueue(wq)
+        starts: dict[str, Callable[[], object]] = {
+            "loop.call_soon": lambda: loop.call_soon(callback),
+            "lean pool prototype": lambda: pool.queue(link, probe),
+            "today's core": lambda: aw.queue_work(wq, work),
+        }
+        for i in range(samples + 20):  # the first 20 warm up
+            for key, start in starts.items():
+                for _ in range(2):
+                    await asyncio.sleep(0)  # the workers park again
+                done[:] = [loop.create_future()]
+                t0 = ns()
+                start()
+                await done[0]
+                if i >= 20:
+                    out[key].append((stamp[0] - t0) / 1e3)
+    await pool.close()
+    return {k: sorted(v)[len(v) // 2] for k, v in out.items()}
+
+
 async def _cross(n: int, rounds: int) -> dict[str, float]:
     return {
         "loop.call_soon_threadsafe": max([await cross_thread(n, "cst") for _ in range(rounds)]),
@@ -619,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--cross", type=int, default=30_000, help="items of a cross-thread burst")
+    ap.add_argument("--samples", type=int, default=2000, help="latency samples per variant")
     args = ap.parse_args(argv)
     loops: list[tuple[str, Callable[[], asyncio.AbstractEventLoop]]] = [
         ("asyncio", asyncio.new_event_loop)
@@ -641,6 +693,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {group}:")
             for label, v in rows.items():
                 print(f"      {label:28s} {v / 1e3:9.1f} k/s   {v / base:5.2f}x")
+        with asyncio.Runner(loop_factory=factory) as runner:
+            lat = runner.run(latency(args.samples))
+        base = lat["loop.call_soon"]
+        print("    latency to start on an idle loop, median (ratio = / call_soon):")
+        for label, v in lat.items():
+            print(f"      {label:28s} {v:9.2f} us    {v / base:5.2f}x")
         with asyncio.Runner(loop_factory=factory) as runner:
             rt = runner.run(_runtime(factory, args.items, args.rounds))
         base = rt["embedded (host loop)"]

@@ -298,6 +298,9 @@ def test_plain_functions_run_inline_and_every_measured_variant_does_the_job() ->
             assert pool.queue(link, it)
         await pool.flush(link)
         assert ran == [threading.get_ident()] * 50
+        lat = await lp.latency(5)
+        assert sorted(lat) == ["lean pool prototype", "loop.call_soon", "today's core"]
+        assert all(v > 0 for v in lat.values())
         for variant in ("lean", "core", "cst"):
             assert await lp.cross_thread(2000, variant) > 0
         for kind in ("plain", "sleep0", "def"):
