@@ -132,6 +132,32 @@ class Work:
             return f"<{type(self).__name__} (not initialised)>"
         return f"<{type(self).__name__} fn={func_name(func)}>"
 
+    def _idle_slots(self) -> dict[str, Any]:
+        # The slots of the item's queue life, as a new item has them. Only the set-once bits of
+        # the state survive (what kind of function, made by submit or not).
+        return {
+            "_state": getattr(self, "_state", 0) & (ASYNC_FN | CALL),
+            "_pwq": None,
+            "_epoch": 0,
+            "_tok": None,
+        }
+
+    def __getstate__(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """The state that ``copy.copy``, ``copy.deepcopy`` and ``pickle`` take: the function
+        and every field of the item and its subclass, with none of its queue life. So a copy
+        is an idle item, neither pending nor disabled, that may be queued at once. (A copy
+        that kept the original's state would claim to be pending, sit on no queue, and never
+        run.) Context: any.
+        """
+        state = super().__getstate__()
+        if isinstance(state, tuple):
+            inst, slots = state
+        else:
+            inst, slots = state, None
+        out = dict(slots or ())
+        out.update(self._idle_slots())
+        return inst or None, out
+
     @property
     def pending(self) -> bool:
         """True while a successful ``queue_*`` of this item has not started or been cancelled."""
@@ -183,6 +209,11 @@ class DelayedWork(Work):
         self._deadline = 0.0
         self._tgen = 0
         self._tpool = None
+
+    def _idle_slots(self) -> dict[str, Any]:
+        out = super()._idle_slots()
+        out.update(_deadline=0.0, _tgen=0, _tpool=None)  # no timer
+        return out
 
     async def flush(self) -> bool:
         """Same as :func:`flush_delayed_work`."""
