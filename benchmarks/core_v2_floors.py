@@ -13,8 +13,9 @@ lock is expected to cost most, each against the alternative the target names, in
   (4 workers on the host loop) against 1 and 2 pools, each an event loop in its own thread with
   4 workers, fed without a lock: the pending bit, one ``deque.append`` and a
   ``call_soon_threadsafe`` only when the pool's workers sleep (the flag protocol of
-  ``pending_floor._Cross``). Each pool reports its share of the burst back with one
-  ``call_soon_threadsafe``.
+  ``pending_floor._Cross``). On the host's own loop a producer wakes a parked worker itself, one
+  per entry while any sleep, so that items which await run side by side there too. Each pool
+  reports its share of the burst back with one ``call_soon_threadsafe``.
 
 Usage: ``python benchmarks/core_v2_floors.py [--samples N] [--burst N] [--rounds R]``. Prints
 the figures and ratios; no assertion (ratios move by 20-30 % between runs here).
@@ -58,7 +59,6 @@ class Pool:
         self.done = 0
         self.fut: asyncio.Future[None] | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self.stop: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         """Context: on ``loop``."""
@@ -68,10 +68,13 @@ class Pool:
         if not _queue_inline(self.table, self.dq, item):
             return False
         if self.sleeping:
-            self.sleeping = False
-            if self.loop is self.host:
-                self._kick()
+            if self.loop is self.host:  # the producer is on this loop: wake one worker now
+                idle = self.idle
+                if idle:
+                    idle.pop().set_result(None)
+                self.sleeping = bool(idle)
             else:
+                self.sleeping = False
                 self.loop.call_soon_threadsafe(self._kick)
         return True
 
@@ -80,6 +83,8 @@ class Pool:
         while idle and k > 0:
             idle.pop().set_result(None)
             k -= 1
+        if idle:
+            self.sleeping = True  # some still sleep: the next producer must kick again
 
     def _reported(self) -> None:
         fut = self.fut
@@ -121,24 +126,33 @@ class Pool:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def start_pool_thread(
-    factory: LoopFactory, host: asyncio.AbstractEventLoop
-) -> tuple[Pool, threading.Thread]:
-    """A pool on a new loop in its own thread; returns once its workers are parked."""
+def set_done(fut: asyncio.Future[None]) -> None:
+    """Complete ``fut`` unless it is done. Context: its loop (as a ``call_soon_threadsafe``
+    callback from elsewhere)."""
+    if not fut.done():
+        fut.set_result(None)
+
+
+def start_loop_thread(
+    factory: LoopFactory, make: Callable[[asyncio.AbstractEventLoop], Any]
+) -> tuple[Any, threading.Thread, Callable[[], None]]:
+    """A pool ``make(loop)`` on a new loop in its own thread, as a runtime's per-CPU pool: its
+    ``start()`` runs there, and ``close()`` when it is stopped. Returns once its workers are
+    parked: the pool, its thread, and a callable (any thread) that stops it."""
     ready = threading.Event()
-    box: list[Pool] = []
+    box: list[Any] = []
 
     def run() -> None:
         loop = factory()
-        pool = Pool(loop, host)
-        box.append(pool)
 
         async def main() -> None:
+            pool = make(loop)
             pool.start()
-            pool.stop = loop.create_future()
+            stop = loop.create_future()
+            box[:] = [pool, stop]
             await asyncio.sleep(0)
             ready.set()
-            await pool.stop
+            await stop
             await pool.close()
 
         try:
@@ -150,7 +164,8 @@ def start_pool_thread(
     th.start()
     if not ready.wait(10):
         raise RuntimeError("a pool thread did not start")
-    return box[0], th
+    pool, stop = box
+    return pool, th, lambda: pool.loop.call_soon_threadsafe(set_done, stop)
 
 
 async def _plain() -> None:
@@ -167,7 +182,7 @@ async def run_bursts(
     """Items/s (median of ``rounds`` bursts after a warm-up): ``cpus`` 0 is embedded, else that
     many pools in threads. Returns the rate and the pools (stopped by then)."""
     host = asyncio.get_running_loop()
-    threads: list[threading.Thread] = []
+    threads: list[tuple[threading.Thread, Callable[[], None]]] = []
     if cpus == 0:
         pool = Pool(host, host)
         pool.start()
@@ -176,9 +191,9 @@ async def run_bursts(
     else:
         pools = []
         for _ in range(cpus):
-            p, th = start_pool_thread(factory, host)
+            p, th, stop = start_loop_thread(factory, lambda loop: Pool(loop, host))
             pools.append(p)
-            threads.append(th)
+            threads.append((th, stop))
     k = len(pools)
     times: list[float] = []
     try:
@@ -200,10 +215,8 @@ async def run_bursts(
     finally:
         if cpus == 0:
             await pools[0].close()
-        for p in pools:
-            if p.loop is not host and p.stop is not None:
-                p.loop.call_soon_threadsafe(p.stop.set_result, None)
-        for th in threads:
+        for th, stop in threads:
+            stop()
             th.join(10)
     return len(items) / statistics.median(times), pools
 
@@ -264,7 +277,7 @@ async def _latency(samples: int) -> dict[str, list[float]]:
     return out
 
 
-def _loops() -> list[tuple[str, LoopFactory]]:
+def loops() -> list[tuple[str, LoopFactory]]:
     loops: list[tuple[str, LoopFactory]] = [("asyncio", asyncio.new_event_loop)]
     try:
         import uvloop
@@ -287,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="runtime bursts (median)")
     args = ap.parse_args(argv)
     print(f"core_v2_floors: Python {platform.python_version()}, {sys.platform}")
-    for name, factory in _loops():
+    for name, factory in loops():
         print(f"  {name}:")
         with asyncio.Runner(loop_factory=factory) as runner:
             lat = runner.run(_latency(args.samples))

@@ -36,13 +36,17 @@ def test_the_runtime_floor_runs_each_item_of_each_burst_once_on_its_pool(cpus: i
     n = 600
     runs = [0] * n
     where: list[set[int]] = [set() for _ in range(n)]
+    inside = {"now": 0, "peak": 0}  # items of one pool thread at a time (GIL or host loop)
 
     def make(i: int) -> Any:
         async def fn() -> None:
             runs[i] += 1
             where[i].add(threading.get_ident())
             if i % 2:
+                inside["now"] += 1
+                inside["peak"] = max(inside["peak"], inside["now"])
                 await asyncio.sleep(0)
+                inside["now"] -= 1
 
         return fl.Item(fn)
 
@@ -59,6 +63,9 @@ def test_the_runtime_floor_runs_each_item_of_each_burst_once_on_its_pool(cpus: i
     assert [p.done for p in pools] == [p.share for p in pools]
     threads = {next(iter(w)) for w in where}
     assert all(len(w) == 1 for w in where)  # an item runs on the pool it was queued to
+    # Items that await run side by side on a pool's workers, the host's own included: the
+    # baseline must not be one worker doing everything while the others sleep.
+    assert inside["peak"] > 1
     if cpus == 0:
         assert threads == {host}
     else:
@@ -103,11 +110,13 @@ def test_a_pool_fed_from_another_thread_runs_each_item_once() -> None:
 
     async def main() -> list[bool]:
         host = asyncio.get_running_loop()
-        pool, th = fl.start_pool_thread(asyncio.new_event_loop, host)
+        pool, th, stop = fl.start_loop_thread(
+            asyncio.new_event_loop, lambda loop: fl.Pool(loop, host)
+        )
         pool.share, pool.fut = n, host.create_future()
         answers = [pool.queue(it) for it in items]
         await asyncio.wait_for(pool.fut, 30)  # a lost wake-up would hang here
-        pool.loop.call_soon_threadsafe(pool.stop.set_result, None)
+        stop()
         th.join(10)
         return answers
 
