@@ -10,10 +10,12 @@ caught and counted. Statistics are per worker. A cancel is the table's one step,
 skips the stale entry. What it leaves out: timers, BH, CPU_INTENSIVE, freezing, the rescuer,
 routing, tracing, shutdown and take-back.
 
-Items are ``async def`` functions that never await, in bursts of reused items, each burst
-flushed; today's core (``queue_work`` on a reused ``Work``) runs the same bursts alongside.
-Usage: ``python benchmarks/lean_pool.py [--items N] [--rounds R]``. Prints items/s and the
-ratio to ``asyncio.Queue`` + 4 workers on each loop; no assertion.
+It measures, on each loop, with today's core beside it in the same run: bursts of plain
+``async def``, ``sleep(0)`` and plain ``def`` items and of fresh items (as ``wq.submit``)
+against ``asyncio.Queue`` + 4 workers; the latency to start against ``loop.call_soon``; mixed
+bursts on lean pools in threads against the same pool embedded (the runtime); and one producer
+thread against ``call_soon_threadsafe``. Usage: ``python benchmarks/lean_pool.py [--items N]
+[--rounds R] [--samples N] [--cross N]``. Prints rates and ratios; no assertion.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from core_v2_floors import loops, set_done, start_loop_thread
 
 from aioworkqueue._pending import _RUN, PendingTable
 
@@ -67,12 +71,14 @@ class Link:
         self.started = 0  # O
         self.barriers: list[Barrier] = []  # O: the snapshots that wait on this link
 
-    def _peek(self, counter: itertools.count[int]) -> int:
-        # The value the next next() returns, without taking it (the count's repr).
-        return int(repr(counter)[6:-1])
-
     def room_used(self) -> int:
-        return self._peek(self.queued) - self._peek(self.refunded) - self.started
+        return _peek(self.queued) - _peek(self.refunded) - self.started
+
+
+def _peek(counter: itertools.count[int]) -> int:
+    """The value the next ``next(counter)`` returns, without taking it: ``repr`` is
+    ``count(N)`` (its ``__reduce__`` says the same, but pickling itertools is deprecated)."""
+    return int(repr(counter)[6:-1])
 
 
 class Worker:
@@ -231,7 +237,7 @@ class LeanPool:
         if floop is self.loop:
             fut.set_result(None)
         else:
-            floop.call_soon_threadsafe(_set_done, fut)
+            floop.call_soon_threadsafe(set_done, fut)
 
     def _snapshot(self, b: Barrier) -> None:
         link = b.link
@@ -280,8 +286,7 @@ class LeanPool:
             if item is None or len(tok) != 1:
                 self._skip(me, tok, parked)  # cancelled in flight, or where it was parked
                 continue
-            link = item._pwq
-            assert link is not None  # W wrote it before the append
+            link = item._pwq  # W wrote it before the append
             by = item._by
             if by is not None:  # R3: it runs on that worker, which takes it next
                 by.deferred, by.dlink = tok, link
@@ -310,10 +315,8 @@ class LeanPool:
             me.current = me.link = None
             me.done += 1
             link.nr_active -= 1
-            if link.inactive and link.nr_active < link.max_active and me.deferred is None:
-                # The slot goes on, in FIFO order (R7). An R3 token parked here goes first: the
-                # inactive one waits for the next end.
-                me.deferred, me.dlink = link.inactive.popleft(), link
+            if link.inactive:
+                _hand_on(me, link)
             if link.barriers:
                 self._settled(link, tok)
 
@@ -322,13 +325,15 @@ class LeanPool:
         if parked is not None:
             if parked.barriers:
                 self._settled(parked, tok)  # a barrier may have counted it where it was parked
-            if parked.inactive and parked.nr_active < parked.max_active and me.deferred is None:
-                me.deferred, me.dlink = parked.inactive.popleft(), parked  # the slot goes on
+            if parked.inactive:
+                _hand_on(me, parked)
 
 
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+def _hand_on(me: Worker, link: Link) -> None:
+    """A slot of ``link`` is free: the first waiting token takes it, on ``me`` (R7, FIFO). An
+    R3 token parked on ``me`` goes first; the waiting one then waits for the next end."""
+    if link.nr_active < link.max_active and me.deferred is None:
+        me.deferred, me.dlink = link.inactive.popleft(), link
 
 
 async def _plain(item: Item) -> None:
@@ -359,7 +364,7 @@ async def _burst_lean(n: int, rounds: int, kind: str, fresh: bool) -> float:
     await asyncio.sleep(0)
     link = Link(pool)
     fn = _FNS[kind]
-    items = [Item(fn) for _ in range(n)]
+    items = [] if fresh else [Item(fn) for _ in range(n)]
     best = 0.0
     queue = pool.queue
     for _ in range(rounds + 1):
@@ -412,17 +417,7 @@ async def _burst_queue(n: int, rounds: int, kind: str, fresh: bool) -> float:
 async def _burst_core(n: int, rounds: int, kind: str, fresh: bool) -> float:
     import aioworkqueue as aw
 
-    async def plain(w: aw.Work) -> None:
-        return None
-
-    async def sleep0(w: aw.Work) -> None:
-        await asyncio.sleep(0)
-
-    def plain_def(w: aw.Work) -> None:
-        return None
-
-    fn = {"plain": plain, "sleep0": sleep0, "def": plain_def}[kind]
-    items = [aw.Work(fn) for _ in range(n)]
+    items = [aw.Work(_FNS[kind]) for _ in range(n)]  # each function takes its item and ignores it
     best = 0.0
     async with aw.alloc_workqueue("lean-pool-baseline") as wq:
         queue, submit = aw.queue_work, wq.submit
@@ -524,35 +519,9 @@ async def cross_thread(n: int, variant: str) -> float:
 def start_pool_thread(
     factory: Callable[[], asyncio.AbstractEventLoop],
 ) -> tuple[LeanPool, threading.Thread, Callable[[], None]]:
-    """A lean pool on a new loop in its own thread, as a runtime's per-CPU pool. Returns it,
-    its thread, and a callable (any thread) that stops it."""
-    ready = threading.Event()
-    box: list[Any] = []
-
-    def run() -> None:
-        loop = factory()
-
-        async def main() -> None:
-            pool = LeanPool(loop)
-            pool.start()
-            stop = loop.create_future()
-            box[:] = [pool, stop]
-            await asyncio.sleep(0)
-            ready.set()
-            await stop
-            await pool.close()
-
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
-
-    th = threading.Thread(target=run, name="lean-pool", daemon=True)
-    th.start()
-    if not ready.wait(10):
-        raise RuntimeError("a pool thread did not start")
-    pool, stop = box
-    return pool, th, lambda: pool.loop.call_soon_threadsafe(_set_done, stop)
+    """A lean pool on a new loop in its own thread, as a runtime's per-CPU pool
+    (``core_v2_floors.start_loop_thread``)."""
+    return start_loop_thread(factory, LeanPool)
 
 
 async def runtime_bursts(
@@ -672,18 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cross", type=int, default=30_000, help="items of a cross-thread burst")
     ap.add_argument("--samples", type=int, default=2000, help="latency samples per variant")
     args = ap.parse_args(argv)
-    loops: list[tuple[str, Callable[[], asyncio.AbstractEventLoop]]] = [
-        ("asyncio", asyncio.new_event_loop)
-    ]
-    try:
-        import uvloop
-
-        loops.append(("uvloop", uvloop.new_event_loop))
-    except ImportError:
-        pass
     print(f"lean_pool: Python {platform.python_version()}, best of {args.rounds} bursts of")
     print(f"  {args.items:,} items, each flushed; ratio = / asyncio.Queue + 4")
-    for name, factory in loops:
+    for name, factory in loops():
         with asyncio.Runner(loop_factory=factory) as runner:
             res = runner.run(_measure(args.items, args.rounds))
             cross = runner.run(_cross(args.cross, 3)) if args.cross else {}

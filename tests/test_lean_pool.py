@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -19,11 +20,15 @@ _PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "lean_pool.py"
 
 
 def _load() -> Any:
-    spec = importlib.util.spec_from_file_location("lean_pool", _PATH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    sys.path.insert(0, str(_PATH.parent))  # the script imports core_v2_floors from its directory
+    try:
+        spec = importlib.util.spec_from_file_location("lean_pool", _PATH)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(_PATH.parent))
 
 
 lp = _load()
@@ -33,6 +38,14 @@ class _Tagged(lp.Item):  # type: ignore[misc, name-defined]
     """An item the tests can tell apart (the pool does not care about the class)."""
 
     __slots__ = ("i", "link", "pool")
+
+
+def _tagged(fn: Callable[[Any], Any], n: int | list[Any]) -> list[_Tagged]:
+    """``n`` items of ``fn`` (or one per element of ``n``), tagged 0, 1, ..."""
+    items = [_Tagged(fn) for _ in (range(n) if isinstance(n, int) else n)]
+    for i, it in enumerate(items):
+        it.i = i
+    return items
 
 
 def _run(body: Callable[[Any], Coroutine[Any, Any, None]], workers: int = 4) -> None:
@@ -57,9 +70,7 @@ def test_each_queued_item_runs_once_and_a_second_queue_while_pending_is_false() 
 
     async def body(pool: Any) -> None:
         link = lp.Link(pool)
-        items = [_Tagged(fn) for _ in runs]
-        for i, it in enumerate(items):
-            it.i = i
+        items = _tagged(fn, runs)
         for burst in range(1, 4):
             assert all(pool.queue(link, it) for it in items)
             assert not any(pool.queue(link, it) for it in items)  # R1
@@ -83,10 +94,8 @@ def test_max_active_bounds_the_runs_and_the_waiting_start_in_fifo_order() -> Non
 
     async def body(pool: Any) -> None:
         link = lp.Link(pool, max_active=2)
-        items = [_Tagged(fn) for _ in range(40)]
-        for i, it in enumerate(items):
-            it.i = i
-            assert pool.queue(link, it)
+        items = _tagged(fn, 40)
+        assert all(pool.queue(link, it) for it in items)
         await pool.flush(link)
         assert peak[0] == 2  # R7, and the bound is used
         assert order == list(range(40))  # R5/R7: FIFO through the waiting list
@@ -161,10 +170,8 @@ def test_a_cancel_takes_back_a_pending_instance_wherever_it_waits() -> None:
 
     async def body(pool: Any) -> None:
         link = lp.Link(pool, max_active=1)
-        items = [_Tagged(fn) for _ in range(6)]
-        for i, it in enumerate(items):
-            it.i = i
-            assert pool.queue(link, it)
+        items = _tagged(fn, 6)
+        assert all(pool.queue(link, it) for it in items)
         assert pool.cancel(items[1])  # on the inbox
         await asyncio.sleep(0)  # the loop takes 0 and parks 2.. on the waiting list
         assert pool.cancel(items[3])  # on the waiting list (R7)
@@ -190,9 +197,7 @@ def test_a_flush_returns_while_a_producer_keeps_queueing_and_waits_for_what_came
 
     async def body(pool: Any) -> None:
         link = lp.Link(pool)
-        items = [_Tagged(fn) for _ in range(2000)]
-        for i, it in enumerate(items):
-            it.i = i
+        items = _tagged(fn, 2000)
         stop = False
 
         async def producer() -> None:
@@ -224,10 +229,8 @@ def test_errors_are_counted_and_the_worker_goes_on() -> None:
 
     async def body(pool: Any) -> None:
         link = lp.Link(pool)
-        items = [_Tagged(bad) for _ in range(10)]
-        for i, it in enumerate(items):
-            it.i = i
-            assert pool.queue(link, it)
+        items = _tagged(bad, 10)
+        assert all(pool.queue(link, it) for it in items)
         await pool.flush(link)
         assert sum(w.failed for w in pool.workers) == 10  # R16
         assert sorted(e.args[0] for e in pool.errors) == list(range(10))
@@ -242,9 +245,7 @@ def test_the_room_bound_refuses_and_frees_as_items_start() -> None:
 
     async def body(pool: Any) -> None:
         link = lp.Link(pool, limit=3)
-        items = [_Tagged(fn) for _ in range(5)]
-        for i, it in enumerate(items):
-            it.i = i
+        items = _tagged(fn, 5)
         assert all(pool.queue(link, it) for it in items[:3])
         with pytest.raises(lp.Full):
             pool.queue(link, items[3])  # R21: and nothing changed
@@ -266,9 +267,7 @@ def test_a_producer_on_another_thread_gets_each_item_run_once() -> None:
 
     async def body(pool: Any) -> None:
         link = lp.Link(pool)
-        items = [_Tagged(fn) for _ in runs]
-        for i, it in enumerate(items):
-            it.i = i
+        items = _tagged(fn, runs)
         answers: list[bool] = []
         th = threading.Thread(target=lambda: answers.extend(pool.queue(link, it) for it in items))
         th.start()
@@ -349,10 +348,9 @@ def test_pools_in_threads_run_what_the_host_queues_and_a_flush_from_the_host_wai
         started = [lp.start_pool_thread(asyncio.new_event_loop) for _ in range(2)]
         try:
             links = [lp.Link(p) for p, _, _ in started]
-            items = [_Tagged(fn) for _ in range(n)]
+            items = _tagged(fn, n)
             for rnd in range(1, 4):
                 for i, it in enumerate(items):
-                    it.i = i
                     assert links[i % 2].pool.queue(links[i % 2], it)
                 for link in links:
                     await asyncio.wait_for(link.pool.flush(link), 30)
