@@ -279,13 +279,14 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                         # park_inactive; one check, of the state they start from.
                         if _state.DEBUG:
                             check_mark_pending(work, st)
+                            room = pwq.room
+                            if not (room and room.nr >= room.limit):  # not refused just below
+                                _state.shadow_pend("queue_work", work, st)
                         if pwq.room:  # R21 (Pwq.insert, inline): unbounded, this test only
                             room = pwq.room
                             if room.nr >= room.limit:
                                 raise _full("queue_work", wq, work, room)
                             room.nr += 1
-                        if _state.DEBUG:
-                            _state.shadow_pend("queue_work", work, st)
                         work._pwq = pwq
                         ep = pwq.epochs
                         work._epoch = ep.cur
