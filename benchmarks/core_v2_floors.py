@@ -237,44 +237,63 @@ async def _runtime(factory: LoopFactory, burst: int, rounds: int) -> dict[str, f
     return out
 
 
+class Probe:
+    """What a latency sample starts: ``hit`` (a callback) or ``item`` (a coroutine function of
+    any arguments) stamps the clock and completes the sample's future."""
+
+    def __init__(self) -> None:
+        self.stamp = 0
+        self.done: asyncio.Future[None] | None = None
+
+    def hit(self, *_: Any) -> None:
+        self.stamp = _ns()
+        if self.done is not None:
+            self.done.set_result(None)
+
+    async def item(self, *_: Any) -> None:
+        self.hit()
+
+
+async def sample_starts(
+    probe: Probe, starts: dict[str, Callable[[], Any]], samples: int
+) -> dict[str, list[float]]:
+    """Microseconds from each ``start()`` to the probe's stamp on an idle loop, ``samples``
+    each after 20 warm-ups, the variants in turn (each waits for the loop to go idle first)."""
+    loop = asyncio.get_running_loop()
+    out: dict[str, list[float]] = {k: [] for k in starts}
+    for i in range(samples + 20):
+        for key, start in starts.items():
+            for _ in range(2):
+                await asyncio.sleep(0)  # the workers park again
+            probe.done = loop.create_future()
+            t0 = _ns()
+            res = start()
+            await probe.done
+            if isinstance(res, asyncio.Task):
+                await res
+            if i >= 20:
+                out[key].append((probe.stamp - t0) / 1e3)
+    return out
+
+
 async def _latency(samples: int) -> dict[str, list[float]]:
     loop = asyncio.get_running_loop()
-    stamp = [0]
-    done: list[asyncio.Future[None]] = []
-
-    def callback() -> None:
-        stamp[0] = _ns()
-        done[0].set_result(None)
-
-    async def item() -> None:
-        stamp[0] = _ns()
-        done[0].set_result(None)
-
+    probe = Probe()
     pool = Pool(loop, loop)
     pool.start()
-    probe = Item(item)
-    out: dict[str, list[float]] = {"loop.call_soon": [], "loop.create_task": [], "floor": []}
-    starters: dict[str, Callable[[], Any]] = {
-        "loop.call_soon": lambda: loop.call_soon(callback),
-        "loop.create_task": lambda: loop.create_task(item()),
-        "floor": lambda: pool.queue(probe),
-    }
+    item = Item(probe.item)
     try:
-        for i in range(samples + 20):  # the first 20 warm up
-            for key, start in starters.items():
-                for _ in range(2):
-                    await asyncio.sleep(0)  # the worker parks again
-                done[:] = [loop.create_future()]
-                t0 = _ns()
-                res = start()
-                await done[0]
-                if isinstance(res, asyncio.Task):
-                    await res
-                if i >= 20:
-                    out[key].append((stamp[0] - t0) / 1e3)
+        return await sample_starts(
+            probe,
+            {
+                "loop.call_soon": lambda: loop.call_soon(probe.hit),
+                "loop.create_task": lambda: loop.create_task(probe.item()),
+                "floor": lambda: pool.queue(item),
+            },
+            samples,
+        )
     finally:
         await pool.close()
-    return out
 
 
 def loops() -> list[tuple[str, LoopFactory]]:

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from core_v2_floors import loops, set_done, start_loop_thread
+from core_v2_floors import Probe, loops, sample_starts, set_done, start_loop_thread
 
 from aioworkqueue._pending import _RUN, PendingTable
 
@@ -578,51 +578,31 @@ async def _runtime(
 async def latency(samples: int) -> dict[str, float]:
     """Median microseconds from the call to the start of an ``async def`` item on an idle loop:
     ``loop.call_soon`` (the baseline), the lean pool (a parked worker woken through its future)
-    and today's core, sampled in turn."""
+    and today's core, sampled in turn (``core_v2_floors.sample_starts``)."""
     import aioworkqueue as aw
 
     loop = asyncio.get_running_loop()
-    stamp = [0]
-    done: list[asyncio.Future[None]] = []
-    ns = time.perf_counter_ns
-
-    def callback() -> None:
-        stamp[0] = ns()
-        done[0].set_result(None)
-
-    async def item(_: Any) -> None:
-        stamp[0] = ns()
-        done[0].set_result(None)
-
+    probe = Probe()
     pool = LeanPool(loop)
     pool.start()
     link = Link(pool)
-    probe = Item(item)
-    out: dict[str, list[float]] = {
-        "loop.call_soon": [],
-        "lean pool prototype": [],
-        "today's core": [],
-    }
-    async with aw.alloc_workqueue("lean-pool-latency") as wq:
-        work = aw.Work(item)
-        aw.queue_work(wq, aw.Work(lambda _w: None))  # bind it, start a worker
-        await aw.flush_workqueue(wq)
-        starts: dict[str, Callable[[], object]] = {
-            "loop.call_soon": lambda: loop.call_soon(callback),
-            "lean pool prototype": lambda: pool.queue(link, probe),
-            "today's core": lambda: aw.queue_work(wq, work),
-        }
-        for i in range(samples + 20):  # the first 20 warm up
-            for key, start in starts.items():
-                for _ in range(2):
-                    await asyncio.sleep(0)  # the workers park again
-                done[:] = [loop.create_future()]
-                t0 = ns()
-                start()
-                await done[0]
-                if i >= 20:
-                    out[key].append((stamp[0] - t0) / 1e3)
-    await pool.close()
+    item = Item(probe.item)
+    try:
+        async with aw.alloc_workqueue("lean-pool-latency") as wq:
+            work = aw.Work(probe.item)
+            aw.queue_work(wq, aw.Work(lambda _w: None))  # bind it, start a worker
+            await aw.flush_workqueue(wq)
+            out = await sample_starts(
+                probe,
+                {
+                    "loop.call_soon": lambda: loop.call_soon(probe.hit),
+                    "lean pool prototype": lambda: pool.queue(link, item),
+                    "today's core": lambda: aw.queue_work(wq, work),
+                },
+                samples,
+            )
+    finally:
+        await pool.close()
     return {k: sorted(v)[len(v) // 2] for k, v in out.items()}
 
 

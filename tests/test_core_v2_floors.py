@@ -76,7 +76,7 @@ def test_the_latency_floor_starts_the_probe_once_per_sample() -> None:
     fl = _load()
 
     async def main() -> dict[str, list[float]]:
-        return dict(await fl._latency(30))
+        return dict(await asyncio.wait_for(fl._latency(30), 30))  # a probe never started: fail
 
     lat = asyncio.run(main())
     assert sorted(lat) == ["floor", "loop.call_soon", "loop.create_task"]
