@@ -25,6 +25,7 @@ import asyncio
 import inspect
 import itertools
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -561,8 +562,7 @@ async def runtime_bursts(
         for th, stop in threads:
             stop()
             th.join(10)
-    times.sort()
-    return n / times[len(times) // 2]
+    return n / statistics.median(times)
 
 
 async def _runtime(
