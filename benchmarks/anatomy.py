@@ -96,6 +96,10 @@ async def measure() -> dict[str, Counter]:
     async def flush() -> None:
         await aw.flush_workqueue(wq)
 
+    # Each item has run once before it is counted: the steady state of reused items (Core v2's
+    # first queue of an item takes the pending table's slower first-queue path).
+    await queue_all()
+    await flush()
     # CPython 3.12.1 counts nothing in the first traced stretch of a process: warm the tracer up.
     await _count(flush)
     out["queue_work, same loop"] = await _count(queue_all)
@@ -126,8 +130,9 @@ async def measure() -> dict[str, Counter]:
         for d in dws:
             aw.cancel_delayed_work(d)
 
-    out["queue_delayed_work"] = await _count(arm)
-    out["cancel_delayed_work"] = await _count(cancel)
+    if not wq._v2:  # Core v2 (AIOWORKQUEUE_CORE=v2) has no timers yet
+        out["queue_delayed_work"] = await _count(arm)
+        out["cancel_delayed_work"] = await _count(cancel)
     await aw.destroy_workqueue(wq)
 
     lq = LeanQueue(4, locked=True)

@@ -37,6 +37,25 @@ if uvloop is not None:
     LOOPS["uvloop"] = uvloop.new_event_loop
 
 
+# Core v2 (issue 12): under AIOWORKQUEUE_CORE=v2 the lean pool serves every queue it covers, and a
+# test that reaches a queue or call it does not cover yet (NotImplementedError naming Core v2) is
+# reported as skipped with what is missing: such a run counts what is left to build. Anything
+# else a test raises under the switch fails it as usual.
+_V2 = os.environ.get("AIOWORKQUEUE_CORE", "") == "v2"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    if not _V2 or call.excinfo is None:
+        return
+    exc = call.excinfo.value
+    if isinstance(exc, NotImplementedError) and "Core v2" in str(exc):
+        report = outcome.get_result()  # type: ignore[attr-defined]
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"not in Core v2 yet: {exc}")
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:

@@ -15,6 +15,7 @@ from types import FrameType
 from . import _lock, _state
 from ._barrier import WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
+from ._lean import TABLE, owner_loop, serves
 from ._lock import INTR, LOCK, after_section, hold, record, replay, run_redo
 from ._pool import Pool, current_worker_work, untake
 from ._queueing import steal
@@ -121,6 +122,8 @@ def _grab(work: Work) -> bool:
 
 
 def _cancel(call: str, work: Work) -> bool:
+    if serves(work):  # Core v2: the table's cancel, one step; the loop skips the entry later
+        return TABLE.cancel(work) is not None
     if _is_owned():
         return _nested(call, work, disable=0)
     with LOCK:
@@ -145,6 +148,8 @@ def cancel_delayed_work(dwork: Work) -> bool:
     """Cancel a pending DelayedWork, armed or queued (R10). Context, Returns: as cancel_work."""
     if not isinstance(dwork, DelayedWork):
         return _cancel("cancel_delayed_work", check_delayed("cancel_delayed_work", dwork))
+    if serves(dwork):
+        return _cancel("cancel_delayed_work", dwork)
     if not _is_owned():
         # An armed item nobody waits on, from any thread: _grab + disarm inline (its timer
         # heap entry just turns into garbage); anything else takes _cancel.
@@ -190,6 +195,17 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
             f"{call}: {describe(work)} would wait for itself to finish "
             "(called from its own function)"
         )
+    if serves(work):
+        pool = owner_loop(call, work)
+        was = TABLE.disable(work) is not None
+        try:
+            by = work._by
+            if pool is not None and by is not None and by.tok is not None:
+                await pool.wait_for(by.tok)
+        finally:
+            if not keep_disabled:
+                TABLE.enable(work)
+        return was
     if _is_owned():
         raise WorkqueueError(
             f"{call}: called from a signal handler that interrupted aioworkqueue on the same "
@@ -244,6 +260,8 @@ def disable_work(work: Work) -> bool:
     """
     call = "disable_work"
     check_work(call, work)
+    if serves(work):
+        return TABLE.disable(work) is not None
     if _is_owned():
         return _nested(call, work, disable=1)
     with LOCK:
@@ -274,6 +292,11 @@ def enable_work(work: Work) -> bool:
     """
     call = "enable_work"
     check_work(call, work)
+    if serves(work):
+        ok = TABLE.enable(work)
+        if ok is None:
+            raise WorkqueueError(f"{call}: {describe(work)} is not disabled")
+        return ok
     if _is_owned():
         return _nested(call, work, disable=-1)
     with LOCK:

@@ -8,8 +8,11 @@ ordered queue would wait forever, so those raise :class:`WorkqueueDeadlockError`
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._barrier import WAIT_PENDING, WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
+from ._lean import TABLE, owner_loop, serves
 from ._lock import INTR, LOCK, replay
 from ._pool import current_worker_work
 from ._timer import fire_now
@@ -52,6 +55,8 @@ async def flush_work(work: Work) -> bool:
     """
     check_work("flush_work", work)
     cur = current_worker_work()
+    if serves(work):
+        return await _lean_flush_work(work, cur)
     with LOCK:
         st = work._state
         if st & PENDING and not st & ARMED:
@@ -72,6 +77,34 @@ async def flush_work(work: Work) -> bool:
                 )
         fut = add_waiter(work, mode)
     await fut
+    return True
+
+
+async def _lean_flush_work(work: Work, cur: tuple[Work, Any] | None) -> bool:
+    """flush_work on Core v2's lean pool: wait for the pending instance's token, or else the
+    running one's (a pending instance of a running item starts after that run, R3)."""
+    pool = owner_loop("flush_work", work)
+    if pool is None:
+        return False
+    tok = TABLE.pending(work)
+    running = tok is None
+    if running:
+        by = work._by
+        tok = by.tok if by is not None else None
+        if tok is None:
+            return False
+    if cur is not None:
+        own, own_link = cur
+        if own is work:
+            raise WorkqueueDeadlockError(f"flush_work: {describe(work)} would wait for itself")
+        if not running and own_link is not None and own_link.max_active == 1:
+            name = own_link.wq.name
+            if work._pwq is own_link:
+                raise WorkqueueDeadlockError(
+                    f"flush_work: {describe(work)} is queued behind the caller {describe(own)} "
+                    f"on workqueue {name!r} (max_active 1) and cannot start before it ends"
+                )
+    await pool.wait_for(tok)
     return True
 
 
@@ -101,6 +134,11 @@ async def flush_workqueue(wq: Workqueue) -> None:
     call = "flush_workqueue"
     check_workqueue(call, wq)
     _not_from_own_queue(call, wq)
+    if wq._v2:
+        link = wq._lean
+        if link is not None and not link.pool.dead:
+            await link.pool.flush(link)
+        return
     with LOCK:
         fut = wq._epochs.start_flush()
     if fut is not None:
@@ -110,6 +148,15 @@ async def flush_workqueue(wq: Workqueue) -> None:
 async def _drain(call: str, wq: Workqueue, fire_timers: bool) -> None:
     with LOCK:
         wq._status += _DRAIN_UNIT
+    if wq._v2:
+        try:
+            link = wq._lean
+            while link is not None and not link.pool.dead and link.in_flight() > 0:
+                await link.pool.flush(link)
+        finally:
+            with LOCK:
+                wq._status -= _DRAIN_UNIT
+        return
     try:
         while True:
             with LOCK:

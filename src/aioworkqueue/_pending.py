@@ -233,12 +233,16 @@ class PendingTable:
 
     def is_pending(self, work: Hinted) -> bool:
         """Returns: True while an instance of ``work`` is pending."""
+        return self.pending(work) is not None
+
+    def pending(self, work: Hinted) -> Any:
+        """Returns: the token of the pending instance of ``work``, or None if none is."""
         t = self._root(work)[0]
         while t is not None:
             if len(t) == 1:
-                return True
+                return t
             t = _next(t)  # None: t, decided, was the newest when we looked
-        return False
+        return None
 
     @staticmethod
     def current(token: list[Any]) -> bool:

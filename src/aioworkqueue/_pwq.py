@@ -67,6 +67,8 @@ class FreezeGate:
 class Pwq:
     """One workqueue's share of one pool."""
 
+    lean = False  # I: not Core v2's lean link (``_lean.LeanLink``; Work.pending asks)
+
     __slots__ = (
         "__weakref__",
         "bh",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._flags import WorkBusy
+from ._lean import TABLE, LeanLink
 from ._pool import current_worker_work
 from ._work import PENDING, RUNNING, DelayedWork, Work, check_delayed, check_work
 
@@ -11,17 +12,23 @@ __all__ = ("current_work", "delayed_work_pending", "work_busy", "work_pending")
 
 def work_pending(work: Work) -> bool:
     """Context: any. Returns: True if ``work`` is pending (queued, armed or deferred)."""
-    return bool(check_work("work_pending", work)._state & PENDING)
+    if type(check_work("work_pending", work)._pwq) is LeanLink:
+        return TABLE.is_pending(work)
+    return bool(work._state & PENDING)
 
 
 def delayed_work_pending(dwork: DelayedWork) -> bool:
     """Context: any. Returns: True if ``dwork`` is pending (armed or queued)."""
-    return bool(check_delayed("delayed_work_pending", dwork)._state & PENDING)
+    if type(check_delayed("delayed_work_pending", dwork)._pwq) is LeanLink:
+        return TABLE.is_pending(dwork)
+    return bool(dwork._state & PENDING)
 
 
 def work_busy(work: Work) -> WorkBusy:
     """Context: any. Returns: ``WorkBusy.PENDING`` and/or ``WorkBusy.RUNNING``; a snapshot only."""
-    st = check_work("work_busy", work)._state
+    if type(check_work("work_busy", work)._pwq) is LeanLink:
+        return work.busy
+    st = work._state
     busy = WorkBusy(0)
     if st & PENDING:
         busy |= WorkBusy.PENDING

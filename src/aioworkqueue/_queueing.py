@@ -42,6 +42,7 @@ from ._errors import (
 )
 from ._hooks import HOOKS, emit
 from ._lock import INTR, LOCK, replay
+from ._pending import _RUN
 from ._pool import current_worker_work
 from ._room import Room, RoomWaiter
 from ._state import (
@@ -67,7 +68,7 @@ from ._work import (
     check_work,
     is_async_callable,
 )
-from ._workqueue import _DESTROYED, WQ_FORMS, Workqueue, check_workqueue, revive
+from ._workqueue import _DESTROYED, WQ_FORMS, Workqueue, check_workqueue, lacks_v2, revive
 
 _get_running_loop = asyncio._get_running_loop
 _is_owned = LOCK._is_owned  # type: ignore[attr-defined]
@@ -119,6 +120,7 @@ def _full(call: str, wq: Workqueue, work: Work, room: Room) -> WorkqueueFullErro
 def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None, *, over: bool = False) -> bool:
     """Queue ``work`` now; ``over``: even past the bound (R21), for a caller that holds room or
     already answered True. Context: any; not nested."""
+    lacks_v2(call, wq)
     with LOCK:
         if wq._status:
             wq._check_queueable(call, work)
@@ -160,6 +162,7 @@ def _queue_delayed(
     """Arm ``dwork`` (or queue it now when ``delay`` is 0; ``over``: as in :func:`_queue`).
 
     Context: any; not nested."""
+    lacks_v2(call, wq)
     with LOCK:
         if wq._status:
             wq._check_queueable(call, dwork)
@@ -250,6 +253,33 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
         check_workqueue("queue_work", wq)
     if not isinstance(work, Work):
         check_work("queue_work", work)
+    if wq._v2:
+        # Core v2 (_lean.py): the common case inline, as LeanPool.queue does it: a bound, live,
+        # unbounded queue, on its loop's thread, an item whose last instance ran. On the loop's
+        # own thread its end (which sets lp.dead) cannot come between the test and the append.
+        link = wq._lean
+        if link is not None and not (wq._status or link.limit):
+            lp = link.pool
+            t = work._tok
+            if (
+                _get_running_loop() is lp.loop
+                and not lp.dead
+                and t is not None
+                and len(t) == 2
+                and t[1] is _RUN
+            ):
+                n: list[Any] = [work]
+                t.append(n)  # the step that decides (_pending.PendingTable._link)
+                if t[2] is n:
+                    work._tok = n
+                    next(link.queued)
+                    work._pwq = link  # W: before the append makes the token visible
+                    lp.inbox.append((n, link))
+                    if lp.sleeping:
+                        lp.wake()
+                    return True
+                n[0] = None  # lost: the general path walks on from the winner
+        return _lean_queue("queue_work", wq, work, False)
     if _is_owned():
         return _queue_nested("queue_work", wq, work, None, None)
     try:  # free on 3.11+ unless raised
@@ -341,6 +371,35 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
         raise
 
 
+def _lean_queue(call: str, wq: Workqueue, work: Work, fresh: bool) -> bool:
+    """queue_work (or, ``fresh``, submit) on a queue of the lean pool (Core v2, ``_lean.py``).
+
+    Context: any, as :func:`queue_work`. The common case takes no lock: the queue is bound,
+    live, and the caller is on its loop or hands off to it while it runs.
+    """
+    link = wq._lean
+    if link is not None and not wq._status:
+        pool = link.pool
+        if not pool.dead and (_get_running_loop() is pool.loop or pool.loop.is_running()):
+            if fresh:
+                pool.submit(link, work)
+                return True
+            return pool.queue(link, work)
+    if work._state & _PENDING_RUNNING:
+        raise NotImplementedError(
+            f"{call}: {describe(work)} is pending or running on a queue of the locked core; "
+            f"Core v2 (AIOWORKQUEUE_CORE=v2) does not share items with it"
+        )
+    with LOCK:
+        if wq._status:
+            wq._check_queueable(call, work)
+        link = wq._lean_link(call, work)
+    if fresh:
+        link.pool.submit(link, work)
+        return True
+    return link.pool.queue(link, work)
+
+
 def queue_work_on(cpu: int, wq: Workqueue, work: Work) -> bool:
     """Queue ``work`` on ``wq`` to run on the pool of ``cpu``.
 
@@ -374,6 +433,7 @@ async def queue_work_wait(wq: Workqueue, work: Work) -> bool:
     call = "queue_work_wait"
     check_workqueue(call, wq)
     check_work(call, work)
+    lacks_v2(call, wq)
     room = wq._room
     if room is None:
         return _queue(call, wq, work, None)
@@ -519,6 +579,7 @@ def queue_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: fl
 
 def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int | None) -> bool:
     check_workqueue(call, wq)
+    lacks_v2(call, wq)
     check_delayed(call, dwork)
     d = check_delay(call, delay, dwork)
     if LOCK._is_owned():  # type: ignore[attr-defined]
@@ -637,6 +698,7 @@ class CallWork(Work):
         self._pwq = None
         self._epoch = 0
         self._tok = None
+        self._by = None
         self._args = args
         self._kwargs = kwargs
 
@@ -654,6 +716,10 @@ def submit(
     if wq._async_check and is_async_callable(fn):
         st |= ASYNC_FN  # these queues must know before calling; others look at the result
     work = CallWork(fn, args, kwargs or None, st)
+    if wq._v2:
+        check_workqueue("submit", wq)
+        _lean_queue("submit", wq, work, True)
+        return work
     if not queue_work(wq, work):  # pragma: no cover - a fresh work is never pending
         raise AssertionError("submit: a fresh work was pending")
     return work

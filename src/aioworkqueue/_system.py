@@ -7,6 +7,7 @@ running loop at first use and rebind once that loop has closed (docs/spec.md).
 from __future__ import annotations
 
 from ._flags import WQ, WQ_MAX_ACTIVE
+from ._lean import use as use_v2
 from ._queueing import queue_delayed_work, queue_work
 from ._work import DelayedWork, Work
 from ._workqueue import Workqueue, alloc_workqueue
@@ -24,7 +25,10 @@ __all__ = (
 
 
 def _system(name: str, flags: WQ, max_active: int = 0) -> Workqueue:
-    wq = alloc_workqueue(name, flags, max_active)
+    # On the locked core whatever the Core v2 switch says: they follow a runtime, which the
+    # lean pool does not serve yet.
+    with use_v2(False):
+        wq = alloc_workqueue(name, flags, max_active)
     wq._system = True
     wq._routed = True  # they follow whichever runtime is active
     return wq

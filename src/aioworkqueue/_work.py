@@ -32,6 +32,7 @@ from ._state import (
     QUEUED,
     REDO,
     RUNNING,
+    TABLE,
     WAITED,
     WHERE,
 )
@@ -106,7 +107,7 @@ class Work:
     Context: construct anywhere.
     """
 
-    __slots__ = ("_epoch", "_pwq", "_state", "_tok", "func")
+    __slots__ = ("_by", "_epoch", "_pwq", "_state", "_tok", "func")
 
     func: WorkFunc  # I
     _state: int  # L (read lock-free as a snapshot)
@@ -115,6 +116,8 @@ class Work:
     # A: the pending table's hint, a token of the item's chain (``_pending.py``); kept in debug
     # mode only for now, as a shadow of the PENDING bit (``_state.py``).
     _tok: Any
+    # O: the lean pool's worker running this item, or None (``_lean.py``, R3; Core v2).
+    _by: Any
 
     def __init__(self, func: WorkFunc) -> None:
         if not callable(func):
@@ -124,6 +127,7 @@ class Work:
         self._pwq = None
         self._epoch = 0
         self._tok = None
+        self._by = None
 
     def __repr__(self) -> str:
         try:
@@ -140,6 +144,7 @@ class Work:
             "_pwq": None,
             "_epoch": 0,
             "_tok": None,
+            "_by": None,
         }
 
     def __getstate__(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -162,6 +167,9 @@ class Work:
     def pending(self) -> bool:
         """True while a successful ``queue_*`` of this item has not started or been cancelled."""
         try:
+            link = self._pwq
+            if link is not None and link.lean:  # Core v2: the table is the truth
+                return TABLE.is_pending(self)
             return bool(self._state & PENDING)
         except AttributeError:
             check_initialised("Work.pending", self)
@@ -172,9 +180,13 @@ class Work:
         """The :class:`WorkBusy` flags of this item right now (see :func:`work_busy`)."""
         try:
             st = self._state
+            link = self._pwq
         except AttributeError:
             check_initialised("Work.busy", self)
             raise
+        if link is not None and link.lean:  # Core v2: the table, and the worker running it
+            busy = WorkBusy.PENDING if TABLE.is_pending(self) else WorkBusy(0)
+            return busy | WorkBusy.RUNNING if self._by is not None else busy
         return WorkBusy((st & PENDING and WorkBusy.PENDING) | (st & RUNNING and WorkBusy.RUNNING))
 
     def cancel(self) -> bool:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from . import _lock, _state
+from . import _lean, _lock, _state
 from ._barrier import Epochs, on_end, on_unqueue
 from ._config import CONFIG
 from ._errors import (
@@ -35,6 +35,7 @@ from ._errors import (
     describe,
 )
 from ._flags import WQ, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE
+from ._lean import LeanLink, LeanPool
 from ._lock import LOCK
 from ._pool import Pool, current_worker_work
 from ._pwq import Pwq
@@ -44,6 +45,7 @@ from ._unbound import UnboundPool
 from ._work import ARMED, PENDING, WHERE, DelayedWork, Work
 
 __all__ = (
+    "lacks_v2",
     "ACTIVE",
     "WQ_FORMS",
     "RuntimeView",
@@ -160,6 +162,15 @@ class WorkqueueStats:
     latency_max: float | None = None
 
 
+def lacks_v2(call: str, wq: Workqueue) -> None:
+    """Raise NotImplementedError if ``wq`` is on the lean pool (Core v2), which does not serve
+    ``call`` yet: a run under ``AIOWORKQUEUE_CORE=v2`` then says what is left to build."""
+    if wq._v2:
+        raise NotImplementedError(
+            f"{call}: Core v2 (AIOWORKQUEUE_CORE=v2) does not serve it yet (workqueue {wq.name!r})"
+        )
+
+
 def check_workqueue(call: str, wq: object) -> Workqueue:
     """Return ``wq`` if it is a :class:`Workqueue`, else raise a TypeError that names ``call``."""
     if not isinstance(wq, Workqueue):
@@ -231,6 +242,7 @@ class Workqueue:
         "_epochs",
         "_executor",
         "_handler",
+        "_lean",
         "_pwq",
         "_room",
         "_routed",
@@ -240,6 +252,7 @@ class Workqueue:
         "_status",
         "_system",
         "_timing",
+        "_v2",
         "flags",
         "max_active",
         "max_pending",
@@ -301,9 +314,23 @@ class Workqueue:
         # I (system queues set it again, right after construction): a runtime decides where each
         # item goes, so the embedded fast path of queue_work (same loop as last time) is off.
         self._routed = self._runtime is not None
+        # I: served by the lean pool of Core v2 (``_lean.py``), allocated while its switch is on.
+        self._v2 = _lean.ENABLED.on
+        self._lean: LeanLink | None = None  # L: the link to its loop's lean pool, once bound
+        if self._v2:
+            lacks = _lean.covers(flags & ~WQ.UNBOUND, self._runtime)
+            if lacks is not None:
+                raise NotImplementedError(
+                    f"{call}: Core v2 (AIOWORKQUEUE_CORE=v2) does not serve {lacks} yet "
+                    f"(workqueue {name!r})"
+                )
         with LOCK:
             _ALL.add(self)
-            if self._runtime is None:
+            if self._v2:
+                loop = _get_running_loop()
+                if loop is not None:
+                    self._lean = _lean_link_on(self, loop)
+            elif self._runtime is None:
                 loop = _get_running_loop()
                 if loop is not None:
                     # docs/spec.md, "Binding": allocated on a running loop, bound to it at once,
@@ -359,6 +386,11 @@ class Workqueue:
         Context: under LOCK.
         """
         running = _get_running_loop()
+        if self._v2:
+            lk = self._lean
+            return running is not None and (
+                lk is None or (lk.pool.loop is not running and not lk.pool.loop.is_running())
+            )
         pwq = self._pwq
         return running is not None and (
             pwq is None or (pwq.pool.loop is not running and not pwq.pool.loop.is_running())
@@ -416,6 +448,39 @@ class Workqueue:
                 f"{call}: no cpu {cpu} in embedded mode (only cpu 0); workqueue {self.name!r}; "
                 f"{describe(work)}"
             )
+        return link
+
+    def _lean_link(self, call: str, work: Work) -> LeanLink:
+        """Return the lean link to queue on, binding to the running loop if needed (as
+        :meth:`_link` does for the locked core). Context: under LOCK, any thread."""
+        link = self._lean
+        running = _get_running_loop()
+        if link is not None:
+            pool = link.pool
+            loop = pool.loop
+            if not pool.dead and (running is loop or loop.is_running()):
+                return link  # its loop, or another thread's loop it hands off to
+            if running is None:
+                state = "closed" if loop.is_closed() else "stopped"
+                if pool.dead:
+                    state = "shut down"
+                raise WorkqueueLoopError(
+                    f"{call}: the event loop of workqueue {self.name!r} is {state} and no loop "
+                    f"is running here to rebind it to; nothing would run {describe(work)}"
+                )
+            if not pool.dead and link.in_flight():
+                raise WorkqueueLoopError(
+                    f"{call}: workqueue {self.name!r} has pending work on an event loop that "
+                    f"is not running; cannot bind it to another loop; {describe(work)}"
+                )
+        elif running is None:
+            raise WorkqueueLoopError(
+                f"{call}: workqueue {self.name!r} is not bound to an event loop yet and no loop "
+                f"is running here; allocate it inside the loop that should run it, or enter "
+                f"aioworkqueue.running() on that loop first; {describe(work)}"
+            )
+        self._status &= ~(_ENDED | _LOOP_ENDED)
+        self._lean = link = _lean_link_on(self, running)
         return link
 
     def _link_runtime(self, rt: RuntimeView, call: str, work: Work, cpu: int | None) -> Pwq:
@@ -565,6 +630,8 @@ class Workqueue:
 
     def stats(self) -> WorkqueueStats:
         """Return a snapshot of this queue's counters. Context: any."""
+        if self._v2:
+            return self._lean_stats()
         with LOCK:
             pwqs = self._links()
             total = self._epochs.total
@@ -592,6 +659,31 @@ class Workqueue:
                 room_waiters=len(self._room.waiters) if self._room is not None else 0,
                 **timing,
             )
+
+    def _lean_stats(self) -> WorkqueueStats:
+        # The lean link's counts are its loop's (O): from another thread, a snapshot whose
+        # fields may be a few items apart.
+        lk = self._lean
+        if lk is None:
+            return WorkqueueStats(self.name, *(0,) * 12, max_pending=self.max_pending)
+        total = lk.in_flight()
+        running = sum(1 for w in lk.pool.workers if w.pwq is lk and w.tok is not None)
+        return WorkqueueStats(
+            name=self.name,
+            queued=lk.nr_queued(),
+            completed=lk.nr_completed,
+            failed=lk.nr_failed,
+            cancelled=lk.nr_cancelled,
+            in_flight=total,
+            pending=total - running,
+            armed=0,
+            running=running,
+            max_active_hits=lk.nr_max_active_hits,
+            mayday=0,
+            rescued=0,
+            cpu_hogs=0,
+            max_pending=self.max_pending,
+        )
 
     # -- method forms ----------------------------------------------------------------------------
 
@@ -704,7 +796,26 @@ def _pool_of(loop: asyncio.AbstractEventLoop) -> Pool:
     return pool
 
 
-def _watch_loop_end(loop: asyncio.AbstractEventLoop, pool: Pool) -> None:
+_LEAN_POOLS: dict[asyncio.AbstractEventLoop, LeanPool] = {}
+
+
+def _lean_link_on(wq: Workqueue, loop: asyncio.AbstractEventLoop) -> LeanLink:
+    """Return a new link of ``wq`` to the lean pool of ``loop`` (made on first use).
+
+    Context: under LOCK, on ``loop``'s thread (a running loop's).
+    """
+    pool = _LEAN_POOLS.get(loop)
+    if pool is None or pool.dead:
+        for dead in [lp for lp in _LEAN_POOLS if lp.is_closed()]:
+            del _LEAN_POOLS[dead]
+        pool = _LEAN_POOLS[loop] = LeanPool(loop)
+        _watch_loop_end(loop, pool)
+    link = LeanLink(pool, wq, wq.max_active, wq.max_pending)
+    pool.links.append(link)
+    return link
+
+
+def _watch_loop_end(loop: asyncio.AbstractEventLoop, pool: Pool | LeanPool) -> None:
     """Have ``pool``'s leftovers reported the moment ``loop`` shuts down (R20), see design §5
     "A queue whose loop has closed".
 
@@ -733,13 +844,24 @@ def _watch_loop_end(loop: asyncio.AbstractEventLoop, pool: Pool) -> None:
         pass
 
 
-def _loop_ending(pool: Pool) -> None:
+def _loop_ending(pool: Pool | LeanPool) -> None:
     """``pool``'s loop is shutting down: take back every instance still queued, armed or
     running there, count it as cancelled and report it now, one WARNING per workqueue and
     state; from now on ``queue_*`` on those queues raises until a new loop binds them (R20).
 
     Context: ``pool``'s loop thread, the loop not running its tasks any more; takes LOCK.
     """
+    if type(pool) is LeanPool:
+        # Called at shutdown_asyncgens and again at close: a thread that queued in between
+        # finds the pool dead after its append and takes its own entry back (LeanPool.queue).
+        with LOCK:
+            for lk in pool.links:
+                lk.wq._status |= _LOOP_ENDED
+        left = pool.take_back()
+        if left:
+            report_unfinished("event loop shutdown", left)
+        return
+    assert type(pool) is Pool
     with LOCK:
         if pool.dead:
             return

@@ -1,0 +1,728 @@
+"""Core v2, stage A: the lean pool, the core's pool without the state lock (docs/design.md §9).
+
+This is the step-4 design of the design doc's wiring plan, built as the core's own pool and
+reached through the public API, beside the locked core it is to replace. It serves a queue only
+while the switch is on (``AIOWORKQUEUE_CORE=v2`` in the environment, or :func:`use`), and only
+the queues and calls it covers so far: embedded queues on their loop's pool, with or without
+``max_active``, ``max_pending`` and ordering. A queue or call it does not cover yet raises
+``NotImplementedError`` that names it, so a test run under the switch tells what is left.
+
+The shape (one writer per field; O is the pool's loop, A any thread through one atomic step,
+W the winner of an item's pending decision, who alone writes ``work._pwq`` until its token is
+taken or skipped):
+
+* the pending bit is ``_state.TABLE`` (``_pending.py``): a queue is the table's decision, one
+  ``list.append``, and the instance's token is its entry on the pool's inbox;
+* a producer (any thread, a signal handler included) checks, decides, stores the link (W),
+  appends the token to the inbox (A) and wakes the loop only if no worker is on its way there;
+  it counts nothing but R21's room, with ``itertools.count`` (one C call each);
+* the pool's workers do all the accounting on the loop: R7 when they take a token (a token over
+  ``max_active`` waits on its link, still pending), R3 by handing the token to the worker that
+  runs the item (it takes it next), the link's counts, and the statistics;
+* a flush is a barrier on the inbox: FIFO, so when the loop pops it, everything queued before
+  it has been popped, and what is unfinished is running, waiting for a slot or handed to a
+  worker. The barrier snapshots those tokens; each, when it ends or is skipped, looks whether
+  a barrier waits (one attribute test per item);
+* a cancel is the table's cancel; whoever holds the token skips it later.
+
+Waking. ``sleeping`` (A) is True while no worker is on its way to the inbox. A producer reads it
+after its append; the loop sets it before its last look at the inbox (see ``_no_one_coming``).
+A producer that read False appended before the loop set it, so that last look sees the entry;
+one that read True wakes a parked worker (on the loop's own thread: a ``list.pop`` and
+``set_result``, each one step that allows for a handler having gone first) or posts
+``_kick``. Only workers and ``_kick``, never a producer, change the counts (``waking``,
+``nr_workers``): a handler that interrupts a worker's step therefore never races a
+read-modify-write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from types import CoroutineType
+from typing import Any
+
+from . import _state
+from ._config import CONFIG
+from ._errors import WorkqueueFullError, WorkqueueLoopError, describe
+from ._pending import _RUN, PendingTable
+from ._pool import _WORKER, _call, _tearing_down
+from ._state import ASYNC_FN, CALL
+from ._work import Work
+
+__all__ = ("ENABLED", "TABLE", "LeanLink", "LeanPool", "covers", "owner_loop", "serves", "use")
+
+_log = logging.getLogger("aioworkqueue")
+_isawaitable = __import__("inspect").isawaitable
+_get_running_loop = asyncio._get_running_loop
+_BATCH = 256  # items a worker runs before it yields to the loop (the kernel's cond_resched)
+
+TABLE: PendingTable = _state.TABLE
+
+_ASYNC_OR_CALL = ASYNC_FN | CALL
+
+
+class _Switch:
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        # A: read when a queue is allocated; set at import or by use().
+        self.on = os.environ.get("AIOWORKQUEUE_CORE", "") == "v2"
+
+
+ENABLED = _Switch()
+
+
+@contextmanager
+def use(on: bool = True) -> Iterator[None]:
+    """Allocate queues on the lean pool (``on``) or the locked core while inside.
+
+    Context: any; queues keep the core they were allocated on.
+    """
+    before = ENABLED.on
+    ENABLED.on = on
+    try:
+        yield
+    finally:
+        ENABLED.on = before
+
+
+def covers(flags: int, runtime: object) -> str | None:
+    """Returns: None if the lean pool can serve a queue with these flags, else what it lacks."""
+    if runtime is not None:
+        return "queues of a Runtime"
+    if flags:
+        return f"flags {flags!r}"
+    return None
+
+
+class LeanLink:
+    """One workqueue on one lean pool (the kernel's ``pool_workqueue``)."""
+
+    lean = True  # I: its items' pending state is the table's (Work.pending asks)
+
+    __slots__ = (
+        "barriers",
+        "inactive",
+        "limit",
+        "max_active",
+        "nr_active",
+        "nr_cancelled",
+        "nr_completed",
+        "nr_failed",
+        "nr_max_active_hits",
+        "pool",
+        "queued",
+        "refunded",
+        "started",
+        "wq",
+    )
+
+    def __init__(self, pool: LeanPool, wq: Any, max_active: int, limit: int) -> None:
+        self.pool = pool  # I
+        self.wq = wq  # I
+        self.max_active = max_active  # I
+        self.limit = limit  # I: R21's bound, 0: unbounded
+        self.nr_active = 0  # O: started and not ended (R7)
+        self.inactive: deque[list[Any]] = deque()  # O: still-pending tokens over max_active
+        self.barriers: list[_Barrier] = []  # O: flushes whose snapshot is not empty
+        self.queued = itertools.count()  # A: successful queues (and refunded tries, R21)
+        self.refunded = itertools.count()  # A: tries that R1 or R21 refused
+        self.started = 0  # O: instances started or skipped (their room is free again)
+        self.nr_completed = 0  # O
+        self.nr_failed = 0  # O
+        self.nr_cancelled = 0  # O: stale tokens met (their cancel answered True)
+        self.nr_max_active_hits = 0  # O
+
+    def __repr__(self) -> str:
+        return f"<LeanLink {self.wq.name!r} active={self.nr_active}>"
+
+    def nr_queued(self) -> int:
+        """Successful queues so far. Context: any (a snapshot)."""
+        return _peek(self.queued) - _peek(self.refunded)
+
+    def in_flight(self) -> int:
+        """Instances queued and not ended or skipped yet. Context: any (a snapshot)."""
+        return self.nr_queued() - self.nr_completed - self.nr_failed - self.nr_cancelled
+
+
+def _peek(counter: itertools.count[int]) -> int:
+    """The value the next ``next(counter)`` returns, without taking it (``count(N)``)."""
+    return int(repr(counter)[6:-1])
+
+
+class _Barrier:
+    """A flush of one link (R13): the tokens still unfinished when the loop popped it."""
+
+    __slots__ = ("fut", "left", "link")
+
+    def __init__(self, link: LeanLink, fut: asyncio.Future[None]) -> None:
+        self.link = link  # I
+        self.fut = fut  # I: completed on its own loop
+        self.left: set[int] = set()  # O: ids of the tokens waited for
+
+
+class _LeanWorker:
+    """One worker task. Owner: the pool's loop."""
+
+    __slots__ = ("counted", "current", "fut", "pwq", "redo", "rlink", "task", "tok")
+
+    def __init__(self) -> None:
+        self.counted = False  # O: woken or spawned by the loop and not yet looking (waking)
+        # O, read as a snapshot by current_work(): the item being run, and its link.
+        self.current: Work | None = None
+        self.pwq: LeanLink | None = None
+        self.tok: list[Any] | None = None  # O: the token of the run in progress
+        # O: the next instance of the item this worker runs (R3), which it takes next; it holds
+        # a max_active slot of its link (``rlink``) already.
+        self.redo: list[Any] | None = None
+        self.rlink: LeanLink | None = None
+        # O: set before the worker parks on the idle list; a waker (a handler too) completes it.
+        self.fut: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # I
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Handed:
+    """An inbox entry: a token that waited for a max_active slot and holds one now (R7)."""
+
+    __slots__ = ("link", "tok")
+
+    def __init__(self, tok: list[Any], link: LeanLink) -> None:
+        self.tok = tok  # I
+        self.link = link  # I
+
+
+class LeanPool:
+    """The worker tasks of one event loop and the inbox they take from.
+
+    Context: :meth:`queue`, :meth:`submit` and :meth:`flush` from any thread (and a signal
+    handler); the rest on the pool's loop.
+    """
+
+    __slots__ = (
+        "dead",
+        "dying",
+        "idle",
+        "inbox",
+        "links",
+        "loop",
+        "max_workers",
+        "nr_workers",
+        "sleeping",
+        "tid",
+        "waiters",
+        "waking",
+        "workers",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop  # I
+        self.tid = threading.get_ident()  # I: made on its loop's thread
+        self.max_workers = CONFIG.max_workers  # I
+        # A: (token, link) entries and barriers, FIFO. The link rides with the token: a stale
+        # token (its cancel won) must be counted on the link it was queued to, and the item's
+        # ``_pwq`` may name a newer instance's link by the time the loop meets it.
+        self.inbox: deque[Any] = deque()
+        self.idle: list[_LeanWorker] = []  # A: parked workers
+        self.sleeping = True  # A: no worker is on its way to the inbox
+        self.waking = 0  # O: workers woken or spawned by the loop, not yet looking
+        self.nr_workers = 0  # O
+        self.workers: set[_LeanWorker] = set()  # O
+        self.links: list[LeanLink] = []  # O (appended on the loop's thread, at allocation)
+        self.dead = False  # O: the loop ended; set once
+        # O: every task of the loop is being cancelled (asyncio.run's end): no worker starts
+        # now, asyncio would never cancel it; what waits is taken back at the end.
+        self.dying = False
+        # O: id(token) → futures of flush_work / cancel_work_sync calls that wait for that
+        # instance to end or be skipped (R11, R12).
+        self.waiters: dict[int, list[asyncio.Future[None]]] = {}
+
+    def __repr__(self) -> str:
+        return f"<LeanPool workers={self.nr_workers} inbox={len(self.inbox)}>"
+
+    # -- any thread -------------------------------------------------------------------------
+
+    def queue(self, link: LeanLink, work: Work) -> bool:
+        """R1: True if a new instance of ``work`` is pending now.
+
+        Context: any thread, a signal handler included.
+        Raises: WorkqueueFullError at R21's bound (nothing changed).
+        """
+        if link.limit:
+            if TABLE.is_pending(work):
+                return False  # R1 before R21: a pending item is not refused for room
+            next(link.queued)
+            if _peek(link.queued) - _peek(link.refunded) - link.started > link.limit:
+                next(link.refunded)
+                raise WorkqueueFullError(
+                    f"queue_work: workqueue {link.wq.name!r} is full "
+                    f"(max_pending {link.limit}); {describe(work)} was not queued"
+                )
+            n = TABLE.acquire(work)
+            if n is None:
+                next(link.refunded)
+                return False
+        else:
+            t = work._tok
+            if t is not None and len(t) == 2 and t[1] is _RUN:  # ran before: the common case
+                n = [work]
+                t.append(n)  # the step that decides (PendingTable._link, inline)
+                if t[2] is not n:
+                    n[0] = None
+                    n = TABLE.acquire(work)
+                    if n is None:
+                        return False
+                else:
+                    work._tok = n
+            else:
+                n = TABLE.acquire(work)
+                if n is None:
+                    return False
+            next(link.queued)
+        work._pwq = link  # W: before the append makes the token visible
+        self.inbox.append((n, link))
+        if self.sleeping:
+            self.wake()
+        if self.dead:
+            self._late(link, work, n)
+        return True
+
+    def submit(self, link: LeanLink, work: Work) -> None:
+        """Queue a new item nobody else can see yet: it is born with its token (no decision).
+
+        Context: any thread. Raises: WorkqueueFullError at R21's bound (nothing queued).
+        """
+        next(link.queued)
+        if link.limit and _peek(link.queued) - _peek(link.refunded) - link.started > link.limit:
+            next(link.refunded)
+            raise WorkqueueFullError(
+                f"submit: workqueue {link.wq.name!r} is full (max_pending {link.limit}); "
+                f"{describe(work)} was not queued"
+            )
+        n = [work]
+        work._tok = n
+        work._pwq = link
+        self.inbox.append((n, link))
+        if self.sleeping:
+            self.wake()
+        if self.dead:
+            self._late(link, work, n)
+
+    def _late(self, link: LeanLink, work: Work, n: list[Any]) -> None:
+        # The loop's end swept the inbox (dead is set before each sweep) while we appended: a
+        # sweep that came after the append took the entry back and reported it, and True
+        # stands (R20). Else the entry is ours to take back, and nothing was queued.
+        if TABLE.cancel(work) is n:
+            raise WorkqueueLoopError(
+                f"queue_work: the event loop of workqueue {link.wq.name!r} has shut down; "
+                f"nothing would run {describe(work)}"
+            )
+
+    def wake(self) -> None:
+        """A producer found nobody on its way to the inbox (``sleeping``): wake or call one.
+
+        Context: any thread, a signal handler included; right after the producer's append.
+        """
+        # On the loop's thread a signal handler may land
+        # anywhere in here, or in a worker's park: each step is one list operation or store,
+        # and each allows for the other having gone first.
+        self.sleeping = False
+        if threading.get_ident() == self.tid:
+            try:
+                w = self.idle.pop()
+            except IndexError:  # every worker busy, or none yet: the loop starts one
+                self.loop.call_soon(self._kick)
+                return
+            fut = w.fut
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            else:  # cancelled while parked (the loop is ending): the loop decides
+                self.loop.call_soon(self._kick)
+        else:
+            try:
+                self.loop.call_soon_threadsafe(self._kick)
+            except RuntimeError:
+                if not self.dead:
+                    raise
+                # Closed just now: the entry stays in the inbox, where the loop's end took or
+                # takes it back and reports it (R20).
+
+    async def flush(self, link: LeanLink) -> None:
+        """R13: wait for what was queued on ``link`` before the call.
+
+        Context: a coroutine on any loop; the barrier is one append, and its end is posted to
+        the caller's loop.
+        """
+        b = _Barrier(link, asyncio.get_running_loop().create_future())
+        self.inbox.append(b)
+        if self.sleeping:
+            self.wake()
+        await b.fut
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        # A loop callback: never inside a worker's step, so it may change the counts.
+        if self.inbox:
+            if not self.waking:
+                self._call_worker()
+        elif not self.waking:
+            self._no_one_coming()
+
+    def _call_worker(self) -> None:
+        """Wake a parked worker, or start one: it is on its way to the inbox (``waking``).
+        Context: the loop, in a worker's step or a loop callback."""
+        if self.dead or self.dying:
+            return
+        idle = self.idle
+        while True:
+            try:
+                w = idle.pop()
+            except IndexError:
+                break  # none parked, or a handler took the last one (and woke it)
+            fut = w.fut
+            if fut is not None and not fut.done():
+                w.counted = True
+                self.waking += 1
+                fut.set_result(None)
+                return
+        if self.nr_workers < self.max_workers:
+            self.nr_workers += 1
+            self.waking += 1
+            w = _LeanWorker()
+            w.counted = True
+            self.workers.add(w)
+            w.task = self.loop.create_task(self._worker(w), name=f"aiowq-v2:{self.nr_workers}")
+        # else every worker is busy: the next one whose run ends looks at the inbox
+
+    def _no_one_coming(self) -> None:
+        """Nobody is on the way to the inbox: tell producers, then look once more."""
+        self.sleeping = True
+        if self.inbox:
+            self.sleeping = False
+            if not self.waking:
+                self._call_worker()
+
+    def _resolve(self, b: _Barrier) -> None:
+        fut = b.fut
+        floop = fut.get_loop()
+        if floop is self.loop:
+            _set_done(fut)
+        elif not floop.is_closed():
+            floop.call_soon_threadsafe(_set_done, fut)
+
+    def _snapshot(self, b: _Barrier) -> None:
+        # Everything queued on the link before the barrier has been popped: what is unfinished
+        # waits for a slot, holds one on the inbox's front (ahead of this barrier), is some
+        # worker's next instance, or runs.
+        link = b.link
+        left = b.left
+        for t in link.inactive:
+            left.add(id(t))
+        for w in self.workers:
+            if w.tok is not None and w.pwq is link:
+                left.add(id(w.tok))
+            if w.redo is not None and w.rlink is link:
+                left.add(id(w.redo))
+        if left:
+            link.barriers.append(b)
+        else:
+            self._resolve(b)
+
+    def _settled(self, link: LeanLink, tok: list[Any]) -> None:
+        # Cold: only while a barrier waits on the link.
+        k = id(tok)
+        for b in list(link.barriers):
+            left = b.left
+            left.discard(k)
+            if not left:
+                link.barriers.remove(b)
+                self._resolve(b)
+
+    def _skip(self, tok: list[Any], link: LeanLink, slot: bool) -> None:
+        """A stale token met (its cancel answered True): counted once, since only the loop
+        meets a token, and only once. ``slot``: it held a max_active slot, which frees."""
+        link.nr_cancelled += 1
+        link.started += 1  # R21: its place is free
+        if link.barriers:
+            self._settled(link, tok)
+        if self.waiters:
+            self._release(tok)
+        if slot:
+            link.nr_active -= 1
+            if link.inactive:
+                self._hand_on(link)
+
+    def _hand_on(self, link: LeanLink) -> None:
+        """Slots of ``link`` are free: its first waiting tokens take them, in order (R7), and go
+        on the inbox's front for the next worker that looks."""
+        inactive = link.inactive
+        while inactive and link.nr_active < link.max_active:
+            tok = inactive.popleft()
+            if len(tok) != 1:
+                self._skip(tok, link, False)  # cancelled while it waited
+                continue
+            link.nr_active += 1
+            self.inbox.appendleft(_Handed(tok, link))
+            if not self.waking:
+                self._call_worker()
+
+    async def _worker(self, me: _LeanWorker) -> None:
+        _WORKER.set(me)  # type: ignore[arg-type]  # current_work() reads current and pwq
+        inbox, loop = self.inbox, self.loop
+        popleft = inbox.popleft
+        batch = 0
+        try:
+            while True:
+                if me.counted:
+                    me.counted = False
+                    self.waking -= 1
+                link: LeanLink
+                if me.redo is not None:  # R3: the next instance of the item it ran
+                    tok, link = me.redo, me.rlink  # type: ignore[assignment]  # set together
+                    me.redo = me.rlink = None
+                    slot = True
+                elif inbox:
+                    if batch >= _BATCH:  # cond_resched, before taking: nothing is in hand
+                        batch = 0
+                        await asyncio.sleep(0)
+                        continue
+                    e = popleft()
+                    if type(e) is tuple:
+                        tok, link = e
+                        slot = False
+                    elif type(e) is _Handed:
+                        tok, link = e.tok, e.link
+                        slot = True
+                    else:
+                        self._snapshot(e)
+                        continue
+                else:
+                    batch = 0
+                    me.current = me.pwq = None  # left set after a run: cleared before a park
+                    fut = me.fut = loop.create_future()
+                    idle = self.idle
+                    idle.append(me)
+                    if not self.waking:
+                        self._no_one_coming()
+                    if inbox:  # entries came meanwhile: look again
+                        try:
+                            idle.remove(me)
+                        except ValueError:
+                            pass  # a waker took us meanwhile: its wake-up is dropped
+                        me.fut = None
+                        continue
+                    await fut
+                    me.fut = None
+                    continue
+                work = tok[0]
+                if work is None or len(tok) != 1:
+                    self._skip(tok, link, slot)  # cancelled in flight, or where it waited
+                    continue
+                if not slot:
+                    if link.nr_active >= link.max_active or link.inactive:
+                        # R7: it waits, still pending, in order.
+                        link.nr_max_active_hits += 1
+                        link.inactive.append(tok)
+                        continue
+                    link.nr_active += 1  # its slot, from now on
+                by = work._by
+                if by is not None:  # R3: it runs on that worker, which takes it next
+                    old = by.redo
+                    if old is not None:  # R1: only a stale one can be there
+                        self._skip(old, by.rlink, True)
+                    by.redo, by.rlink = tok, link
+                    continue
+                tok.append(_RUN)  # R2: the pending bit clears here
+                if tok[1] is not _RUN:
+                    self._skip(tok, link, True)  # a cancel won just now
+                    continue
+                tok[0] = None
+                link.started += 1  # R21: its place frees
+                work._by = me
+                me.tok, me.current, me.pwq = tok, work, link
+                if not self.waking:  # nobody else on the way to the inbox
+                    if inbox:
+                        self._call_worker()  # a successor, for items that await
+                    else:
+                        self._no_one_coming()  # a producer must wake one now
+                batch += 1
+                try:
+                    if work._state & _ASYNC_OR_CALL == ASYNC_FN:
+                        await work.func(work)
+                    else:
+                        r = _call(work)  # R17: a plain function runs inline on the loop
+                        if r is not None and (type(r) is CoroutineType or _isawaitable(r)):
+                            await r
+                except asyncio.CancelledError as exc:
+                    task = me.task
+                    if task is not None and task.cancelling():  # the worker itself: the end
+                        if _tearing_down(loop):
+                            self.dying = True  # before _end: its slot must not start a worker
+                        self._end(me, work, link, failed=True)
+                        self._report_now(link, work, exc)
+                        raise
+                    self._end(me, work, link, failed=True)
+                    await self._report(link, work, exc)
+                    continue
+                except Exception as exc:  # R16: never reaches the producer, never stops us
+                    self._end(me, work, link, failed=True)
+                    await self._report(link, work, exc)
+                    continue
+                # _end, inline: the common end of a run.
+                work._by = None
+                me.tok = None
+                link.nr_completed += 1
+                link.nr_active -= 1
+                if link.inactive:
+                    self._hand_on(link)
+                if link.barriers:
+                    self._settled(link, tok)
+                if self.waiters:
+                    self._release(tok)
+        finally:
+            if me.fut is not None:  # cancelled while parked
+                try:
+                    self.idle.remove(me)
+                except ValueError:
+                    pass  # a waker took it
+                me.fut = None
+                if _tearing_down(loop):
+                    self.dying = True  # the same rule as for a worker cancelled mid-run
+            self.nr_workers -= 1
+            self.workers.discard(me)
+            if me.counted:
+                self.waking -= 1
+            me.current = me.pwq = me.tok = None
+            if me.redo is not None and me.rlink is not None:  # for another worker, or the end
+                self.inbox.appendleft(_Handed(me.redo, me.rlink))
+                me.redo = me.rlink = None
+
+    def _end(self, me: _LeanWorker, work: Work, link: LeanLink, *, failed: bool) -> None:
+        """A run ended (the worker loop inlines the common case, a normal return)."""
+        tok = me.tok
+        work._by = None
+        me.tok = me.current = me.pwq = None  # the handler that runs next is not the item
+        if failed:
+            link.nr_failed += 1
+        else:
+            link.nr_completed += 1
+        link.nr_active -= 1
+        if link.inactive:
+            self._hand_on(link)
+        if link.barriers:
+            assert tok is not None
+            self._settled(link, tok)
+        if self.waiters:
+            assert tok is not None
+            self._release(tok)
+
+    def _release(self, tok: list[Any]) -> None:
+        for fut in self.waiters.pop(id(tok), ()):
+            _set_done(fut)
+
+    async def wait_for(self, tok: list[Any]) -> None:
+        """Wait until the instance ``tok`` (pending or running here) has ended or was skipped.
+
+        Context: a coroutine on the pool's loop.
+        """
+        fut = self.loop.create_future()
+        self.waiters.setdefault(id(tok), []).append(fut)
+        await fut
+
+    async def _report(self, link: LeanLink, work: Work, exc: BaseException) -> None:
+        """R16: give ``exc`` to the queue's handler; an async handler is awaited here."""
+        try:
+            r: Awaitable[object] | None = link.wq._handle_exception(work, exc)
+            if r is not None and _isawaitable(r):
+                await r
+        except Exception:
+            _log.exception("aioworkqueue: exception handler of %r failed on %r", link.wq, work)
+
+    def _report_now(self, link: LeanLink, work: Work, exc: BaseException) -> None:
+        try:
+            r = link.wq._handle_exception(work, exc)
+            if type(r) is CoroutineType:
+                r.close()  # the loop is ending: nothing could await it
+        except Exception:
+            _log.exception("aioworkqueue: exception handler of %r failed on %r", link.wq, work)
+
+    # -- the loop's end ---------------------------------------------------------------------
+
+    def take_back(self) -> list[tuple[Work, Any, str]]:
+        """The loop is ending: take back every instance still pending here, each by the
+        table's cancel (a racing cancel's True, or this report: never both); refuse more.
+
+        Context: the pool's loop thread, its tasks cancelled. Returns: (work, wq, state).
+        """
+        self.dead = True
+        toks: list[tuple[list[Any], LeanLink]] = []
+        while self.inbox:
+            e = self.inbox.popleft()
+            if type(e) is tuple:
+                toks.append(e)
+            elif type(e) is _Handed:
+                e.link.nr_active -= 1
+                toks.append((e.tok, e.link))
+            else:
+                self._resolve(e)  # a flush: nothing it waits for can finish now
+        for link in self.links:
+            toks.extend((t, link) for t in link.inactive)
+            link.inactive.clear()
+            for b in link.barriers:
+                self._resolve(b)
+            link.barriers.clear()
+        for w in self.workers:
+            if w.redo is not None and w.rlink is not None:
+                w.rlink.nr_active -= 1
+                toks.append((w.redo, w.rlink))
+                w.redo = w.rlink = None
+        for futs in self.waiters.values():
+            for fut in futs:
+                _set_done(fut)  # what they wait for will never end now: it is reported
+        self.waiters.clear()
+        out: list[tuple[Work, Any, str]] = []
+        for tok, link in toks:
+            work = tok[0]
+            if work is not None and len(tok) == 1 and TABLE.cancel(work) is tok:
+                out.append((work, link.wq, "queued"))
+            link.nr_cancelled += 1
+            link.started += 1
+        return out
+
+
+def serves(work: Work) -> bool:
+    """True if ``work``'s pending state is the table's (Core v2): it was queued on a lean
+    queue last, or the switch is on and it was never queued. Context: any."""
+    try:
+        link = work._pwq
+    except AttributeError:  # skipped Work.__init__: the locked core's path says so clearly
+        return False
+    return type(link) is LeanLink or (link is None and ENABLED.on)
+
+
+def owner_loop(call: str, work: Work) -> LeanPool | None:
+    """The lean pool of ``work``, which a barrier on it must be awaited from (stage A: the
+    waiter table is the loop's own). Returns None if ``work`` never was on one.
+    Raises: NotImplementedError from another loop."""
+    link = work._pwq
+    if type(link) is not LeanLink:
+        return None
+    pool = link.pool
+    if _get_running_loop() is not pool.loop:
+        raise NotImplementedError(
+            f"{call}: Core v2 (AIOWORKQUEUE_CORE=v2) waits for {describe(work)} only on the "
+            f"loop of its pool so far"
+        )
+    return pool

@@ -1,0 +1,440 @@
+"""Core v2, stage A: the lean pool (``aioworkqueue._lean``) serves queues through the public API
+and keeps the rules it claims. The rest of the suite runs on it too under
+``AIOWORKQUEUE_CORE=v2`` (``.ci/run`` runs the rules and the thread tests that way); these tests
+run it in the default suite, each queue allocated under ``_lean.use()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+import aioworkqueue as aw
+from aioworkqueue import _lean
+from tests.conftest import ExpectedErrors, settle
+
+
+class Item(aw.Work):
+    __slots__ = ("label",)
+
+    def __init__(self, func: aw.WorkFunc, label: object = None) -> None:
+        super().__init__(func)
+        self.label = label
+
+
+def lean_wq(name: str, max_active: int = 0, **kw: Any) -> aw.Workqueue:
+    with _lean.use():
+        wq = aw.alloc_workqueue(name, max_active=max_active, **kw)
+    assert wq._lean is not None and wq._pwq is None  # bound at allocation, to the lean pool
+    return wq
+
+
+def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def main() -> None:
+        async with asyncio.timeout(30):
+            await body()
+
+    asyncio.run(main())
+
+
+@pytest.mark.asyncio
+async def test_r1_r2_r4_queue_once_requeue_while_running_and_count() -> None:
+    wq = lean_wq("v2-r1")
+    runs: list[object] = []
+    go = asyncio.Event()
+
+    async def fn(w: Item) -> None:
+        runs.append(w.label)
+        if len(runs) == 1:
+            await go.wait()
+
+    a = Item(fn, "a")
+    assert aw.queue_work(wq, a)
+    assert not aw.queue_work(wq, a)  # R1
+    assert aw.work_pending(a) and a.pending
+    await settle()
+    assert aw.work_busy(a) == aw.WorkBusy.RUNNING and not a.pending
+    assert aw.queue_work(wq, a)  # R2: its pending bit cleared before the call
+    assert aw.work_busy(a) == aw.WorkBusy.PENDING | aw.WorkBusy.RUNNING
+    flush = asyncio.ensure_future(aw.flush_workqueue(wq))
+    await settle()
+    assert not flush.done()  # R13: the run in progress was queued before it
+    go.set()
+    await flush
+    assert runs == ["a", "a"]
+    st = wq.stats()
+    assert (st.queued, st.completed, st.in_flight) == (2, 2, 0)
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_r3_an_item_requeued_while_it_runs_never_overlaps_itself() -> None:
+    wq = lean_wq("v2-r3")
+    active = 0
+    peak = 0
+    runs = 0
+
+    async def fn(w: aw.Work) -> None:
+        nonlocal active, peak, runs
+        active += 1
+        peak = max(peak, active)
+        runs += 1
+        for _ in range(3):
+            await asyncio.sleep(0)
+        active -= 1
+        if runs < 20:
+            aw.queue_work(wq, w)  # from inside itself: runs next on this worker
+
+    w = aw.Work(fn)
+    assert aw.queue_work(wq, w)
+    for _ in range(200):
+        aw.queue_work(wq, w)  # while it runs: a second worker takes the entry and defers it
+        await asyncio.sleep(0)
+    await aw.drain_workqueue(wq)
+    assert peak == 1 and runs >= 20
+    await aw.destroy_workqueue(wq)
+
+
+async def _bounded_fifo(wq: aw.Workqueue, max_active: int) -> None:
+    active = 0
+    peak = 0
+    started: list[object] = []
+
+    async def fn(w: Item) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        started.append(w.label)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        active -= 1
+
+    items = [Item(fn, i) for i in range(30)]
+    for it in items:
+        assert aw.queue_work(wq, it)
+    await settle(3)
+    assert aw.queue_work(wq, items[0])  # queued again behind the rest, once it has run
+    await aw.flush_workqueue(wq)
+    assert peak == max_active
+    assert started[:30] == list(range(30)) and started[30:] == [0]
+    assert wq.stats().max_active_hits > 0
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_r7_max_active_bounds_and_keeps_fifo() -> None:
+    await _bounded_fifo(lean_wq("v2-r7", max_active=3), 3)
+
+
+@pytest.mark.asyncio
+async def test_r6_an_ordered_queue_runs_one_at_a_time_in_order() -> None:
+    with _lean.use():
+        wq = aw.alloc_ordered_workqueue("v2-r6")
+    await _bounded_fifo(wq, 1)
+
+
+@pytest.mark.asyncio
+async def test_r10_cancel_takes_back_pending_anywhere_and_barriers_still_end() -> None:
+    wq = lean_wq("v2-r10", max_active=1)
+    gate = asyncio.Event()
+    ran: list[object] = []
+
+    async def fn(w: Item) -> None:
+        ran.append(w.label)
+        if w.label == "first":
+            await gate.wait()
+
+    first, waiting, inbox = Item(fn, "first"), Item(fn, "waiting"), Item(fn, "inbox")
+    assert aw.queue_work(wq, first) and aw.queue_work(wq, waiting)
+    await settle()  # first runs, waiting waits for the slot (R7)
+    assert aw.queue_work(wq, inbox)
+    flush = asyncio.ensure_future(aw.flush_workqueue(wq))
+    assert aw.cancel_work(waiting) and aw.cancel_work(inbox)
+    assert not aw.cancel_work(waiting) and not waiting.pending
+    await settle()
+    assert not flush.done()  # first still runs
+    gate.set()
+    await flush
+    assert ran == ["first"]
+    st = wq.stats()
+    assert (st.completed, st.cancelled, st.in_flight) == (1, 2, 0)
+    assert aw.queue_work(wq, waiting)  # idle again: queues as a new instance
+    await aw.drain_workqueue(wq)
+    assert ran == ["first", "waiting"]
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_r11_r12_cancel_sync_stops_self_requeueing_and_flush_work_waits() -> None:
+    wq = lean_wq("v2-r11")
+    runs = 0
+
+    async def again(w: aw.Work) -> None:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0)
+        aw.queue_work(wq, w)
+
+    w = aw.Work(again)
+    aw.queue_work(wq, w)
+    await settle(10)
+    assert await aw.cancel_work_sync(w) in (True, False)
+    n = runs
+    await settle(10)
+    assert runs == n and not w.pending and aw.work_busy(w) == aw.WorkBusy(0)
+    assert aw.queue_work(wq, w)  # enabled again after cancel_work_sync
+    assert await aw.cancel_work_sync(w)
+
+    done: list[int] = []
+
+    async def slow(w: aw.Work) -> None:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        done.append(1)
+
+    s = aw.Work(slow)
+    assert not await aw.flush_work(s)  # idle: nothing to wait for
+    aw.queue_work(wq, s)
+    assert await aw.flush_work(s) and done == [1]
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_r13_flush_does_not_wait_for_items_queued_after_it() -> None:
+    wq = lean_wq("v2-r13")
+    gate = asyncio.Event()
+
+    async def early(w: aw.Work) -> None:
+        await asyncio.sleep(0)
+
+    async def late(w: aw.Work) -> None:
+        await gate.wait()
+
+    for _ in range(5):
+        wq.submit(early, None)
+    flush = asyncio.ensure_future(aw.flush_workqueue(wq))
+    await asyncio.sleep(0)  # the flush's barrier is on the inbox now
+    aw.queue_work(wq, aw.Work(late))
+    await asyncio.wait_for(flush, 5)
+    gate.set()
+    await aw.flush_workqueue(wq)
+
+    release = asyncio.Event()
+
+    async def running(w: aw.Work) -> None:
+        await release.wait()
+
+    aw.queue_work(wq, aw.Work(running))
+    await settle()
+    flush = asyncio.ensure_future(aw.flush_workqueue(wq))
+    await settle()
+    assert not flush.done()  # it waits for the run in progress, which was queued before it
+    release.set()
+    await asyncio.wait_for(flush, 5)
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_r14_r15_drain_rejects_others_destroy_rejects_and_own_flush_raises() -> None:
+    wq = lean_wq("v2-r14")
+    chained: list[int] = []
+    errors: list[BaseException] = []
+
+    async def chain(w: Item) -> None:
+        try:
+            await aw.flush_workqueue(wq)
+        except aw.WorkqueueDeadlockError as e:
+            errors.append(e)
+        if w.label < 3:  # type: ignore[operator]
+            assert aw.queue_work(wq, Item(chain, w.label + 1))  # type: ignore[operator]
+        chained.append(w.label)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+
+    aw.queue_work(wq, Item(chain, 0))
+    drain = asyncio.ensure_future(aw.drain_workqueue(wq))
+    await asyncio.sleep(0)
+    with pytest.raises(aw.WorkqueueDrainingError):
+        aw.queue_work(wq, aw.Work(lambda w: None))
+    await drain
+    assert chained == [0, 1, 2, 3] and len(errors) == 4  # R15 each time, nothing hung
+    await aw.destroy_workqueue(wq)
+    with pytest.raises(aw.WorkqueueDestroyedError):
+        aw.queue_work(wq, aw.Work(lambda w: None))
+
+
+@pytest.mark.asyncio
+async def test_r16_r17_errors_go_to_the_handler_and_plain_functions_run_inline() -> None:
+    seen: list[tuple[object, str]] = []
+
+    async def handler(wq: aw.Workqueue, work: aw.Work, exc: BaseException) -> None:
+        await asyncio.sleep(0)
+        seen.append((work, str(exc)))
+
+    wq = lean_wq("v2-r16", exception_handler=handler)
+    where: list[object] = []
+
+    def plain(w: aw.Work) -> None:
+        where.append(aw.current_work())
+        raise ValueError("plain")
+
+    async def coro(w: aw.Work) -> None:
+        where.append(aw.current_work())
+        raise RuntimeError("coro")
+
+    p, c = aw.Work(plain), aw.Work(coro)
+    aw.queue_work(wq, p)
+    aw.queue_work(wq, c)
+    got = wq.submit(lambda x, y=0: where.append(x + y), 40, y=2)
+    await aw.flush_workqueue(wq)
+    assert where == [p, c, 42] and aw.current_work() is None
+    assert seen == [(p, "plain"), (c, "coro")]
+    st = wq.stats()
+    assert (st.completed, st.failed) == (1, 2) and isinstance(got, aw.CallWork)
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_r21_max_pending_refuses_at_the_bound_and_loses_nothing() -> None:
+    wq = lean_wq("v2-r21", max_pending=2)
+    ran: list[object] = []
+
+    def fn(w: Item) -> None:
+        ran.append(w.label)
+
+    a, b, c = Item(fn, "a"), Item(fn, "b"), Item(fn, "c")
+    assert aw.queue_work(wq, a) and aw.queue_work(wq, b)
+    assert not aw.queue_work(wq, a)  # R1 before R21: pending is not "full"
+    with pytest.raises(aw.WorkqueueFullError, match="max_pending 2"):
+        aw.queue_work(wq, c)
+    assert not c.pending
+    await aw.flush_workqueue(wq)
+    assert aw.queue_work(wq, c)  # room again once they started
+    await aw.flush_workqueue(wq)
+    assert ran == ["a", "b", "c"] and wq.stats().queued == 3
+    await aw.destroy_workqueue(wq)
+
+
+def test_producers_on_many_threads_each_item_runs_once_never_concurrently() -> None:
+    n_threads, per = 4, 2_000
+
+    async def body() -> None:
+        wq = lean_wq("v2-threads", max_active=8)
+        count: dict[int, int] = {}
+        active: set[int] = set()
+        bad: list[int] = []
+
+        async def fn(w: Item) -> None:
+            k = w.label
+            assert isinstance(k, int)
+            if k in active:
+                bad.append(k)
+            active.add(k)
+            count[k] = count.get(k, 0) + 1
+            await asyncio.sleep(0)
+            active.discard(k)
+
+        items = [Item(fn, i) for i in range(64)]
+        answered = [0] * n_threads
+
+        def produce(t: int) -> None:
+            for i in range(per):
+                if aw.queue_work(wq, items[(i * 7 + t) % len(items)]):
+                    answered[t] += 1
+                if i % 50 == 0:
+                    aw.cancel_work(items[(i + t) % len(items)])
+
+        threads = [threading.Thread(target=produce, args=(t,)) for t in range(n_threads)]
+        for th in threads:
+            th.start()
+        while any(th.is_alive() for th in threads):
+            await asyncio.sleep(0.001)
+        for th in threads:
+            th.join()
+        await aw.drain_workqueue(wq)
+        st = wq.stats()
+        assert not bad  # R3
+        assert st.queued == sum(answered)  # every True is counted once
+        assert sum(count.values()) + st.cancelled == st.queued  # ran once, or was cancelled
+        assert st.in_flight == 0
+        await aw.destroy_workqueue(wq)
+
+    run(body)
+
+
+def test_what_a_closing_loop_leaves_is_reported_and_a_new_loop_rebinds(
+    caplog: pytest.LogCaptureFixture, expect_errors: ExpectedErrors
+) -> None:
+    holder: dict[str, aw.Workqueue] = {}
+    gate_items: list[aw.Work] = []
+
+    async def first() -> None:
+        wq = holder["wq"] = lean_wq("v2-end", max_active=1)
+
+        async def forever(w: aw.Work) -> None:
+            await asyncio.Event().wait()
+
+        for _ in range(3):
+            w = aw.Work(forever)
+            gate_items.append(w)
+            assert aw.queue_work(wq, w)
+        await settle()
+
+    with caplog.at_level(logging.WARNING, logger="aioworkqueue"):
+        run(first)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "2 items on workqueue 'v2-end' did not finish (queued)" in text
+    # The one running when the loop's tasks were cancelled went to the exception handler (R16).
+    assert [r.exc_info[0] for r in expect_errors.records if r.exc_info] == [asyncio.CancelledError]
+    assert not any(w.pending for w in gate_items)
+    wq = holder["wq"]
+    with pytest.raises(aw.WorkqueueLoopError):
+        aw.queue_work(wq, aw.Work(lambda w: None))  # no loop runs here to rebind it to
+
+    async def second() -> None:
+        ran: list[int] = []
+        assert aw.queue_work(wq, aw.Work(lambda w: ran.append(1)))  # rebinds to this loop
+        await aw.flush_workqueue(wq)
+        assert ran == [1]
+        await aw.destroy_workqueue(wq)
+
+    run(second)
+
+
+def test_what_the_lean_pool_does_not_serve_yet_says_so(expect_errors: ExpectedErrors) -> None:
+    async def body() -> None:
+        with _lean.use(), pytest.raises(NotImplementedError, match=r"Core v2.*WQ\.HIGHPRI"):
+            aw.alloc_workqueue("v2-hi", aw.WQ.HIGHPRI)
+        wq = lean_wq("v2-lacks")
+        d = aw.DelayedWork(lambda w: None)
+        with pytest.raises(NotImplementedError, match="queue_delayed_work: Core v2"):
+            aw.queue_delayed_work(wq, d, 1.0)
+        with pytest.raises(NotImplementedError, match="queue_work_on: Core v2"):
+            aw.queue_work_on(0, wq, d)
+        assert not d.pending
+        await aw.destroy_workqueue(wq)
+
+    run(body)
+    assert not expect_errors.records
+
+
+def test_a_queue_that_races_the_loops_end_takes_its_own_entry_back() -> None:
+    async def body() -> None:
+        wq = lean_wq("v2-late")
+        link = wq._lean
+        assert link is not None
+        # As a producer on another thread sees it when the end's sweep ran between its checks
+        # and its append: the pool is dead after the append, and the entry is still its own.
+        link.pool.dead = True
+        w = aw.Work(lambda w: None)
+        with pytest.raises(aw.WorkqueueLoopError, match="has shut down"):
+            link.pool.queue(link, w)
+        assert not w.pending  # nothing was queued: the producer's cancel won
+        link.pool.dead = False
+        await aw.destroy_workqueue(wq)
+
+    run(body)
