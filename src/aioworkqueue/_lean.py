@@ -33,6 +33,11 @@ one that read True wakes a parked worker (on the loop's own thread: a ``list.pop
 ``_kick``. Only workers and ``_kick``, never a producer, change the counts (``waking``,
 ``nr_workers``): a handler that interrupts a worker's step therefore never races a
 read-modify-write.
+
+Signal handlers: the steps are designed for a ``signal.signal`` handler that queues on the
+loop's own thread (each one list operation or store, as in ``benchmarks/lean_pool.py``, whose
+interleaving tests land a handler at every step), but Stage A has no such test of its own yet:
+until it has, treat a handler on the loop's thread as untested here.
 """
 
 from __future__ import annotations
@@ -256,7 +261,7 @@ class LeanPool:
     def queue(self, link: LeanLink, work: Work) -> bool:
         """R1: True if a new instance of ``work`` is pending now.
 
-        Context: any thread, a signal handler included.
+        Context: any thread (a signal handler: see the module docstring).
         Raises: WorkqueueFullError at R21's bound (nothing changed).
         """
         if link.limit:
@@ -332,7 +337,8 @@ class LeanPool:
     def wake(self) -> None:
         """A producer found nobody on its way to the inbox (``sleeping``): wake or call one.
 
-        Context: any thread, a signal handler included; right after the producer's append.
+        Context: any thread (a signal handler: see the module docstring); right after the
+        producer's append.
         """
         # On the loop's thread a signal handler may land
         # anywhere in here, or in a worker's park: each step is one list operation or store,
