@@ -73,6 +73,24 @@ async def test_r1_r2_r4_queue_once_requeue_while_running_and_count() -> None:
 
 
 @pytest.mark.asyncio
+async def test_an_item_queued_while_every_worker_awaits_starts_without_waiting_for_them() -> None:
+    wq = lean_wq("v2-busy")
+    gate = asyncio.Event()
+    ran: list[str] = []
+
+    async def slow(w: aw.Work) -> None:
+        await gate.wait()
+
+    aw.queue_work(wq, aw.Work(slow))
+    await settle()  # its worker took it and awaits: nobody is on the way to the inbox
+    aw.queue_work(wq, aw.Work(lambda w: ran.append("next")))
+    await settle()
+    assert ran == ["next"]
+    gate.set()
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
 async def test_r3_an_item_requeued_while_it_runs_never_overlaps_itself() -> None:
     wq = lean_wq("v2-r3")
     active = 0

@@ -139,7 +139,7 @@ class LeanLink:
         self.barriers: list[_Barrier] = []  # O: flushes whose snapshot is not empty
         self.queued = itertools.count()  # A: successful queues (and refunded tries, R21)
         self.refunded = itertools.count()  # A: tries that R1 or R21 refused
-        self.started = 0  # O: instances started or skipped (their room is free again)
+        self.started = 0  # O, counted where limit is set: instances started or skipped (R21)
         self.nr_completed = 0  # O
         self.nr_failed = 0  # O
         self.nr_cancelled = 0  # O: stale tokens met (their cancel answered True)
@@ -495,10 +495,17 @@ class LeanPool:
                     me.counted = False
                     self.waking -= 1
                 link: LeanLink
+                # Every path below ends with a token that holds a max_active slot of its
+                # link, or continues. A token whose slot 0 is None was decided by a cancel
+                # (or a disable); one decided but not cleared yet is caught by the take's
+                # append further down.
                 if me.redo is not None:  # R3: the next instance of the item it ran
                     tok, link = me.redo, me.rlink  # type: ignore[assignment]  # set together
                     me.redo = me.rlink = None
-                    slot = True
+                    work = tok[0]
+                    if work is None:
+                        self._skip(tok, link, True)
+                        continue
                 elif inbox:
                     if batch >= _BATCH:  # cond_resched, before taking: nothing is in hand
                         batch = 0
@@ -507,10 +514,22 @@ class LeanPool:
                     e = popleft()
                     if type(e) is tuple:
                         tok, link = e
-                        slot = False
-                    elif type(e) is _Handed:
+                        work = tok[0]
+                        if work is None:
+                            self._skip(tok, link, False)  # cancelled in flight
+                            continue
+                        if link.nr_active >= link.max_active or link.inactive:
+                            # R7: it waits, still pending, in order.
+                            link.nr_max_active_hits += 1
+                            link.inactive.append(tok)
+                            continue
+                        link.nr_active += 1  # its slot, from now on
+                    elif type(e) is _Handed:  # given a slot as it left the waiting list
                         tok, link = e.tok, e.link
-                        slot = True
+                        work = tok[0]
+                        if work is None:
+                            self._skip(tok, link, True)
+                            continue
                     else:
                         self._snapshot(e)
                         continue
@@ -532,17 +551,6 @@ class LeanPool:
                     await fut
                     me.fut = None
                     continue
-                work = tok[0]
-                if work is None or len(tok) != 1:
-                    self._skip(tok, link, slot)  # cancelled in flight, or where it waited
-                    continue
-                if not slot:
-                    if link.nr_active >= link.max_active or link.inactive:
-                        # R7: it waits, still pending, in order.
-                        link.nr_max_active_hits += 1
-                        link.inactive.append(tok)
-                        continue
-                    link.nr_active += 1  # its slot, from now on
                 by = work._by
                 if by is not None:  # R3: it runs on that worker, which takes it next
                     old = by.redo
@@ -555,7 +563,8 @@ class LeanPool:
                     self._skip(tok, link, True)  # a cancel won just now
                     continue
                 tok[0] = None
-                link.started += 1  # R21: its place frees
+                if link.limit:
+                    link.started += 1  # R21: its place frees
                 work._by = me
                 me.tok, me.current, me.pwq = tok, work, link
                 if not self.waking:  # nobody else on the way to the inbox
