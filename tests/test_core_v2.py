@@ -456,3 +456,44 @@ def test_a_queue_that_races_the_loops_end_takes_its_own_entry_back() -> None:
         await aw.destroy_workqueue(wq)
 
     run(body)
+
+
+def test_threads_that_find_nobody_coming_post_one_kick_at_a_time() -> None:
+    async def body() -> None:
+        wq = lean_wq("v2-kick")
+        link = wq._lean
+        assert link is not None
+        pool = link.pool
+        loop = asyncio.get_running_loop()
+        ran: list[int] = []
+        posted: list[object] = []
+        real = loop.call_soon_threadsafe
+
+        def counting(cb: Any, *args: Any) -> Any:
+            posted.append(cb)
+            return real(cb, *args)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        try:
+
+            def queue(i: int) -> None:
+                t = threading.Thread(
+                    target=lambda: aw.queue_work(wq, Item(lambda w: ran.append(i)))
+                )
+                t.start()
+                t.join()
+
+            # The loop is held here, so no _kick runs in between: the first thread posts one;
+            # the second finds nobody coming again (as after a worker took the last entry) and
+            # must not post another while the first is on its way.
+            queue(1)
+            pool.sleeping = True
+            queue(2)
+            assert len(posted) == 1
+        finally:
+            del loop.call_soon_threadsafe
+        await aw.flush_workqueue(wq)
+        assert sorted(ran) == [1, 2]
+        await aw.destroy_workqueue(wq)
+
+    run(body)

@@ -220,6 +220,7 @@ class LeanPool:
         "dying",
         "idle",
         "inbox",
+        "kick_armed",
         "links",
         "loop",
         "max_workers",
@@ -241,6 +242,7 @@ class LeanPool:
         self.inbox: deque[Any] = deque()
         self.idle: list[_LeanWorker] = []  # A: parked workers
         self.sleeping = True  # A: no worker is on its way to the inbox
+        self.kick_armed = False  # A: a call_soon_threadsafe(_kick) is on its way
         self.waking = 0  # O: workers woken or spawned by the loop, not yet looking
         self.nr_workers = 0  # O
         self.workers: set[_LeanWorker] = set()  # O
@@ -356,6 +358,9 @@ class LeanPool:
             else:  # cancelled while parked (the loop is ending): the loop decides
                 self.loop.call_soon(self._kick)
         else:
+            if self.kick_armed:
+                return  # one is on its way, and clears this before it looks at the inbox
+            self.kick_armed = True
             try:
                 self.loop.call_soon_threadsafe(self._kick)
             except RuntimeError:
@@ -379,7 +384,10 @@ class LeanPool:
     # -- the loop ---------------------------------------------------------------------------
 
     def _kick(self) -> None:
-        # A loop callback: never inside a worker's step, so it may change the counts.
+        # A loop callback: never inside a worker's step, so it may change the counts. A
+        # producer that saw kick_armed set appended before this store, so the look below
+        # sees its entry.
+        self.kick_armed = False
         if self.inbox:
             if not self.waking:
                 self._call_worker()
