@@ -330,10 +330,22 @@ async def test_r21_max_pending_refuses_at_the_bound_and_loses_nothing() -> None:
     with pytest.raises(aw.WorkqueueFullError, match="max_pending 2"):
         aw.queue_work(wq, c)
     assert not c.pending
+    assert aw.cancel_work(b)
+    assert aw.queue_work(wq, c)  # the cancel gave b's room back at once, not at the loop
+    with pytest.raises(aw.WorkqueueFullError):
+        aw.queue_work(wq, b)
     await aw.flush_workqueue(wq)
-    assert aw.queue_work(wq, c)  # room again once they started
+    assert aw.queue_work(wq, b)  # room again once they started
     await aw.flush_workqueue(wq)
-    assert ran == ["a", "b", "c"] and wq.stats().queued == 3
+    assert ran == ["a", "c", "b"] and wq.stats().queued == 4
+    assert wq.stats().cancelled == 1 and wq._lean is not None and not wq._lean.held
+    # The bound is exact again: the stale entry of b, met after its cancel gave the room back,
+    # did not give it back a second time.
+    x, y, z = Item(fn, "x"), Item(fn, "y"), Item(fn, "z")
+    assert aw.queue_work(wq, x) and aw.queue_work(wq, y)
+    with pytest.raises(aw.WorkqueueFullError):
+        aw.queue_work(wq, z)
+    await aw.flush_workqueue(wq)
     await aw.destroy_workqueue(wq)
 
 

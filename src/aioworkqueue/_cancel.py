@@ -15,7 +15,7 @@ from types import FrameType
 from . import _lock, _state
 from ._barrier import WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
-from ._lean import TABLE, owner_loop, serves
+from ._lean import TABLE, freed, owner_loop, serves
 from ._lock import INTR, LOCK, after_section, hold, record, replay, run_redo
 from ._pool import Pool, current_worker_work, untake
 from ._queueing import steal
@@ -123,7 +123,9 @@ def _grab(work: Work) -> bool:
 
 def _cancel(call: str, work: Work) -> bool:
     if serves(work):  # Core v2: the table's cancel, one step; the loop skips the entry later
-        return TABLE.cancel(work) is not None
+        tok = TABLE.cancel(work)
+        freed(work, tok)
+        return tok is not None
     if _is_owned():
         return _nested(call, work, disable=0)
     with LOCK:
@@ -197,7 +199,9 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
         )
     if serves(work):
         pool = owner_loop(call, work)
-        was = TABLE.disable(work) is not None
+        tok = TABLE.disable(work)
+        freed(work, tok)
+        was = tok is not None
         try:
             by = work._by
             if pool is not None and by is not None and by.tok is not None:
@@ -261,7 +265,9 @@ def disable_work(work: Work) -> bool:
     call = "disable_work"
     check_work(call, work)
     if serves(work):
-        return TABLE.disable(work) is not None
+        tok = TABLE.disable(work)
+        freed(work, tok)
+        return tok is not None
     if _is_owned():
         return _nested(call, work, disable=1)
     with LOCK:

@@ -61,7 +61,17 @@ from ._pool import _WORKER, _call, _tearing_down
 from ._state import ASYNC_FN, CALL
 from ._work import Work
 
-__all__ = ("ENABLED", "TABLE", "LeanLink", "LeanPool", "covers", "owner_loop", "serves", "use")
+__all__ = (
+    "ENABLED",
+    "TABLE",
+    "LeanLink",
+    "LeanPool",
+    "covers",
+    "freed",
+    "owner_loop",
+    "serves",
+    "use",
+)
 
 _log = logging.getLogger("aioworkqueue")
 _isawaitable = __import__("inspect").isawaitable
@@ -114,6 +124,8 @@ class LeanLink:
 
     __slots__ = (
         "barriers",
+        "freed",
+        "held",
         "inactive",
         "limit",
         "max_active",
@@ -139,7 +151,12 @@ class LeanLink:
         self.barriers: list[_Barrier] = []  # O: flushes whose snapshot is not empty
         self.queued = itertools.count()  # A: successful queues (and refunded tries, R21)
         self.refunded = itertools.count()  # A: tries that R1 or R21 refused
-        self.started = 0  # O, counted where limit is set: instances started or skipped (R21)
+        # R21, where limit is set. The room used is queued - refunded - started - freed.
+        self.started = 0  # O: instances started, or met stale with their room still held
+        self.freed = itertools.count()  # A: rooms given back by the cancel that won
+        # A: id(token) -> token of each pending instance whose room is held; whoever pops it
+        # (the cancel that won, or the loop when it meets the token) frees that room, once.
+        self.held: dict[int, list[Any]] = {}
         self.nr_completed = 0  # O
         self.nr_failed = 0  # O
         self.nr_cancelled = 0  # O: stale tokens met (their cancel answered True)
@@ -147,6 +164,11 @@ class LeanLink:
 
     def __repr__(self) -> str:
         return f"<LeanLink {self.wq.name!r} active={self.nr_active}>"
+
+    def room_used(self) -> int:
+        """R21: instances that hold a place (queued, not started nor cancelled). Context: any
+        (a snapshot; a producer reads it after taking its own place with ``next(queued)``)."""
+        return _peek(self.queued) - _peek(self.refunded) - self.started - _peek(self.freed)
 
     def nr_queued(self) -> int:
         """Successful queues so far. Context: any (a snapshot)."""
@@ -270,7 +292,7 @@ class LeanPool:
             if TABLE.is_pending(work):
                 return False  # R1 before R21: a pending item is not refused for room
             next(link.queued)
-            if _peek(link.queued) - _peek(link.refunded) - link.started > link.limit:
+            if link.room_used() > link.limit:
                 next(link.refunded)
                 raise WorkqueueFullError(
                     f"queue_work: workqueue {link.wq.name!r} is full "
@@ -280,6 +302,7 @@ class LeanPool:
             if n is None:
                 next(link.refunded)
                 return False
+            link.held[id(n)] = n  # before the append: the loop pops it when it meets n
         else:
             t = work._tok
             if t is not None and len(t) == 2 and t[1] is _RUN:  # ran before: the common case
@@ -311,7 +334,7 @@ class LeanPool:
         Context: any thread. Raises: WorkqueueFullError at R21's bound (nothing queued).
         """
         next(link.queued)
-        if link.limit and _peek(link.queued) - _peek(link.refunded) - link.started > link.limit:
+        if link.limit and link.room_used() > link.limit:
             next(link.refunded)
             raise WorkqueueFullError(
                 f"submit: workqueue {link.wq.name!r} is full (max_pending {link.limit}); "
@@ -319,6 +342,8 @@ class LeanPool:
             )
         n = [work]
         work._tok = n
+        if link.limit:
+            link.held[id(n)] = n
         work._pwq = link
         self.inbox.append((n, link))
         if self.sleeping:
@@ -468,7 +493,8 @@ class LeanPool:
         """A stale token met (its cancel answered True): counted once, since only the loop
         meets a token, and only once. ``slot``: it held a max_active slot, which frees."""
         link.nr_cancelled += 1
-        link.started += 1  # R21: its place is free
+        if link.limit and link.held.pop(id(tok), None) is not None:
+            link.started += 1  # R21: its place is free (else its cancel freed it)
         if link.barriers:
             self._settled(link, tok)
         if self.waiters:
@@ -571,7 +597,7 @@ class LeanPool:
                     self._skip(tok, link, True)  # a cancel won just now
                     continue
                 tok[0] = None
-                if link.limit:
+                if link.limit and link.held.pop(id(tok), None) is not None:
                     link.started += 1  # R21: its place frees
                 work._by = me
                 me.tok, me.current, me.pwq = tok, work, link
@@ -721,7 +747,8 @@ class LeanPool:
             if work is not None and len(tok) == 1 and TABLE.cancel(work) is tok:
                 out.append((work, link.wq, "queued"))
             link.nr_cancelled += 1
-            link.started += 1
+            if link.limit and link.held.pop(id(tok), None) is not None:
+                link.started += 1
         return out
 
 
@@ -749,3 +776,15 @@ def owner_loop(call: str, work: Work) -> LeanPool | None:
             f"loop of its pool so far"
         )
     return pool
+
+
+def freed(work: Work, tok: list[Any] | None) -> None:
+    """A cancel or disable of ``work`` won the pending instance ``tok``: give its R21 room back
+    now, if the link still holds it for ``tok`` (else the loop frees it when it meets the entry,
+    and a producer that has not stored its link yet leaves it to the loop too).
+    Context: any, right after the table's cancel or disable."""
+    if tok is None:
+        return
+    link = work._pwq
+    if type(link) is LeanLink and link.limit and link.held.pop(id(tok), None) is not None:
+        next(link.freed)
