@@ -7,8 +7,10 @@ run it in the default suite, each queue allocated under ``_lean.use()``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -280,7 +282,10 @@ async def test_r14_r15_drain_rejects_others_destroy_rejects_and_own_flush_raises
         aw.queue_work(wq, aw.Work(lambda w: None))
     await drain
     assert chained == [0, 1, 2, 3] and len(errors) == 4  # R15 each time, nothing hung
+    link = wq._lean
+    assert link is not None and link in link.pool.links
     await aw.destroy_workqueue(wq)
+    assert link not in link.pool.links  # the pool forgets a destroyed queue
     with pytest.raises(aw.WorkqueueDestroyedError):
         aw.queue_work(wq, aw.Work(lambda w: None))
 
@@ -509,3 +514,16 @@ def test_threads_that_find_nobody_coming_post_one_kick_at_a_time() -> None:
         await aw.destroy_workqueue(wq)
 
     run(body)
+
+
+@pytest.mark.asyncio
+async def test_a_queue_dropped_without_destroy_does_not_live_as_long_as_its_pool() -> None:
+    wq = lean_wq("v2-dropped")
+    link = wq._lean
+    assert link is not None
+    pool, ref = link.pool, weakref.ref(link)
+    aw.queue_work(wq, aw.Work(lambda w: None))
+    await aw.flush_workqueue(wq)
+    del wq, link
+    gc.collect()
+    assert ref() is None and all(lk.wq.name != "v2-dropped" for lk in pool.links)

@@ -217,6 +217,8 @@ async def destroy_workqueue(wq: Workqueue) -> None:
         for pwq in wq._links():
             if pwq in pwq.pool.pwqs:
                 pwq.pool.pwqs.discard(pwq)
+        if wq._lean is not None:
+            wq._lean.pool.links.discard(wq._lean)
         executor = wq._executor
         wq._executor = None
     if executor is not None:

@@ -47,6 +47,7 @@ import itertools
 import logging
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -123,6 +124,7 @@ class LeanLink:
     lean = True  # I: its items' pending state is the table's (Work.pending asks)
 
     __slots__ = (
+        "__weakref__",
         "barriers",
         "freed",
         "held",
@@ -268,7 +270,9 @@ class LeanPool:
         self.waking = 0  # O: workers woken or spawned by the loop, not yet looking
         self.nr_workers = 0  # O
         self.workers: set[_LeanWorker] = set()  # O
-        self.links: list[LeanLink] = []  # O (appended on the loop's thread, at allocation)
+        # O (added on the loop's thread, at allocation), weakly: a queue dropped without
+        # destroy_workqueue must not live as long as the pool (its pending items keep it).
+        self.links: weakref.WeakSet[LeanLink] = weakref.WeakSet()
         self.dead = False  # O: the loop ended; set once
         # O: every task of the loop is being cancelled (asyncio.run's end): no worker starts
         # now, asyncio would never cancel it; what waits is taken back at the end.
@@ -570,6 +574,9 @@ class LeanPool:
                 else:
                     batch = 0
                     me.current = me.pwq = None  # left set after a run: cleared before a park
+                    # So are this frame's references to the last entry: a parked worker must
+                    # not keep a dropped queue (or its items) alive.
+                    e = tok = work = link = None  # type: ignore[assignment]
                     fut = me.fut = loop.create_future()
                     idle = self.idle
                     idle.append(me)

@@ -811,7 +811,7 @@ def _lean_link_on(wq: Workqueue, loop: asyncio.AbstractEventLoop) -> LeanLink:
         pool = _LEAN_POOLS[loop] = LeanPool(loop)
         _watch_loop_end(loop, pool)
     link = LeanLink(pool, wq, wq.max_active, wq.max_pending)
-    pool.links.append(link)
+    pool.links.add(link)
     return link
 
 
