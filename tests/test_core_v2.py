@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -527,3 +528,57 @@ async def test_a_queue_dropped_without_destroy_does_not_live_as_long_as_its_pool
     del wq, link
     gc.collect()
     assert ref() is None and all(lk.wq.name != "v2-dropped" for lk in pool.links)
+
+
+def test_r3_an_item_queued_on_two_loops_never_runs_on_both_at_once() -> None:
+    """The same item on lean queues of two loops in two threads: the second loop's worker may
+    not hand the token to the first loop's worker, so it waits until that run has ended."""
+    active: list[int] = []
+    overlaps: list[int] = []
+    runs: list[str] = []
+    release = threading.Event()
+    started = threading.Event()
+
+    async def fn(w: aw.Work) -> None:
+        if active:
+            overlaps.append(1)
+        active.append(1)
+        runs.append(threading.current_thread().name)
+        if len(runs) == 1:
+            started.set()
+            await asyncio.get_running_loop().run_in_executor(None, release.wait, 10)
+        active.pop()
+
+    w = aw.Work(fn)
+    queues: dict[str, aw.Workqueue] = {}
+    ready = threading.Barrier(3)
+    finish = threading.Event()
+
+    def loop_thread(name: str) -> None:
+        async def body() -> None:
+            queues[name] = lean_wq(f"v2-two-{name}")
+            ready.wait()
+            while not finish.is_set():
+                await asyncio.sleep(0.001)
+            await aw.drain_workqueue(queues[name])
+            await aw.destroy_workqueue(queues[name])
+
+        asyncio.run(body())
+
+    threads = [threading.Thread(target=loop_thread, args=(n,), name=n) for n in ("A", "B")]
+    for t in threads:
+        t.start()
+    ready.wait()
+    assert aw.queue_work(queues["A"], w)
+    assert started.wait(10)
+    assert aw.queue_work(queues["B"], w)  # pending again while it runs on A
+    time.sleep(0.05)  # B's worker meets the token while A's run goes on
+    assert runs == ["A"] and w.pending
+    release.set()
+    deadline = time.monotonic() + 10
+    while len(runs) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    finish.set()
+    for t in threads:
+        t.join(10)
+    assert runs == ["A", "B"] and not overlaps

@@ -78,6 +78,7 @@ _log = logging.getLogger("aioworkqueue")
 _isawaitable = __import__("inspect").isawaitable
 _get_running_loop = asyncio._get_running_loop
 _BATCH = 256  # items a worker runs before it yields to the loop (the kernel's cond_resched)
+_ELSEWHERE_POLL = 0.001  # seconds: how soon an item running on another loop is looked at again
 
 TABLE: PendingTable = _state.TABLE
 
@@ -508,17 +509,30 @@ class LeanPool:
             if link.inactive:
                 self._hand_on(link)
 
+    def _elsewhere(self, tok: list[Any], link: LeanLink) -> None:
+        """R3 across pools: ``tok``'s item runs on another loop's worker, which this loop may
+        not hand it to (that worker's fields are its own loop's). The token gives its slot
+        back and waits first in line, still pending and seen by barriers, and the line is
+        looked at again shortly: a poll, for the rare item queued on two loops' queues."""
+        link.nr_active -= 1
+        link.inactive.appendleft(tok)
+        self.loop.call_later(_ELSEWHERE_POLL, self._hand_on, link)
+
     def _hand_on(self, link: LeanLink) -> None:
         """Slots of ``link`` are free: its first waiting tokens take them, in order (R7), and go
         on the inbox's front for the next worker that looks."""
         inactive = link.inactive
+        handed: list[_Handed] = []
         while inactive and link.nr_active < link.max_active:
             tok = inactive.popleft()
             if len(tok) != 1:
                 self._skip(tok, link, False)  # cancelled while it waited
                 continue
             link.nr_active += 1
-            self.inbox.appendleft(_Handed(tok, link))
+            handed.append(_Handed(tok, link))
+        if handed:
+            handed.reverse()
+            self.inbox.extendleft(handed)  # which reverses again: in line order, at the front
             if not self.waking:
                 self._call_worker()
 
@@ -594,6 +608,9 @@ class LeanPool:
                     continue
                 by = work._by
                 if by is not None:  # R3: it runs on that worker, which takes it next
+                    if by not in self.workers:
+                        self._elsewhere(tok, link)
+                        continue
                     old = by.redo
                     if old is not None:  # R1: only a stale one can be there
                         self._skip(old, by.rlink, True)
