@@ -13,9 +13,9 @@ taken or skipped):
 
 * the pending bit is ``_state.TABLE`` (``_pending.py``): a queue is the table's decision, one
   ``list.append``, and the instance's token is its entry on the pool's inbox;
-* a producer (any thread, a signal handler included) checks, decides, stores the link (W),
-  appends the token to the inbox (A) and wakes the loop only if no worker is on its way there;
-  it counts nothing but R21's room, with ``itertools.count`` (one C call each);
+* a producer (any thread) checks, decides, stores the link (W), appends ``(token, link)`` to
+  the inbox (A) and wakes the loop only if no worker is on its way there; it counts nothing
+  but the queued count and R21's room, with ``itertools.count`` (one C call each);
 * the pool's workers do all the accounting on the loop: R7 when they take a token (a token over
   ``max_active`` waits on its link, still pending), R3 by handing the token to the worker that
   runs the item (it takes it next), the link's counts, and the statistics;
@@ -30,9 +30,9 @@ after its append; the loop sets it before its last look at the inbox (see ``_no_
 A producer that read False appended before the loop set it, so that last look sees the entry;
 one that read True wakes a parked worker (on the loop's own thread: a ``list.pop`` and
 ``set_result``, each one step that allows for a handler having gone first) or posts
-``_kick``. Only workers and ``_kick``, never a producer, change the counts (``waking``,
-``nr_workers``): a handler that interrupts a worker's step therefore never races a
-read-modify-write.
+``_kick``, one at a time (``kick_armed``, which ``_kick`` clears before it looks). Only
+workers and ``_kick``, never a producer, change the counts (``waking``, ``nr_workers``): a
+handler that interrupts a worker's step therefore never races a read-modify-write.
 
 Signal handlers: the steps are designed for a ``signal.signal`` handler that queues on the
 loop's own thread (each one list operation or store, as in ``benchmarks/lean_pool.py``, whose
