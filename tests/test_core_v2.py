@@ -1,6 +1,6 @@
 """Core v2, stage A: the lean pool (``aioworkqueue._lean``) serves queues through the public API
 and keeps the rules it claims. The rest of the suite runs on it too under
-``AIOWORKQUEUE_CORE=v2`` (``.ci/run`` runs the rules and the thread tests that way); these tests
+``AIOWORKQUEUE_CORE=v2`` (``.ci/run`` runs ``tests/test_rules.py`` that way); these tests
 run it in the default suite, each queue allocated under ``_lean.use()``.
 """
 
