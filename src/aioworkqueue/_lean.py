@@ -55,6 +55,7 @@ from types import CoroutineType
 from typing import Any
 
 from . import _state
+from ._barrier import wake as complete
 from ._config import CONFIG
 from ._errors import WorkqueueFullError, WorkqueueLoopError, describe
 from ._pending import _RUN, PendingTable
@@ -216,11 +217,6 @@ class _LeanWorker:
         # O: set before the worker parks on the idle list; a waker (a handler too) completes it.
         self.fut: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None  # I
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class _Handed:
@@ -459,12 +455,7 @@ class LeanPool:
                 self._call_worker()
 
     def _resolve(self, b: _Barrier) -> None:
-        fut = b.fut
-        floop = fut.get_loop()
-        if floop is self.loop:
-            _set_done(fut)
-        elif not floop.is_closed():
-            floop.call_soon_threadsafe(_set_done, fut)
+        complete(b.fut)  # on its own loop, which may be another thread's
 
     def _snapshot(self, b: _Barrier) -> None:
         # Everything queued on the link before the barrier has been popped: what is unfinished
@@ -703,7 +694,7 @@ class LeanPool:
 
     def _release(self, tok: list[Any]) -> None:
         for fut in self.waiters.pop(id(tok), ()):
-            _set_done(fut)
+            complete(fut)
 
     async def wait_for(self, tok: list[Any]) -> None:
         """Wait until the instance ``tok`` (pending or running here) has ended or was skipped.
@@ -763,7 +754,7 @@ class LeanPool:
                 w.redo = w.rlink = None
         for futs in self.waiters.values():
             for fut in futs:
-                _set_done(fut)  # what they wait for will never end now: it is reported
+                complete(fut)  # what they wait for will never end now: it is reported
         self.waiters.clear()
         out: list[tuple[Work, Any, str]] = []
         for tok, link in toks:
