@@ -204,7 +204,7 @@ async def test_r11_r12_cancel_sync_stops_self_requeueing_and_flush_work_waits() 
     w = aw.Work(again)
     aw.queue_work(wq, w)
     await settle(10)
-    assert await aw.cancel_work_sync(w) in (True, False)
+    await aw.cancel_work_sync(w)  # pending or running at the call, as it happens: either way
     n = runs
     await settle(10)
     assert runs == n and not w.pending and aw.work_busy(w) == aw.WorkBusy(0)
@@ -443,6 +443,14 @@ def test_what_a_closing_loop_leaves_is_reported_and_a_new_loop_rebinds(
 
 def test_what_the_lean_pool_does_not_serve_yet_says_so(expect_errors: ExpectedErrors) -> None:
     async def body() -> None:
+        locked = aw.alloc_workqueue("v1-holds")  # the switch is off: the locked core
+        held = aw.Work(lambda w: None)
+        assert aw.queue_work(locked, held)  # pending there, not run yet
+        lean = lean_wq("v2-shares")
+        with pytest.raises(NotImplementedError, match="does not share items"):
+            aw.queue_work(lean, held)
+        await aw.destroy_workqueue(locked)
+        await aw.destroy_workqueue(lean)
         with _lean.use(), pytest.raises(NotImplementedError, match=r"Core v2.*WQ\.HIGHPRI"):
             aw.alloc_workqueue("v2-hi", aw.WQ.HIGHPRI)
         wq = lean_wq("v2-lacks")
@@ -530,7 +538,9 @@ async def test_a_queue_dropped_without_destroy_does_not_live_as_long_as_its_pool
     assert ref() is None and all(lk.wq.name != "v2-dropped" for lk in pool.links)
 
 
-def test_r3_an_item_queued_on_two_loops_never_runs_on_both_at_once() -> None:
+def test_r3_an_item_queued_on_two_loops_never_runs_on_both_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The same item on lean queues of two loops in two threads: the second loop's worker may
     not hand the token to the first loop's worker, so it waits until that run has ended."""
     active: list[int] = []
@@ -550,6 +560,14 @@ def test_r3_an_item_queued_on_two_loops_never_runs_on_both_at_once() -> None:
         active.pop()
 
     w = aw.Work(fn)
+    met = threading.Event()  # B's worker met the token while the item ran on A
+    elsewhere = _lean.LeanPool._elsewhere
+
+    def meeting(pool: _lean.LeanPool, tok: list[Any], link: _lean.LeanLink) -> None:
+        met.set()
+        elsewhere(pool, tok, link)
+
+    monkeypatch.setattr(_lean.LeanPool, "_elsewhere", meeting)
     queues: dict[str, aw.Workqueue] = {}
     ready = threading.Barrier(3)
     finish = threading.Event()
@@ -572,7 +590,7 @@ def test_r3_an_item_queued_on_two_loops_never_runs_on_both_at_once() -> None:
     assert aw.queue_work(queues["A"], w)
     assert started.wait(10)
     assert aw.queue_work(queues["B"], w)  # pending again while it runs on A
-    time.sleep(0.05)  # B's worker meets the token while A's run goes on
+    assert met.wait(10)  # B's worker met it while A's run goes on, and left it pending
     assert runs == ["A"] and w.pending
     release.set()
     deadline = time.monotonic() + 10

@@ -377,6 +377,14 @@ def _lean_queue(call: str, wq: Workqueue, work: Work, fresh: bool) -> bool:
     Context: any, as :func:`queue_work`. The common case takes no lock: the queue is bound,
     live, and the caller is on its loop or hands off to it while it runs.
     """
+    # First: a lean item never has these bits. An item the locked core holds pending comes
+    # here (its newest token, if any, is a pending shadow one), where it would be queued a
+    # second time; the two cores do not share items (docs/design.md §9, Stage A).
+    if work._state & _PENDING_RUNNING:
+        raise NotImplementedError(
+            f"{call}: {describe(work)} is pending or running on a queue of the locked core; "
+            f"Core v2 (AIOWORKQUEUE_CORE=v2) does not share items with it"
+        )
     link = wq._lean
     if link is not None and not wq._status:
         pool = link.pool
@@ -385,11 +393,6 @@ def _lean_queue(call: str, wq: Workqueue, work: Work, fresh: bool) -> bool:
                 pool.submit(link, work)
                 return True
             return pool.queue(link, work)
-    if work._state & _PENDING_RUNNING:
-        raise NotImplementedError(
-            f"{call}: {describe(work)} is pending or running on a queue of the locked core; "
-            f"Core v2 (AIOWORKQUEUE_CORE=v2) does not share items with it"
-        )
     with LOCK:
         if wq._status:
             wq._check_queueable(call, work)
