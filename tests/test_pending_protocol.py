@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from aioworkqueue._pending import _RUN, PendingTable, _Disabled, _Mark, _next
+from aioworkqueue._pending import _RUN, PendingTable, _Disabled, _Mark, _Moved, _next
 
 from ._interleave import Event, Run, TracedDeque, TracedDict, TracedList, entries, explore
 
@@ -45,6 +45,11 @@ def _apply(ev: Event, state: dict[Any, object]) -> dict[Any, object] | None:
         if ev.result != (None if depth == 0 else depth == 1):
             return None
         new[("disabled", w)] = max(depth - 1, 0)
+    elif ev.op == "move":
+        old, n = ev.result
+        if old is not cur or (n is None) != (depth > 0):
+            return None
+        new[w] = n
     elif ev.op == "cancel":
         if ev.result is not cur:
             return None
@@ -148,6 +153,18 @@ class _Setup:
     def cancel(self, who: str, w: W) -> Callable[[], Any]:
         return lambda: self.run.op(who, "cancel", self.table.cancel, w)
 
+    def move(self, who: str, w: W, pool: int = 0) -> Callable[[], Any]:
+        """mod_delayed_work(w, 0): the instance moves to the tail (a new token on the inbox)."""
+
+        def m(w: W) -> tuple[Any, Any]:
+            old, n = self.table.move(w)
+            if n is not None:
+                self.made[id(n)] = w
+                self.inboxes[pool].append(n)
+            return old, n
+
+        return lambda: self.run.op(who, "move", m, w)
+
     def disable(self, who: str, w: W) -> Callable[[], Any]:
         return lambda: self.run.op(who, "disable", self.table.disable, w)
 
@@ -194,7 +211,11 @@ def _acyclic(w: W) -> None:
     while t is not None:
         assert id(t) not in seen, f"the chain of {w} has a cycle"
         seen.add(id(t))
-        t = next((x for x in list.__iter__(t) if isinstance(x, list)), None)
+        slots = list(list.__iter__(t))
+        if len(slots) > 1 and type(slots[1]) is _Moved:
+            t = slots[1].next
+        else:
+            t = next((x for x in slots if isinstance(x, list)), None)
 
 
 def _check(setups: list[_Setup]) -> Callable[[Run], None]:
@@ -322,6 +343,39 @@ def disable_a_fresh_item(run: Run, cls: type[PendingTable], out: list[_Setup]) -
     run.actor("loop", s.owner("loop"))
 
 
+def move_races(run: Run, cls: type[PendingTable], out: list[_Setup]) -> None:
+    """R9: a move (mod_delayed_work) of a pending item against a cancel and re-queue, the take,
+    and a handler on the loop's thread that moves it too."""
+    s = _Setup(run, cls)
+    out.append(s)
+    w = s.work("w")
+    s.queue("setup", w)()
+    run.actor("loop", s.owner("loop"), handlers=[s.move("sig", w)])
+    run.actor("A", s.move("A", w))
+    run.actor("B", _seq(s.cancel("B", w), s.queue("B", w)))
+
+
+def move_and_disable(run: Run, cls: type[PendingTable], out: list[_Setup]) -> None:
+    """Moves against a disable and enable: a disabled item is never moved into pending."""
+    s = _Setup(run, cls)
+    out.append(s)
+    w = s.work("w")
+    s.queue("setup", w)()
+    run.actor("loop", s.owner("loop"))
+    run.actor("A", _seq(s.move("A", w), s.move("A", w)))
+    run.actor("B", _seq(s.disable("B", w), s.enable("B", w)))
+
+
+def move_a_fresh_item(run: Run, cls: type[PendingTable], out: list[_Setup]) -> None:
+    """The first op on an item is a move (mod of an idle item), racing the first queue."""
+    s = _Setup(run, cls)
+    out.append(s)
+    w = s.work("w")
+    run.actor("A", s.move("A", w), handlers=[s.cancel("sig", w)])
+    run.actor("B", _seq(s.queue("B", w), s.move("B", w)))
+    run.actor("loop", s.owner("loop"))
+
+
 SCENARIOS: list[Scenario] = [
     cancel_requeue_vs_take,
     handler_queues_on_the_loop,
@@ -333,6 +387,9 @@ SCENARIOS: list[Scenario] = [
     disable_races,
     handler_disables_on_the_loop,
     disable_a_fresh_item,
+    move_races,
+    move_and_disable,
+    move_a_fresh_item,
 ]
 
 
@@ -471,6 +528,31 @@ class _DisableInTwoSteps(PendingTable):
             t = s
 
 
+class _MoveInTwoSteps(PendingTable):
+    """A move that cancels the pending instance, then queues a new one: two decisions, and a
+    queue can make its own instance between them (the move then answers as if nothing were
+    pending before it)."""
+
+    def move(self, work: Any) -> tuple[Any, Any]:
+        old = self.cancel(work)
+        return old, self.acquire(work)
+
+
+class _MoveTrustsItsLook(PendingTable):
+    """A move that reads the token pending, then appends its fate without looking whether its
+    own append won: a take or cancel that landed in between wins too."""
+
+    def move(self, work: Any) -> tuple[Any, Any]:
+        t = self.pending(work)
+        if t is None:
+            return None, self.acquire(work)
+        n = self._token(work)
+        t.append(_Moved(n))
+        t[0] = None
+        work._tok = n
+        return t, n
+
+
 @pytest.mark.parametrize(
     ("mutant", "scenario"),
     [
@@ -481,6 +563,8 @@ class _DisableInTwoSteps(PendingTable):
         (_HintOnly, cancel_requeue_vs_take),
         (_QueueIgnoresDisable, disable_races),
         (_DisableInTwoSteps, disable_races),
+        (_MoveInTwoSteps, move_races),
+        (_MoveTrustsItsLook, move_races),
     ],
     ids=[
         "check-then-set-take",
@@ -490,6 +574,8 @@ class _DisableInTwoSteps(PendingTable):
         "hint-only-cancel",
         "queue-ignores-disable",
         "disable-in-two-steps",
+        "move-in-two-steps",
+        "move-trusts-its-look",
     ],
 )
 def test_the_checker_catches_each_weakened_step(

@@ -43,6 +43,12 @@ after the newest, as a queue links an instance. An enable links ``[None, _Disabl
 second makes two decisions, and a queue can link its instance between them. The interleaving test
 keeps that as a mutant.)
 
+Moving. ``mod_delayed_work`` of a pending item moves its instance (to a new timer, or to the
+tail) and must not let a queue in between: a cancel followed by a new queue would be two
+decisions. So ``move`` appends a fate ``_Moved(new)`` that names the new token: one step decides
+the old instance and makes the new one pending, and a walk goes from the old token to the new
+through the fate. A marker that lost its append names nothing (only slot 1 is a fate).
+
 The first instance of an item. A fresh item has no chain yet (``work._tok is None``), and a
 slot has no insert-if-absent. So the first queue decides in ``_fresh``, a dict shared by
 the process: ``_fresh.setdefault(id(work), token)``. The winner stores its token as the hint and
@@ -100,6 +106,16 @@ class _Disabled(_Mark):
         self.depth = depth  # set once
 
 
+class _Moved(_Mark):
+    """The fate "moved": appended by :meth:`PendingTable.move` to a pending token, it decides
+    that instance and names its successor, the new pending instance, in the same step."""
+
+    __slots__ = ("next",)
+
+    def __init__(self, n: list[Any]) -> None:
+        self.next = n  # set once
+
+
 class Inbox(Protocol):
     """A pool's inbox: any container whose ``append`` is one atomic step (a deque)."""
 
@@ -113,8 +129,12 @@ class Hinted(Protocol):
 
 
 def _next(t: list[Any]) -> list[Any] | None:
-    """Returns: the token after ``t`` (the first list after its fate), or None if it has none.
-    A None is true at the moment ``len(t)`` was last read: slots never change once appended."""
+    """Returns: the token after ``t`` (the one its ``_Moved`` fate names, or the first list after
+    its fate), or None if it has none. A None is true at the moment ``len(t)`` was last read:
+    slots never change once appended."""
+    f = t[1]
+    if type(f) is _Moved:
+        return f.next
     i = 2
     while i < len(t):
         x = t[i]
@@ -196,7 +216,7 @@ class PendingTable:
             k = len(t)
             if k == 1:
                 return None  # undecided, so the newest: pending
-            s = None if k == 2 else _next(t)
+            s = None if k == 2 and type(t[1]) is not _Moved else _next(t)
             if s is None:
                 if type(t[1]) is _Disabled:
                     return None  # the newest, when we looked, and disabled
@@ -230,6 +250,44 @@ class PendingTable:
         Returns: its token, or None if ``work`` was pending.
         """
         return self._make(work)
+
+    def move(self, work: Hinted) -> tuple[Any, Any]:
+        """Replace the pending instance of ``work`` by a new one, in one step, or make a new one
+        if none is pending (R9, ``mod_delayed_work``: the instance moves to a new timer or to
+        the tail).
+
+        Returns: (old, new): ``old`` the token of the instance replaced (its entry or timer is
+        now stale) or None if none was pending; ``new`` the token of the pending instance now,
+        or None (and ``old`` None) if ``work`` is disabled.
+        """
+        n = self._token(work)
+        t, hint = self._start(work, n)
+        if t is None:
+            return None, n
+        while True:
+            if len(t) == 1:
+                m = _Moved(n)
+                t.append(m)  # the step that decides: the old instance's fate names the new
+                if t[1] is m:
+                    t[0] = None
+                    if hint:
+                        work._tok = n
+                    return t, n
+                continue  # decided by another meanwhile (our marker, lost, names nothing)
+            s = _next(t)
+            if s is None:  # t, decided, was the newest when we looked: nothing is pending
+                if type(t[1]) is _Disabled:
+                    n[0] = None
+                    return None, None
+                t.append(n)  # the step that decides, as a queue's
+                s = _next(t)
+                if s is n:
+                    if hint:
+                        work._tok = n
+                    return None, n
+                n[0] = None  # lost: our token stays in t's log, and must not hold the work
+                n = self._token(work)
+            t = s
 
     def is_pending(self, work: Hinted) -> bool:
         """Returns: True while an instance of ``work`` is pending."""
