@@ -177,6 +177,8 @@ async def test_r10_cancel_takes_back_pending_anywhere_and_barriers_still_end() -
     flush = asyncio.ensure_future(aw.flush_workqueue(wq))
     assert aw.cancel_work(waiting) and aw.cancel_work(inbox)
     assert not aw.cancel_work(waiting) and not waiting.pending
+    st = wq.stats()  # counted as the cancels answered, before the loop meets the entries
+    assert (st.cancelled, st.in_flight) == (2, 1)
     await settle()
     assert not flush.done()  # first still runs
     gate.set()
@@ -453,12 +455,10 @@ def test_what_the_lean_pool_does_not_serve_yet_says_so(expect_errors: ExpectedEr
         await aw.destroy_workqueue(lean)
         with _lean.use(), pytest.raises(NotImplementedError, match=r"Core v2.*WQ\.HIGHPRI"):
             aw.alloc_workqueue("v2-hi", aw.WQ.HIGHPRI)
-        wq = lean_wq("v2-lacks")
+        wq = lean_wq("v2-lacks", max_pending=1)
         d = aw.DelayedWork(lambda w: None)
-        with pytest.raises(NotImplementedError, match="queue_delayed_work: Core v2"):
-            aw.queue_delayed_work(wq, d, 1.0)
-        with pytest.raises(NotImplementedError, match="queue_work_on: Core v2"):
-            aw.queue_work_on(0, wq, d)
+        with pytest.raises(NotImplementedError, match="queue_work_wait: Core v2"):
+            await aw.queue_work_wait(wq, d)
         assert not d.pending
         await aw.destroy_workqueue(wq)
 
@@ -600,3 +600,53 @@ def test_r3_an_item_queued_on_two_loops_never_runs_on_both_at_once(
     for t in threads:
         t.join(10)
     assert runs == ["A", "B"] and not overlaps
+
+
+def test_waits_from_another_threads_loop_are_registered_by_the_pools_loop() -> None:
+    """flush_work, flush_delayed_work and cancel_work_sync awaited on a loop in another thread:
+    the pool's loop registers each wait, so a run that starts or ends meanwhile is seen."""
+    result: dict[str, object] = {}
+
+    async def body() -> None:
+        wq = lean_wq("v2-xloop")
+        gate = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        runs: list[str] = []
+
+        async def slow(w: aw.Work) -> None:
+            runs.append("slow")
+            await gate.wait()
+
+        w = aw.Work(slow)
+        d = aw.DelayedWork(lambda w: runs.append("d"))
+        assert aw.queue_work(wq, w)
+        await settle()
+        assert aw.queue_delayed_work(wq, d, 1000.0)
+
+        async def other() -> None:
+            result["flush_delayed_work"] = await aw.flush_delayed_work(d)  # fires it now
+            result["d_ran"] = "d" in runs
+            t = asyncio.ensure_future(aw.cancel_work_sync(w))
+            await asyncio.sleep(0.02)
+            result["cancel_sync_waited"] = not t.done()  # R11: the run is in progress
+            loop.call_soon_threadsafe(gate.set)
+            result["cancel"] = await t
+            result["busy_after"] = aw.work_busy(w)
+            result["flush_idle"] = await aw.flush_work(w)
+
+        th = threading.Thread(target=lambda: asyncio.run(other()))
+        th.start()
+        while th.is_alive():
+            await asyncio.sleep(0.001)
+        th.join()
+        await aw.destroy_workqueue(wq)
+
+    run(body)
+    assert result == {
+        "flush_delayed_work": True,
+        "d_ran": True,
+        "cancel_sync_waited": True,
+        "cancel": False,
+        "busy_after": aw.WorkBusy(0),
+        "flush_idle": False,
+    }

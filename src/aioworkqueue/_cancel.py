@@ -15,7 +15,7 @@ from types import FrameType
 from . import _lock, _state
 from ._barrier import WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
-from ._lean import TABLE, freed, owner_loop, serves
+from ._lean import TABLE, freed, pool_of, serves
 from ._lock import INTR, LOCK, after_section, hold, record, replay, run_redo
 from ._pool import Pool, current_worker_work, untake
 from ._queueing import steal
@@ -198,14 +198,13 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
             "(called from its own function)"
         )
     if serves(work):
-        pool = owner_loop(call, work)
+        pool = pool_of(work)
         tok = TABLE.disable(work)
         freed(work, tok)
         was = tok is not None
         try:
-            by = work._by
-            if pool is not None and by is not None and by.tok is not None:
-                await pool.wait_for(by.tok)
+            if pool is not None:
+                await pool.wait_running(work)
         finally:
             if not keep_disabled:
                 TABLE.enable(work)

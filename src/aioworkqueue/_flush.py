@@ -12,7 +12,7 @@ from typing import Any
 
 from ._barrier import WAIT_PENDING, WAIT_RUNNING, add_waiter
 from ._errors import WorkqueueDeadlockError, WorkqueueError, describe
-from ._lean import TABLE, owner_loop, serves
+from ._lean import TABLE, pool_of, serves
 from ._lock import INTR, LOCK, replay
 from ._pool import current_worker_work
 from ._timer import fire_now
@@ -80,31 +80,34 @@ async def flush_work(work: Work) -> bool:
     return True
 
 
-async def _lean_flush_work(work: Work, cur: tuple[Work, Any] | None) -> bool:
-    """flush_work on Core v2's lean pool: wait for the pending instance's token, or else the
-    running one's (a pending instance of a running item starts after that run, R3)."""
-    pool = owner_loop("flush_work", work)
+async def _lean_flush_work(work: Work, cur: tuple[Work, Any] | None, fire: bool = False) -> bool:
+    """flush_work (or, ``fire``, flush_delayed_work) on Core v2's lean pool: wait for the
+    pending instance's token, or else the running one's (a pending instance of a running item
+    starts after that run, R3). From any loop: the pool's loop registers the wait."""
+    pool = pool_of(work)
     if pool is None:
         return False
+    link: Any = work._pwq
     tok = TABLE.pending(work)
-    running = tok is None
-    if running:
-        by = work._by
-        tok = by.tok if by is not None else None
-        if tok is None:
-            return False
+    armed = tok is not None and id(tok) in link.armed
+    if armed and not fire:
+        tok = None  # only armed: not waited for (docs/spec.md), its timer is not fired
     if cur is not None:
         own, own_link = cur
         if own is work:
             raise WorkqueueDeadlockError(f"flush_work: {describe(work)} would wait for itself")
-        if not running and own_link is not None and own_link.max_active == 1:
+        if tok is not None and own_link is not None and own_link.max_active == 1:
             name = own_link.wq.name
             if work._pwq is own_link:
                 raise WorkqueueDeadlockError(
                     f"flush_work: {describe(work)} is queued behind the caller {describe(own)} "
                     f"on workqueue {name!r} (max_active 1) and cannot start before it ends"
                 )
-    await pool.wait_for(tok)
+    if tok is None:
+        return await pool.wait_running(work)
+    if armed:
+        await pool.fire_now(link, tok)  # queued now (if its timer did not come first)
+    await pool.wait_for(tok)  # the instance pending at the call: True, even if it ran already
     return True
 
 
@@ -114,6 +117,8 @@ async def flush_delayed_work(dwork: DelayedWork) -> bool:
     Context: a coroutine. Returns: True if it waited. Raises: as :func:`flush_work`.
     """
     check_delayed("flush_delayed_work", dwork)
+    if serves(dwork):
+        return await _lean_flush_work(dwork, current_worker_work(), fire=True)
     with LOCK:
         revive(dwork)
         if dwork._state & ARMED:
@@ -151,6 +156,8 @@ async def _drain(call: str, wq: Workqueue, fire_timers: bool) -> None:
     if wq._v2:
         try:
             link = wq._lean
+            if fire_timers and link is not None and not link.pool.dead:
+                await link.pool.fire_now(link, None)
             while link is not None and not link.pool.dead and link.in_flight() > 0:
                 await link.pool.flush(link)
         finally:

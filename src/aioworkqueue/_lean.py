@@ -58,7 +58,8 @@ from . import _state
 from ._barrier import wake as complete
 from ._config import CONFIG
 from ._errors import WorkqueueFullError, WorkqueueLoopError, describe
-from ._pending import _RUN, PendingTable
+from ._lean_timer import LeanTimers
+from ._pending import _RUN, PendingTable, _Moved
 from ._pool import _WORKER, _call, _tearing_down
 from ._state import ASYNC_FN, CALL
 from ._work import Work
@@ -70,7 +71,7 @@ __all__ = (
     "LeanPool",
     "covers",
     "freed",
-    "owner_loop",
+    "pool_of",
     "serves",
     "use",
 )
@@ -127,7 +128,10 @@ class LeanLink:
 
     __slots__ = (
         "__weakref__",
+        "armed",
         "barriers",
+        "cancelled_armed",
+        "fired",
         "freed",
         "held",
         "inactive",
@@ -142,6 +146,7 @@ class LeanLink:
         "queued",
         "refunded",
         "started",
+        "taken",
         "wq",
     )
 
@@ -155,12 +160,20 @@ class LeanLink:
         self.barriers: list[_Barrier] = []  # O: flushes whose snapshot is not empty
         self.queued = itertools.count()  # A: successful queues (and refunded tries, R21)
         self.refunded = itertools.count()  # A: tries that R1 or R21 refused
-        # R21, where limit is set. The room used is queued - refunded - started - freed.
+        # R21, where limit is set. The room used is
+        # queued - refunded + taken - started - freed + fired.
         self.started = 0  # O: instances started, or met stale with their room still held
-        self.freed = itertools.count()  # A: rooms given back by the cancel that won
+        # A: rooms given back: by the cancel that won, by an arm (an armed instance holds
+        # none), by a move that took its instance off the inbox.
+        self.freed = itertools.count()
+        self.taken = itertools.count()  # A: rooms taken by a move onto the inbox
+        self.fired = 0  # O: armed instances placed on the inbox, which hold a room from then
         # A: id(token) -> token of each pending instance whose room is held; whoever pops it
         # (the cancel that won, or the loop when it meets the token) frees that room, once.
         self.held: dict[int, list[Any]] = {}
+        # A: id(token) -> token of each armed instance: the claim to place it (_lean_timer.py).
+        self.armed: dict[int, list[Any]] = {}
+        self.cancelled_armed = itertools.count()  # A: armed instances a cancel took the claim of
         self.nr_completed = 0  # O
         self.nr_failed = 0  # O
         self.nr_cancelled = 0  # O: stale tokens met (their cancel answered True)
@@ -172,15 +185,63 @@ class LeanLink:
     def room_used(self) -> int:
         """R21: instances that hold a place (queued, not started nor cancelled). Context: any
         (a snapshot; a producer reads it after taking its own place with ``next(queued)``)."""
-        return _peek(self.queued) - _peek(self.refunded) - self.started - _peek(self.freed)
+        return (
+            _peek(self.queued)
+            - _peek(self.refunded)
+            + _peek(self.taken)
+            - self.started
+            - _peek(self.freed)
+            + self.fired
+        )
 
     def nr_queued(self) -> int:
-        """Successful queues so far. Context: any (a snapshot)."""
+        """Successful queues so far (an arm is one). Context: any (a snapshot)."""
         return _peek(self.queued) - _peek(self.refunded)
 
+    def cancelled(self) -> int:
+        """Instances cancelled so far, counted as the cancel returned True: those the loop has
+        met, those armed, and the stale entries the loop has yet to meet (looked for here, so
+        that neither a cancel nor the hot path counts anything). Context: any (a snapshot; on
+        the pool's loop, exact)."""
+        return self.nr_cancelled + _peek(self.cancelled_armed) + self._stale()
+
+    def _stale(self) -> int:
+        # Cold (statistics, drain). Another thread's copy of the inbox may be one entry apart
+        # from the loop's count.
+        n = 0
+        for e in self.pool.inbox.copy():
+            if type(e) is tuple:
+                if e[1] is self and _is_stale(e[0]):
+                    n += 1
+            elif type(e) is _Handed and e.link is self and _is_stale(e.tok):
+                n += 1
+        for t in self.inactive.copy():
+            if _is_stale(t):
+                n += 1
+        for w in list(self.pool.workers):
+            r = w.redo
+            if r is not None and w.rlink is self and _is_stale(r):
+                n += 1
+        return n
+
     def in_flight(self) -> int:
-        """Instances queued and not ended or skipped yet. Context: any (a snapshot)."""
-        return self.nr_queued() - self.nr_completed - self.nr_failed - self.nr_cancelled
+        """Instances queued, not armed, and not ended or skipped yet: what a flush or a drain
+        waits for (R13, R14). Context: any (a snapshot)."""
+        return (
+            self.nr_queued()
+            - self.nr_completed
+            - self.nr_failed
+            - self.cancelled()
+            - len(self.armed)
+        )
+
+
+def _is_stale(tok: list[Any]) -> bool:
+    """True if the instance ``tok`` was cancelled (not moved: its successor is the instance)."""
+    try:
+        return type(tok[1]) is not _Moved
+    except IndexError:
+        return False  # still pending
 
 
 def _peek(counter: itertools.count[int]) -> int:
@@ -248,6 +309,7 @@ class LeanPool:
         "nr_workers",
         "sleeping",
         "tid",
+        "timers",
         "waiters",
         "waking",
         "workers",
@@ -277,6 +339,7 @@ class LeanPool:
         # O: id(token) → futures of flush_work / cancel_work_sync calls that wait for that
         # instance to end or be skipped (R11, R12).
         self.waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self.timers = LeanTimers(loop, self._fire)  # I: its armed instances (R8)
 
     def __repr__(self) -> str:
         return f"<LeanPool workers={self.nr_workers} inbox={len(self.inbox)}>"
@@ -361,6 +424,167 @@ class LeanPool:
                 f"queue_work: the event loop of workqueue {link.wq.name!r} has shut down; "
                 f"nothing would run {describe(work)}"
             )
+
+    # -- delayed work (any thread) -----------------------------------------------------------
+
+    def arm(self, link: LeanLink, work: Work, delay: float) -> bool:
+        """R8: True if ``work`` was idle and is armed now, to be queued on ``link`` once
+        ``delay`` (> 0) seconds have passed; False if it was pending (R1) or is disabled.
+        Arming takes no R21 room: the instance takes one when its timer fires.
+
+        Context: any thread (a signal handler: see the module docstring).
+        """
+        n = TABLE.acquire(work)
+        if n is None:
+            return False
+        next(link.queued)
+        if link.limit:
+            next(link.freed)  # counted as queued, and holding no room while armed
+        self._arm(link, work, n, delay, True)
+        return True
+
+    def _arm(self, link: LeanLink, work: Work, n: list[Any], delay: float, new: bool) -> None:
+        # ``new``: a new instance, counted as queued (not a moved one).
+        link.armed[id(n)] = n  # the claim, before the entry can be seen
+        work._pwq = link  # W
+        timers = self.timers
+        try:
+            timers.arm(timers.deadline(delay), n, link)
+        except RuntimeError:
+            if not self.dead:
+                raise
+        # As _late: the loop's end swept the claims; if it swept ours, it reported it.
+        if self.dead and link.armed.pop(id(n), None) is not None and TABLE.cancel(work) is n:
+            if new:
+                next(link.refunded)  # nothing was queued
+                if link.limit:
+                    next(link.taken)  # and the room the arm gave back was never taken
+            raise WorkqueueLoopError(
+                f"queue_delayed_work: the event loop of workqueue {link.wq.name!r} has "
+                f"shut down; nothing would run {describe(work)}"
+            )
+
+    def mod(self, link: LeanLink, work: Work, delay: float) -> bool:
+        """R9: move the pending instance of ``work`` to ``link``, armed for ``delay`` seconds
+        (or at the inbox's tail for 0), or make one if none is pending.
+
+        Context: any thread.
+        Returns: True if an instance was pending (armed, or queued and not started); False if
+        none was (one is now), or if ``work`` is disabled (nothing changed).
+        Raises: WorkqueueFullError for ``delay`` 0 at R21's bound (nothing changed), unless the
+        instance was queued on ``link`` already: it keeps its room as it moves.
+        """
+        before = work._pwq
+        reserved = False
+        if link.limit and not delay:
+            t = TABLE.pending(work)
+            if not (t is not None and before is link and id(t) in link.held):
+                next(link.taken)
+                reserved = True
+                if link.room_used() > link.limit:
+                    next(link.freed)
+                    raise WorkqueueFullError(
+                        f"mod_delayed_work: workqueue {link.wq.name!r} is full (max_pending "
+                        f"{link.limit}); {describe(work)} was not queued"
+                    )
+        old, n = TABLE.move(work)
+        if n is None:  # disabled: nothing moved, nothing made
+            if reserved:
+                next(link.freed)
+            return False
+        # Where the old instance was: armed (its claim comes off), or queued with its room
+        # (which comes off with it: the stale entry left behind frees nothing).
+        old_room: LeanLink | None = None
+        if old is not None:
+            if (
+                type(before) is LeanLink
+                and before.armed.pop(id(old), None) is None
+                and before.limit
+                and before.held.pop(id(old), None) is not None
+            ):
+                old_room = before
+        else:
+            next(link.queued)  # idle: a new instance, as a queue makes
+        if delay:
+            if old_room is not None:
+                next(old_room.freed)
+            if link.limit and old is None:
+                next(link.freed)  # as arm(): counted as queued, holding no room while armed
+            self._arm(link, work, n, delay, old is None)
+            return old is not None
+        if link.limit:
+            if old_room is link:
+                if reserved:
+                    next(link.freed)  # its own room moves with it
+            else:
+                if old_room is not None:
+                    next(old_room.freed)
+                if old is None:
+                    if reserved:
+                        next(link.freed)  # counted as queued already
+                elif not reserved:
+                    next(link.taken)  # it was held here when we looked, and is not now
+            link.held[id(n)] = n
+        elif old_room is not None:
+            next(old_room.freed)
+        work._pwq = link  # W
+        self.inbox.append((n, link))
+        if self.sleeping:
+            self.wake()
+        if self.dead:
+            self._late(link, work, n)
+        return old is not None
+
+    # -- delayed work (the loop) -------------------------------------------------------------
+
+    def _fire(self, tok: list[Any], link: LeanLink) -> None:
+        """``tok``'s timer is due: queue it, if the claim is still there to take."""
+        if link.armed.pop(id(tok), None) is not None:
+            self._placed(tok, link)
+        # else a cancel, a move or a fire at once took the claim: garbage
+
+    def _placed(self, tok: list[Any], link: LeanLink) -> None:
+        """The claim of the armed ``tok`` was taken here: queue it on the inbox's tail, where
+        it takes its place (R6). Context: the pool's loop."""
+        if len(tok) != 1:  # decided since: a cancel whose freed() looked at another link
+            if type(tok[1]) is not _Moved:
+                link.nr_cancelled += 1
+            return
+        if link.limit:
+            link.fired += 1  # R21: it holds a room from now, even over the bound
+            link.held[id(tok)] = tok
+        self.inbox.append((tok, link))
+        if self.sleeping:
+            self.wake()
+
+    async def fire_now(self, link: LeanLink, tok: list[Any] | None) -> None:
+        """flush_delayed_work (``tok``, if it is armed) or destroy_workqueue (None: every armed
+        instance of ``link``, R14): queue them now. Returns once they are on the inbox.
+
+        Context: a coroutine on any loop; the firing is the pool loop's (``fired`` is its).
+        """
+        running = asyncio.get_running_loop()
+        if running is self.loop:
+            self._fire_now(link, tok, None)
+            return
+        fut = running.create_future()
+        try:
+            self.loop.call_soon_threadsafe(self._fire_now, link, tok, fut)
+        except RuntimeError:
+            return  # closed: its end took every claim back and reported it
+        await fut
+
+    def _fire_now(
+        self, link: LeanLink, tok: list[Any] | None, fut: asyncio.Future[None] | None
+    ) -> None:
+        try:
+            toks = list(link.armed.values()) if tok is None else [tok]
+            for t in toks:
+                if link.armed.pop(id(t), None) is not None:
+                    self._placed(t, link)
+        finally:
+            if fut is not None:
+                complete(fut)
 
     def wake(self) -> None:
         """A producer found nobody on its way to the inbox (``sleeping``): wake or call one.
@@ -487,8 +711,10 @@ class LeanPool:
 
     def _skip(self, tok: list[Any], link: LeanLink, slot: bool) -> None:
         """A stale token met (its cancel answered True): counted once, since only the loop
-        meets a token, and only once. ``slot``: it held a max_active slot, which frees."""
-        link.nr_cancelled += 1
+        meets a token, and only once. ``slot``: it held a max_active slot, which frees. A
+        token moved by ``mod_delayed_work`` is not a cancel: its successor is the instance."""
+        if type(tok[1]) is not _Moved:
+            link.nr_cancelled += 1
         if link.limit and link.held.pop(id(tok), None) is not None:
             link.started += 1  # R21: its place is free (else its cancel freed it)
         if link.barriers:
@@ -699,11 +925,57 @@ class LeanPool:
     async def wait_for(self, tok: list[Any]) -> None:
         """Wait until the instance ``tok`` (pending or running here) has ended or was skipped.
 
-        Context: a coroutine on the pool's loop.
+        Context: a coroutine on any loop. From another loop the wait is registered by the
+        pool's loop, which looks first whether ``tok`` ended meanwhile.
         """
-        fut = self.loop.create_future()
-        self.waiters.setdefault(id(tok), []).append(fut)
+        running = asyncio.get_running_loop()
+        fut = running.create_future()
+        if running is self.loop:
+            self.waiters.setdefault(id(tok), []).append(fut)
+        else:
+            try:
+                self.loop.call_soon_threadsafe(self._wait_remote, tok, fut, None)
+            except RuntimeError:
+                return  # closed: what it left was taken back and reported
         await fut
+
+    async def wait_running(self, work: Work) -> bool:
+        """Wait for the run of ``work`` in progress on this pool, if there is one.
+
+        Context: a coroutine on any loop; which run is in progress is read on the pool's loop
+        (from another thread ``work._by`` may be between a take and its store).
+        Returns: True if a run was in progress.
+        """
+        running = asyncio.get_running_loop()
+        if running is self.loop:
+            by = work._by
+            if by is None or by.tok is None:
+                return False
+            await self.wait_for(by.tok)
+            return True
+        fut = running.create_future()
+        box = [False]
+        try:
+            self.loop.call_soon_threadsafe(self._wait_remote, work, fut, box)
+        except RuntimeError:
+            return False
+        await fut
+        return box[0]
+
+    def _wait_remote(self, what: Any, fut: asyncio.Future[None], box: list[bool] | None) -> None:
+        # On the pool's loop, for a waiter on another: ``what`` is a token (box None), or an
+        # item whose run in progress is waited for.
+        if box is None:
+            tok: list[Any] | None = what
+            live = len(what) == 1 or any(w.tok is what for w in self.workers)
+        else:
+            by = what._by
+            tok = None if by is None else by.tok
+            live = box[0] = tok is not None
+        if live and not self.dead:
+            self.waiters.setdefault(id(tok), []).append(fut)
+        else:
+            complete(fut)
 
     async def _report(self, link: LeanLink, work: Work, exc: BaseException) -> None:
         """R16: give ``exc`` to the queue's handler; an async handler is awaited here."""
@@ -731,6 +1003,7 @@ class LeanPool:
         Context: the pool's loop thread, its tasks cancelled. Returns: (work, wq, state).
         """
         self.dead = True
+        self.timers.close()
         toks: list[tuple[list[Any], LeanLink]] = []
         while self.inbox:
             e = self.inbox.popleft()
@@ -764,6 +1037,14 @@ class LeanPool:
             link.nr_cancelled += 1
             if link.limit and link.held.pop(id(tok), None) is not None:
                 link.started += 1
+        for link in self.links:
+            for k, tok in list(link.armed.items()):
+                if link.armed.pop(k, None) is None:
+                    continue  # a cancel took it meanwhile, and counted it
+                work = tok[0]
+                if work is not None and len(tok) == 1 and TABLE.cancel(work) is tok:
+                    out.append((work, link.wq, "armed"))
+                link.nr_cancelled += 1
         return out
 
 
@@ -777,29 +1058,23 @@ def serves(work: Work) -> bool:
     return type(link) is LeanLink or (link is None and ENABLED.on)
 
 
-def owner_loop(call: str, work: Work) -> LeanPool | None:
-    """The lean pool of ``work``, which a barrier on it must be awaited from (stage A: the
-    waiter table is the loop's own). Returns None if ``work`` never was on one.
-    Raises: NotImplementedError from another loop."""
+def pool_of(work: Work) -> LeanPool | None:
+    """The lean pool of ``work``'s last instance, or None if it never was on one. Context: any."""
     link = work._pwq
-    if type(link) is not LeanLink:
-        return None
-    pool = link.pool
-    if _get_running_loop() is not pool.loop:
-        raise NotImplementedError(
-            f"{call}: Core v2 (AIOWORKQUEUE_CORE=v2) waits for {describe(work)} only on the "
-            f"loop of its pool so far"
-        )
-    return pool
+    return link.pool if type(link) is LeanLink else None
 
 
 def freed(work: Work, tok: list[Any] | None) -> None:
-    """A cancel or disable of ``work`` won the pending instance ``tok``: give its R21 room back
-    now, if the link still holds it for ``tok`` (else the loop frees it when it meets the entry,
-    and a producer that has not stored its link yet leaves it to the loop too).
+    """A cancel or disable of ``work`` won the pending instance ``tok``: take its timer's claim
+    if it is armed (and count the cancel), else give its R21 room back now, if the link still
+    holds it for ``tok`` (else the loop frees it when it meets the entry, and a producer that
+    has not stored its link yet leaves it to the loop too).
     Context: any, right after the table's cancel or disable."""
     if tok is None:
         return
     link = work._pwq
-    if type(link) is LeanLink and link.limit and link.held.pop(id(tok), None) is not None:
-        next(link.freed)
+    if type(link) is LeanLink:
+        if link.armed.pop(id(tok), None) is not None:
+            next(link.cancelled_armed)  # armed: it held no room, and its timer is garbage now
+        elif link.limit and link.held.pop(id(tok), None) is not None:
+            next(link.freed)

@@ -216,10 +216,15 @@ class PendingTable:
             k = len(t)
             if k == 1:
                 return None  # undecided, so the newest: pending
-            s = None if k == 2 and type(t[1]) is not _Moved else _next(t)
+            s = None if k == 2 else _next(t)
             if s is None:
-                if type(t[1]) is _Disabled:
-                    return None  # the newest, when we looked, and disabled
+                f = t[1]
+                if f is not _RUN:  # the common fate needs no more looks
+                    if type(f) is _Disabled:
+                        return None  # the newest, when we looked, and disabled
+                    if type(f) is _Moved:
+                        t = f.next  # its successor, named by the fate
+                        continue
                 t.append(n)  # the step that decides
                 s = _next(t)
                 if s is n:

@@ -403,6 +403,43 @@ def _lean_queue(call: str, wq: Workqueue, work: Work, fresh: bool) -> bool:
     return link.pool.queue(link, work)
 
 
+def _lean_delayed(call: str, wq: Workqueue, dwork: DelayedWork, delay: float, mod: bool) -> bool:
+    """queue_delayed_work (or, ``mod``, mod_delayed_work) on a queue of the lean pool.
+
+    Context: any, as :func:`queue_delayed_work`; binding as in :func:`_lean_queue`.
+    """
+    if not (mod or delay):
+        return _lean_queue(call, wq, dwork, False)
+    if dwork._state & _PENDING_RUNNING:  # as in _lean_queue
+        raise NotImplementedError(
+            f"{call}: {describe(dwork)} is pending or running on a queue of the locked core; "
+            f"Core v2 (AIOWORKQUEUE_CORE=v2) does not share items with it"
+        )
+    link = wq._lean
+    if link is None or wq._status:
+        with LOCK:
+            if wq._status:
+                wq._check_queueable(call, dwork)
+            link = wq._lean_link(call, dwork)
+    else:
+        pool = link.pool
+        if pool.dead or (_get_running_loop() is not pool.loop and not pool.loop.is_running()):
+            with LOCK:
+                link = wq._lean_link(call, dwork)
+    if mod:
+        return link.pool.mod(link, dwork, delay)
+    return link.pool.arm(link, dwork, delay)
+
+
+def _lean_cpu(call: str, wq: Workqueue, work: Work, cpu: int) -> None:
+    """Core v2 serves embedded queues only: the one pool is cpu 0 (docs/spec.md)."""
+    if cpu != 0:
+        raise ValueError(
+            f"{call}: no cpu {cpu} in embedded mode (only cpu 0); workqueue {wq.name!r}; "
+            f"{describe(work)}"
+        )
+
+
 def queue_work_on(cpu: int, wq: Workqueue, work: Work) -> bool:
     """Queue ``work`` on ``wq`` to run on the pool of ``cpu``.
 
@@ -413,6 +450,9 @@ def queue_work_on(cpu: int, wq: Workqueue, work: Work) -> bool:
     cpu = _check_cpu(call, cpu)
     check_workqueue(call, wq)
     check_work(call, work)
+    if wq._v2:
+        _lean_cpu(call, wq, work, cpu)
+        return _lean_queue(call, wq, work, False)
     if LOCK._is_owned():  # type: ignore[attr-defined]
         return _queue_nested(call, wq, work, cpu, None)
     return _queue(call, wq, work, cpu)
@@ -511,6 +551,8 @@ def queue_delayed_work(wq: Workqueue, dwork: DelayedWork, delay: float) -> bool:
         if type(delay) is float and 0.0 < delay <= MAX_DELAY
         else check_delay(call, delay, dwork)
     )
+    if wq._v2:
+        return _lean_delayed(call, wq, dwork, d, False)
     if _is_owned():
         return _queue_nested(call, wq, dwork, None, d)
     pwq = wq._pwq
@@ -575,6 +617,9 @@ def queue_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: fl
     check_workqueue(call, wq)
     check_delayed(call, dwork)
     d = check_delay(call, delay, dwork)
+    if wq._v2:
+        _lean_cpu(call, wq, dwork, cpu)
+        return _lean_delayed(call, wq, dwork, d, False)
     if LOCK._is_owned():  # type: ignore[attr-defined]
         return _queue_nested(call, wq, dwork, cpu, d)
     return _queue_delayed(call, wq, dwork, d, cpu)
@@ -582,9 +627,12 @@ def queue_delayed_work_on(cpu: int, wq: Workqueue, dwork: DelayedWork, delay: fl
 
 def _mod(call: str, wq: Workqueue, dwork: DelayedWork, delay: object, cpu: int | None) -> bool:
     check_workqueue(call, wq)
-    lacks_v2(call, wq)
     check_delayed(call, dwork)
     d = check_delay(call, delay, dwork)
+    if wq._v2:
+        if cpu is not None:
+            _lean_cpu(call, wq, dwork, cpu)
+        return _lean_delayed(call, wq, dwork, d, True)
     if LOCK._is_owned():  # type: ignore[attr-defined]
         raise WorkqueueError(
             f"{call}: called from a signal handler that interrupted aioworkqueue on the same "

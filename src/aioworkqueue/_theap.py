@@ -22,9 +22,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._work import DelayedWork
 
-__all__ = ("TimerHeap",)
+__all__ = ("TimerHeap", "loop_clock")
 
 _ceil = math.ceil
+
+
+def loop_clock(loop: asyncio.AbstractEventLoop) -> tuple[Callable[[], float], bool]:
+    """The clock that deadlines of timers on ``loop`` are on, and whether a deadline must be
+    rounded up to the loop's next whole millisecond (see :class:`TimerHeap`). Context: any."""
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        return time.monotonic, False
+    if isinstance(getattr(loop, "_clock_resolution", None), float):
+        return loop.time, False
+    return time.monotonic, True
 
 
 class TimerHeap:
@@ -38,16 +48,7 @@ class TimerHeap:
         # loops that do not declare a _clock_resolution (uvloop: its loop.time() is
         # time.monotonic() truncated to whole milliseconds) time.monotonic(), with deadlines
         # rounded up to the loop's next millisecond (ms), so the loop's timer can be set exactly.
-        self.clock: Callable[[], float]
-        if type(loop).time is asyncio.BaseEventLoop.time:
-            self.clock = time.monotonic
-            self.ms = False
-        elif isinstance(getattr(loop, "_clock_resolution", None), float):
-            self.clock = loop.time
-            self.ms = False
-        else:
-            self.clock = time.monotonic
-            self.ms = True
+        self.clock, self.ms = loop_clock(loop)
         self.heap: list[tuple[float, int, DelayedWork]] = []  # L
         self.dead = 0  # L: how many entries of heap are garbage
         self.handle: asyncio.TimerHandle | None = None  # O (and L): the loop timer

@@ -468,7 +468,7 @@ class Workqueue:
                     f"{call}: the event loop of workqueue {self.name!r} is {state} and no loop "
                     f"is running here to rebind it to; nothing would run {describe(work)}"
                 )
-            if not pool.dead and link.in_flight():
+            if not pool.dead and (link.in_flight() or link.armed):
                 raise WorkqueueLoopError(
                     f"{call}: workqueue {self.name!r} has pending work on an event loop that "
                     f"is not running; cannot bind it to another loop; {describe(work)}"
@@ -673,10 +673,10 @@ class Workqueue:
             queued=lk.nr_queued(),
             completed=lk.nr_completed,
             failed=lk.nr_failed,
-            cancelled=lk.nr_cancelled,
+            cancelled=lk.cancelled(),
             in_flight=total,
             pending=total - running,
-            armed=0,
+            armed=len(lk.armed),
             running=running,
             max_active_hits=lk.nr_max_active_hits,
             mayday=0,
