@@ -4,7 +4,9 @@ This is the step-4 design of the design doc's wiring plan, built as the core's o
 reached through the public API, beside the locked core it is to replace. It serves a queue only
 while the switch is on (``AIOWORKQUEUE_CORE=v2`` in the environment, or :func:`use`), and only
 the queues and calls it covers so far: embedded queues on their loop's pool, with or without
-``max_active``, ``max_pending`` and ordering. A queue or call it does not cover yet raises
+``max_active``, ``max_pending`` and ordering, and their delayed work (``_lean_timer.py``: an
+armed instance is a claim in ``LeanLink.armed`` plus a heap entry; whoever pops the claim
+places it). A queue or call it does not cover yet raises
 ``NotImplementedError`` that names it, so a test run under the switch tells what is left.
 
 The shape (one writer per field; O is the pool's loop, A any thread through one atomic step,
