@@ -455,12 +455,6 @@ def test_what_the_lean_pool_does_not_serve_yet_says_so(expect_errors: ExpectedEr
         await aw.destroy_workqueue(lean)
         with _lean.use(), pytest.raises(NotImplementedError, match=r"Core v2.*WQ\.HIGHPRI"):
             aw.alloc_workqueue("v2-hi", aw.WQ.HIGHPRI)
-        wq = lean_wq("v2-lacks", max_pending=1)
-        d = aw.DelayedWork(lambda w: None)
-        with pytest.raises(NotImplementedError, match="queue_work_wait: Core v2"):
-            await aw.queue_work_wait(wq, d)
-        assert not d.pending
-        await aw.destroy_workqueue(wq)
 
     run(body)
     assert not expect_errors.records
@@ -650,3 +644,133 @@ def test_waits_from_another_threads_loop_are_registered_by_the_pools_loop() -> N
         "busy_after": aw.WorkBusy(0),
         "flush_idle": False,
     }
+
+
+@pytest.mark.asyncio
+async def test_r21_queue_work_wait_in_line_the_room_is_theirs_and_a_leaver_passes_it_on() -> None:
+    wq = lean_wq("v2-wait", max_active=1, max_pending=1)
+    gate = asyncio.Event()
+    ran: list[object] = []
+
+    async def fn(w: Item) -> None:
+        ran.append(w.label)
+        if w.label == "run":
+            await gate.wait()
+
+    run_, held = Item(fn, "run"), Item(fn, "held")
+    assert aw.queue_work(wq, run_)
+    await settle()  # it runs: no room held
+    assert aw.queue_work(wq, held)  # the one room
+    assert not await asyncio.wait_for(aw.queue_work_wait(wq, held), 5)  # R1 first: no wait
+    assert aw.disable_work(d := Item(fn, "d")) is False
+    assert not await asyncio.wait_for(aw.queue_work_wait(wq, d), 5)  # disabled: nor here
+    assert aw.enable_work(d)
+    waiters = [Item(fn, f"w{i}") for i in range(3)]
+    tasks = []
+    for it in waiters:
+        tasks.append(asyncio.ensure_future(aw.queue_work_wait(wq, it)))
+        await settle(2)  # each begins to wait before the next
+    assert wq.stats().room_waiters == 3
+    with pytest.raises(aw.WorkqueueFullError):
+        aw.queue_work(wq, Item(fn, "x"))
+    assert aw.cancel_work(held)  # its room goes to w0 at once, not to a queue that does not wait
+    assert wq.stats().room_waiters == 2
+    with pytest.raises(aw.WorkqueueFullError):
+        aw.queue_work(wq, Item(fn, "x"))
+    tasks[0].cancel()  # handed the room, it leaves before it queues: the room passes to w1
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[0]
+    assert wq.stats().room_waiters == 1
+    assert await asyncio.wait_for(tasks[1], 5) is True  # bounds a failure: a lost room
+    gate.set()
+    assert await asyncio.wait_for(tasks[2], 5) is True  # room again when w1 started
+    await aw.flush_workqueue(wq)
+    assert ran == ["run", "w1", "w2"]
+    assert wq._lean is not None and wq._lean.room_used() == 0
+    assert wq.stats().room_waiters == 0
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_r15_queue_work_wait_from_an_item_of_its_full_ordered_queue_raises() -> None:
+    wq = lean_wq("v2-wait-own", max_active=1, max_pending=1)
+    out: list[object] = []
+
+    async def fn(w: Item) -> None:
+        assert aw.queue_work(wq, Item(lambda w: None))  # the one room
+        try:
+            await aw.queue_work_wait(wq, Item(lambda w: None))
+        except aw.WorkqueueDeadlockError as e:
+            out.append(e)
+
+    assert aw.queue_work(wq, Item(fn))
+    await aw.flush_workqueue(wq)
+    await aw.flush_workqueue(wq)
+    assert len(out) == 1 and "would never end" in str(out[0])
+    await aw.destroy_workqueue(wq)
+
+
+def test_a_waiter_on_another_threads_loop_gets_the_room_that_frees_here() -> None:
+    result: dict[str, object] = {}
+
+    async def body() -> None:
+        wq = lean_wq("v2-wait-x", max_active=1, max_pending=1)
+        gate = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        async def slow(w: aw.Work) -> None:
+            await gate.wait()
+
+        assert aw.queue_work(wq, aw.Work(slow))
+        await settle()
+        assert aw.queue_work(wq, aw.Work(lambda w: None))  # the room
+        waiting = threading.Event()
+
+        async def other() -> None:
+            t = asyncio.ensure_future(aw.queue_work_wait(wq, aw.Work(lambda w: None)))
+            while not wq.stats().room_waiters:
+                await asyncio.sleep(0.001)
+            waiting.set()
+            result["ok"] = await t
+
+        th = threading.Thread(target=lambda: asyncio.run(other()))
+        th.start()
+        while not waiting.is_set():
+            await asyncio.sleep(0.001)
+        loop.call_soon(gate.set)
+        while th.is_alive():
+            await asyncio.sleep(0.001)
+        th.join()
+        await aw.flush_workqueue(wq)
+        result["done"] = wq.stats().completed
+        await aw.destroy_workqueue(wq)
+
+    run(body)
+    assert result == {"ok": True, "done": 3}
+
+
+@pytest.mark.asyncio
+async def test_r21_room_a_thread_frees_while_one_waits_is_not_taken_by_a_queue_that_does_not() -> (
+    None
+):
+    wq = lean_wq("v2-wait-gap", max_active=1, max_pending=1)
+    gate = asyncio.Event()
+
+    async def fn(w: Item) -> None:
+        await gate.wait()
+
+    assert aw.queue_work(wq, Item(fn))
+    await settle()
+    held = Item(fn)
+    assert aw.queue_work(wq, held)
+    waiter = asyncio.ensure_future(aw.queue_work_wait(wq, Item(fn)))
+    await settle(2)
+    t = threading.Thread(target=lambda: aw.cancel_work(held))
+    t.start()
+    t.join()  # the room is free; the grant is posted to this loop, which has not run it yet
+    with pytest.raises(aw.WorkqueueFullError):
+        aw.queue_work(wq, Item(fn))  # the room is the waiter's
+    assert await asyncio.wait_for(waiter, 5) is True
+    gate.set()
+    await aw.flush_workqueue(wq)
+    await aw.destroy_workqueue(wq)

@@ -59,7 +59,7 @@ from typing import Any
 from . import _state
 from ._barrier import wake as complete
 from ._config import CONFIG
-from ._errors import WorkqueueFullError, WorkqueueLoopError, describe
+from ._errors import WorkqueueDeadlockError, WorkqueueFullError, WorkqueueLoopError, describe
 from ._lean_timer import LeanTimers
 from ._pending import _RUN, PendingTable, _Moved
 from ._pool import _WORKER, _call, _tearing_down
@@ -81,6 +81,7 @@ __all__ = (
 _log = logging.getLogger("aioworkqueue")
 _isawaitable = __import__("inspect").isawaitable
 _get_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
 _BATCH = 256  # items a worker runs before it yields to the loop (the kernel's cond_resched)
 _ELSEWHERE_POLL = 0.001  # seconds: how soon an item running on another loop is looked at again
 
@@ -147,6 +148,7 @@ class LeanLink:
         "pool",
         "queued",
         "refunded",
+        "room_waiters",
         "started",
         "taken",
         "wq",
@@ -170,6 +172,9 @@ class LeanLink:
         self.freed = itertools.count()
         self.taken = itertools.count()  # A: rooms taken by a move onto the inbox
         self.fired = 0  # O: armed instances placed on the inbox, which hold a room from then
+        # A: queue_work_wait calls waiting for room, in the order they began to wait. While
+        # one waits, a queue that does not wait is refused: room that frees is theirs.
+        self.room_waiters: deque[_RoomWaiter] = deque()
         # A: id(token) -> token of each pending instance whose room is held; whoever pops it
         # (the cancel that won, or the loop when it meets the token) frees that room, once.
         self.held: dict[int, list[Any]] = {}
@@ -282,6 +287,28 @@ class _LeanWorker:
         self.task: asyncio.Task[None] | None = None  # I
 
 
+class _Claim:
+    """Who decided a room waiter's fate: the first of these appended to its ``claim``."""
+
+    __slots__ = ()
+
+
+_GRANT = _Claim()  # the loop handed it a room
+_LEAVE = _Claim()  # it was cancelled (or failed) while it waited
+
+
+class _RoomWaiter:
+    """One ``queue_work_wait`` waiting for room on a bounded link (R21)."""
+
+    __slots__ = ("claim", "fut")
+
+    def __init__(self, fut: asyncio.Future[None]) -> None:
+        self.fut = fut  # I: on the waiter's own loop
+        # A: _GRANT or _LEAVE, appended; the first decides (as the table's fates do), so a
+        # room is handed to a waiter that leaves at the same moment exactly once, or not at all.
+        self.claim: list[_Claim] = []
+
+
 class _Handed:
     """An inbox entry: a token that waited for a max_active slot and holds one now (R7)."""
 
@@ -302,6 +329,7 @@ class LeanPool:
     __slots__ = (
         "dead",
         "dying",
+        "granting",
         "idle",
         "inbox",
         "kick_armed",
@@ -342,6 +370,7 @@ class LeanPool:
         # instance to end or be skipped (R11, R12).
         self.waiters: dict[int, list[asyncio.Future[None]]] = {}
         self.timers = LeanTimers(loop, self._fire)  # I: its armed instances (R8)
+        self.granting = threading.Lock()  # O: held while rooms are handed out; only tried
 
     def __repr__(self) -> str:
         return f"<LeanPool workers={self.nr_workers} inbox={len(self.inbox)}>"
@@ -358,8 +387,10 @@ class LeanPool:
             if TABLE.is_pending(work):
                 return False  # R1 before R21: a pending item is not refused for room
             next(link.queued)
-            if link.room_used() > link.limit:
+            if link.room_used() > link.limit or link.room_waiters:
                 next(link.refunded)
+                if link.room_waiters:
+                    self._poke(link)  # the room it held a moment may be a waiter's
                 raise WorkqueueFullError(
                     f"queue_work: workqueue {link.wq.name!r} is full "
                     f"(max_pending {link.limit}); {describe(work)} was not queued"
@@ -367,6 +398,8 @@ class LeanPool:
             n = TABLE.acquire(work)
             if n is None:
                 next(link.refunded)
+                if link.room_waiters:
+                    self._poke(link)
                 return False
             link.held[id(n)] = n  # before the append: the loop pops it when it meets n
         else:
@@ -400,8 +433,10 @@ class LeanPool:
         Context: any thread. Raises: WorkqueueFullError at R21's bound (nothing queued).
         """
         next(link.queued)
-        if link.limit and link.room_used() > link.limit:
+        if link.limit and (link.room_used() > link.limit or link.room_waiters):
             next(link.refunded)
+            if link.room_waiters:
+                self._poke(link)
             raise WorkqueueFullError(
                 f"submit: workqueue {link.wq.name!r} is full (max_pending {link.limit}); "
                 f"{describe(work)} was not queued"
@@ -483,8 +518,8 @@ class LeanPool:
             if not (t is not None and before is link and id(t) in link.held):
                 next(link.taken)
                 reserved = True
-                if link.room_used() > link.limit:
-                    next(link.freed)
+                if link.room_used() > link.limit or link.room_waiters:
+                    self._room_back(link)
                     raise WorkqueueFullError(
                         f"mod_delayed_work: workqueue {link.wq.name!r} is full (max_pending "
                         f"{link.limit}); {describe(work)} was not queued"
@@ -509,7 +544,7 @@ class LeanPool:
             next(link.queued)  # idle: a new instance, as a queue makes
         if delay:
             if old_room is not None:
-                next(old_room.freed)
+                self._room_back(old_room)
             if link.limit and old is None:
                 next(link.freed)  # as arm(): counted as queued, holding no room while armed
             self._arm(link, work, n, delay, old is None)
@@ -535,7 +570,110 @@ class LeanPool:
             self.wake()
         if self.dead:
             self._late(link, work, n)
+        if old_room is not None and old_room.room_waiters:
+            self._poke(old_room)
         return old is not None
+
+    # -- R21: waiting for room (queue_work_wait) ---------------------------------------------
+
+    async def queue_wait(self, link: LeanLink, work: Work, own: bool) -> bool:
+        """R21: queue ``work`` on the bounded ``link``, first waiting for room, in line.
+
+        ``own``: the caller is an item of ``link``, which runs one at a time: waiting could not
+        end (R15). Context: a coroutine on any loop.
+        Returns: as :func:`queue_work_wait`. Raises: WorkqueueDeadlockError (see ``own``).
+        """
+        if not link.room_waiters:
+            try:
+                return self.queue(link, work)
+            except WorkqueueFullError:
+                pass
+        if TABLE.is_pending(work) or TABLE.disabled(work):
+            return False  # R1 first, without waiting
+        if own:
+            raise WorkqueueDeadlockError(
+                f"queue_work_wait: workqueue {link.wq.name!r} is full and runs one item at a "
+                f"time; waiting from its own item would never end; {describe(work)}"
+            )
+        w = _RoomWaiter(asyncio.get_running_loop().create_future())
+        link.room_waiters.append(w)
+        self._poke(link)  # room that freed before the append is handed out now
+        try:
+            await w.fut
+        except BaseException:
+            w.claim.append(_LEAVE)
+            if w.claim[0] is _GRANT:
+                self._room_back(link)  # handed one after all: it goes to the next waiter
+            else:
+                try:
+                    link.room_waiters.remove(w)
+                except ValueError:
+                    pass  # the loop popped it, and its grant lost to this leave
+            raise
+        if self.dead:
+            raise WorkqueueLoopError(
+                f"queue_work_wait: the event loop of workqueue {link.wq.name!r} has shut "
+                f"down; nothing would run {describe(work)}"
+            )
+        n = TABLE.acquire(work)
+        if n is None:
+            self._room_back(link)  # pending or disabled meanwhile: the room goes on
+            return False
+        next(link.queued)
+        next(link.freed)  # the handed room is the one this queue counts from now
+        link.held[id(n)] = n
+        work._pwq = link  # W
+        self.inbox.append((n, link))
+        if self.sleeping:
+            self.wake()
+        if self.dead:
+            self._late(link, work, n)
+        return True
+
+    def _room_back(self, link: LeanLink) -> None:
+        """A room of ``link`` is free again; a waiter gets it. Context: any thread."""
+        next(link.freed)
+        if link.room_waiters:
+            self._poke(link)
+
+    def _poke(self, link: LeanLink) -> None:
+        # Context: any thread. The loop hands rooms out (_grant), in line: at once from a task
+        # of its own (as the locked core does in the freeing section), else posted.
+        if threading.get_ident() == self.tid and _current_task(self.loop) is not None:
+            self._grant(link)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._grant, link)
+        except RuntimeError:
+            pass  # closed: its end woke every waiter
+
+    def _grant(self, link: LeanLink) -> None:
+        """Hand the rooms free now to the first waiters. Context: the pool's loop thread.
+
+        ``granting`` keeps a signal handler that interrupted a grant from granting inside it
+        (two could hand out the same last room): it posts instead."""
+        if not self.granting.acquire(False):
+            self.loop.call_soon_threadsafe(self._grant, link)
+            return
+        try:
+            self._grant_locked(link)
+        finally:
+            self.granting.release()
+
+    def _grant_locked(self, link: LeanLink) -> None:
+        dq = link.room_waiters
+        while dq and link.room_used() < link.limit:
+            next(link.taken)  # first: a queue that does not wait sees the room gone
+            try:
+                w = dq.popleft()
+            except IndexError:
+                next(link.freed)  # the last one left meanwhile
+                return
+            w.claim.append(_GRANT)
+            if w.claim[0] is _GRANT:
+                complete(w.fut)
+            else:
+                next(link.freed)  # it left: the room stays for the next
 
     # -- delayed work (the loop) -------------------------------------------------------------
 
@@ -719,6 +857,8 @@ class LeanPool:
             link.nr_cancelled += 1
         if link.limit and link.held.pop(id(tok), None) is not None:
             link.started += 1  # R21: its place is free (else its cancel freed it)
+            if link.room_waiters:
+                self._grant(link)
         if link.barriers:
             self._settled(link, tok)
         if self.waiters:
@@ -842,6 +982,8 @@ class LeanPool:
                 tok[0] = None
                 if link.limit and link.held.pop(id(tok), None) is not None:
                     link.started += 1  # R21: its place frees
+                    if link.room_waiters:
+                        self._grant(link)
                 work._by = me
                 me.tok, me.current, me.pwq = tok, work, link
                 if not self.waking:  # nobody else on the way to the inbox
@@ -1027,6 +1169,12 @@ class LeanPool:
                 w.rlink.nr_active -= 1
                 toks.append((w.redo, w.rlink))
                 w.redo = w.rlink = None
+        for link in self.links:
+            while link.room_waiters:
+                rw = link.room_waiters.popleft()
+                rw.claim.append(_GRANT)
+                if rw.claim[0] is _GRANT:
+                    complete(rw.fut)  # it raises WorkqueueLoopError: nothing would run
         for futs in self.waiters.values():
             for fut in futs:
                 complete(fut)  # what they wait for will never end now: it is reported
@@ -1079,4 +1227,4 @@ def freed(work: Work, tok: list[Any] | None) -> None:
         if link.armed.pop(id(tok), None) is not None:
             next(link.cancelled_armed)  # armed: it held no room, and its timer is garbage now
         elif link.limit and link.held.pop(id(tok), None) is not None:
-            next(link.freed)
+            link.pool._room_back(link)

@@ -294,6 +294,18 @@ class PendingTable:
                 n = self._token(work)
             t = s
 
+    def disabled(self, work: Hinted) -> bool:
+        """Returns: True while the disable count of ``work`` is above 0 (a snapshot)."""
+        t = self._root(work)[0]
+        while t is not None:
+            if len(t) == 1:
+                return False  # pending, so not disabled
+            s = _next(t)
+            if s is None:  # t, decided, was the newest when we looked
+                return type(t[1]) is _Disabled
+            t = s
+        return False
+
     def is_pending(self, work: Hinted) -> bool:
         """Returns: True while an instance of ``work`` is pending."""
         return self.pending(work) is not None

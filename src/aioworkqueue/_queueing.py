@@ -403,6 +403,24 @@ def _lean_queue(call: str, wq: Workqueue, work: Work, fresh: bool) -> bool:
     return link.pool.queue(link, work)
 
 
+async def _lean_queue_wait(call: str, wq: Workqueue, work: Work) -> bool:
+    """queue_work_wait on a queue of the lean pool. Context: a coroutine on any loop."""
+    if not wq.max_pending:
+        return _lean_queue(call, wq, work, False)
+    if work._state & _PENDING_RUNNING:  # as in _lean_queue
+        raise NotImplementedError(
+            f"{call}: {describe(work)} is pending or running on a queue of the locked core; "
+            f"Core v2 (AIOWORKQUEUE_CORE=v2) does not share items with it"
+        )
+    with LOCK:
+        if wq._status:
+            wq._check_queueable(call, work)  # refused anyway: say so now, not after the wait
+        link = wq._lean_link(call, work)
+    cur = current_worker_work()
+    own = cur is not None and cur[1] is link and link.max_active == 1  # type: ignore[comparison-overlap]  # a lean worker's link
+    return await link.pool.queue_wait(link, work, own)
+
+
 def _lean_delayed(call: str, wq: Workqueue, dwork: DelayedWork, delay: float, mod: bool) -> bool:
     """queue_delayed_work (or, ``mod``, mod_delayed_work) on a queue of the lean pool.
 
@@ -476,7 +494,8 @@ async def queue_work_wait(wq: Workqueue, work: Work) -> bool:
     call = "queue_work_wait"
     check_workqueue(call, wq)
     check_work(call, work)
-    lacks_v2(call, wq)
+    if wq._v2:
+        return await _lean_queue_wait(call, wq, work)
     room = wq._room
     if room is None:
         return _queue(call, wq, work, None)

@@ -683,6 +683,7 @@ class Workqueue:
             rescued=0,
             cpu_hogs=0,
             max_pending=self.max_pending,
+            room_waiters=len(lk.room_waiters),
         )
 
     # -- method forms ----------------------------------------------------------------------------
