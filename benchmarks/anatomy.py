@@ -130,9 +130,8 @@ async def measure() -> dict[str, Counter]:
         for d in dws:
             aw.cancel_delayed_work(d)
 
-    if not wq._v2:  # Core v2 (AIOWORKQUEUE_CORE=v2) has no timers yet
-        out["queue_delayed_work"] = await _count(arm)
-        out["cancel_delayed_work"] = await _count(cancel)
+    out["queue_delayed_work"] = await _count(arm)
+    out["cancel_delayed_work"] = await _count(cancel)
     await aw.destroy_workqueue(wq)
 
     lq = LeanQueue(4, locked=True)

@@ -533,9 +533,10 @@ class LeanPool:
         # (which comes off with it: the stale entry left behind frees nothing).
         old_room: LeanLink | None = None
         if old is not None:
-            if (
+            if type(before) is LeanLink and before.armed.pop(id(old), None) is not None:
+                before.pool.timers.garbage()  # its entry: the move took the claim
+            elif (
                 type(before) is LeanLink
-                and before.armed.pop(id(old), None) is None
                 and before.limit
                 and before.held.pop(id(old), None) is not None
             ):
@@ -721,6 +722,7 @@ class LeanPool:
             toks = list(link.armed.values()) if tok is None else [tok]
             for t in toks:
                 if link.armed.pop(id(t), None) is not None:
+                    self.timers.garbage()  # its entry stays behind in the heap
                     self._placed(t, link)
         finally:
             if fut is not None:
@@ -1225,6 +1227,7 @@ def freed(work: Work, tok: list[Any] | None) -> None:
     link = work._pwq
     if type(link) is LeanLink:
         if link.armed.pop(id(tok), None) is not None:
+            link.pool.timers.garbage()
             next(link.cancelled_armed)  # armed: it held no room, and its timer is garbage now
         elif link.limit and link.held.pop(id(tok), None) is not None:
             link.pool._room_back(link)

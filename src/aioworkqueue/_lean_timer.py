@@ -43,6 +43,10 @@ _INF = float("inf")
 _COMPACT_MIN = 64  # entries: below this a heap is never compacted
 
 
+def _peek(counter: itertools.count[int]) -> int:
+    return int(repr(counter)[6:-1])
+
+
 class LeanTimers:
     """The armed instances of one lean pool, and the one loop timer set for the earliest.
 
@@ -55,6 +59,8 @@ class LeanTimers:
         "busy",
         "clock",
         "compact_at",
+        "dead",
+        "dead_seen",
         "handle",
         "heap",
         "kick_armed",
@@ -79,7 +85,9 @@ class LeanTimers:
         self.kick_armed = False  # A: a call_soon_threadsafe(_kick) is on its way
         self.busy = threading.Lock()  # O: held while the heap changes; only tried, never waited
         self.heap: list[tuple[float, int, list[Any], Any]] = []  # O
-        self.compact_at = _COMPACT_MIN  # O
+        self.compact_at = _COMPACT_MIN  # O: the heap's size at which to look at compacting
+        self.dead = itertools.count()  # A: claims taken from entries, whoever took them
+        self.dead_seen = 0  # O: dead at the last compaction (an estimate: see garbage())
         self.handle: asyncio.TimerHandle | None = None  # O: the loop timer
         self.when = _INF  # O: the deadline it is set for
 
@@ -101,7 +109,7 @@ class LeanTimers:
         Context: any thread, a signal handler included; the claim is in ``link.armed`` already.
         Raises: RuntimeError if the loop has closed (the caller takes its claim back).
         """
-        self.arming.append((when, next(self.seq), tok, link))
+        e = (when, next(self.seq), tok, link)
         # A task of the loop: the loop is awake, and nothing of ours is half done unless a
         # handler interrupted it (then busy is held, and the handler posts below).
         if (
@@ -110,10 +118,18 @@ class LeanTimers:
             and self.busy.acquire(False)
         ):
             try:
-                self._absorb()
+                heap = self.heap
+                _heappush(heap, e)
+                if self.arming:
+                    self._absorb()
+                if when < self.when:
+                    self._set(heap[0][0])
+                if len(heap) > self.compact_at:
+                    self._compact()
             finally:
                 self.busy.release()
             return
+        self.arming.append(e)
         if not self.kick_armed:
             self.kick_armed = True
             self.loop.call_soon_threadsafe(self._kick)
@@ -142,6 +158,12 @@ class LeanTimers:
             if len(heap) > self.compact_at:
                 self._compact()
 
+    def garbage(self) -> None:
+        """An entry's claim was taken by someone other than its timer (a cancel, a move, a fire
+        at once): one more garbage entry, counted so that a compaction only runs when garbage
+        is over half of the heap. Context: any thread (one atomic ``next``)."""
+        next(self.dead)
+
     def _set(self, when: float) -> None:
         handle = self.handle
         if handle is not None:
@@ -150,10 +172,14 @@ class LeanTimers:
         self.handle = self.loop.call_at(when, self._expire)
 
     def _compact(self) -> None:
+        # Only when garbage is over half: else, next look when the heap has grown by half.
         heap = self.heap
-        heap[:] = [e for e in heap if e[3].armed.get(id(e[2])) is e[2]]
-        heapq.heapify(heap)
-        self.compact_at = max(_COMPACT_MIN, 2 * len(heap))
+        dead = _peek(self.dead)
+        if (dead - self.dead_seen) * 2 > len(heap):
+            heap[:] = [e for e in heap if e[3].armed.get(id(e[2])) is e[2]]
+            heapq.heapify(heap)
+            self.dead_seen = dead
+        self.compact_at = max(_COMPACT_MIN, len(heap) + (len(heap) >> 1))
 
     def _expire(self) -> None:
         """The loop timer fired: place every entry that is due, then set it for the next."""
