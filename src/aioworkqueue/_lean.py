@@ -565,12 +565,7 @@ class LeanPool:
             link.held[id(n)] = n
         elif old_room is not None:
             next(old_room.freed)
-        work._pwq = link  # W
-        self.inbox.append((n, link))
-        if self.sleeping:
-            self.wake()
-        if self.dead:
-            self._late(link, work, n)
+        self._publish(link, work, n)
         if old_room is not None and old_room.room_waiters:
             self._poke(old_room)
         return old is not None
@@ -623,13 +618,18 @@ class LeanPool:
         next(link.queued)
         next(link.freed)  # the handed room is the one this queue counts from now
         link.held[id(n)] = n
-        work._pwq = link  # W
+        self._publish(link, work, n)
+        return True
+
+    def _publish(self, link: LeanLink, work: Work, n: list[Any]) -> None:
+        """Put the new pending instance ``n`` on the inbox (what :meth:`queue` and
+        :meth:`submit` do inline, for the calls off the hot path). Context: any thread."""
+        work._pwq = link  # W: before the append makes the token visible
         self.inbox.append((n, link))
         if self.sleeping:
             self.wake()
         if self.dead:
             self._late(link, work, n)
-        return True
 
     def _room_back(self, link: LeanLink) -> None:
         """A room of ``link`` is free again; a waiter gets it. Context: any thread."""
