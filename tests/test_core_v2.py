@@ -453,8 +453,8 @@ def test_what_the_lean_pool_does_not_serve_yet_says_so(expect_errors: ExpectedEr
             aw.queue_work(lean, held)
         await aw.destroy_workqueue(locked)
         await aw.destroy_workqueue(lean)
-        with _lean.use(), pytest.raises(NotImplementedError, match=r"Core v2.*WQ\.HIGHPRI"):
-            aw.alloc_workqueue("v2-hi", aw.WQ.HIGHPRI)
+        with _lean.use(), pytest.raises(NotImplementedError, match=r"Core v2.*WQ\.BH"):
+            aw.alloc_workqueue("v2-bh", aw.WQ.BH)
 
     run(body)
     assert not expect_errors.records
@@ -774,3 +774,47 @@ async def test_r21_room_a_thread_frees_while_one_waits_is_not_taken_by_a_queue_t
     gate.set()
     await aw.flush_workqueue(wq)
     await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_r5_highpri_items_start_before_normal_ones_waiting_in_the_same_pool() -> None:
+    normal = lean_wq("v2-normal")
+    hi = lean_wq("v2-hi", flags=aw.WQ.HIGHPRI, max_active=1)
+    assert hi._lean is not None and hi._lean.q is hi._lean.pool.hi
+    order: list[object] = []
+
+    def fn(w: Item) -> None:
+        order.append(w.label)
+
+    gate = Item(fn, "gate")
+    for i in range(3):
+        assert aw.queue_work(normal, Item(fn, f"n{i}"))
+    for i in range(3):
+        assert aw.queue_work(hi, Item(fn, f"h{i}"))
+    assert aw.queue_work(normal, gate)
+    flush_hi = asyncio.ensure_future(aw.flush_workqueue(hi))  # a barrier on its own deque
+    await aw.flush_workqueue(normal)
+    await flush_hi
+    # Every item was queued before a worker looked: the HIGHPRI ones first, each in its order.
+    assert order == ["h0", "h1", "h2", "n0", "n1", "n2", "gate"]
+    assert hi.stats().completed == 3 and hi.stats().in_flight == 0
+    await aw.destroy_workqueue(normal)
+    await aw.destroy_workqueue(hi)
+
+
+@pytest.mark.asyncio
+async def test_the_loops_last_look_before_sleeping_sees_the_highpri_deque_too() -> None:
+    hi = lean_wq("v2-hi-wake", flags=aw.WQ.HIGHPRI)
+    assert hi._lean is not None
+    pool = hi._lean.pool
+    await settle()
+    assert not pool.waking
+    ran: list[int] = []
+    # A producer that read sleeping False (a worker seemed on its way) leaves the wake-up to the
+    # loop's last look before it tells producers that nobody is coming.
+    pool.sleeping = False
+    assert aw.queue_work(hi, Item(lambda w: ran.append(1)))
+    pool._no_one_coming()
+    await settle(50)  # nothing else is queued that could wake a worker: a lost wake-up stays
+    assert ran == [1]
+    await aw.destroy_workqueue(hi)

@@ -60,6 +60,7 @@ from . import _state
 from ._barrier import wake as complete
 from ._config import CONFIG
 from ._errors import WorkqueueDeadlockError, WorkqueueFullError, WorkqueueLoopError, describe
+from ._flags import WQ
 from ._lean_timer import LeanTimers
 from ._pending import _RUN, PendingTable, _Moved
 from ._pool import _WORKER, _call, _tearing_down
@@ -119,6 +120,7 @@ def covers(flags: int, runtime: object) -> str | None:
     """Returns: None if the lean pool can serve a queue with these flags, else what it lacks."""
     if runtime is not None:
         return "queues of a Runtime"
+    flags &= ~WQ.HIGHPRI
     if flags:
         return f"flags {flags!r}"
     return None
@@ -146,6 +148,7 @@ class LeanLink:
         "nr_failed",
         "nr_max_active_hits",
         "pool",
+        "q",
         "queued",
         "refunded",
         "room_waiters",
@@ -154,9 +157,14 @@ class LeanLink:
         "wq",
     )
 
-    def __init__(self, pool: LeanPool, wq: Any, max_active: int, limit: int) -> None:
+    def __init__(
+        self, pool: LeanPool, wq: Any, max_active: int, limit: int, highpri: bool = False
+    ) -> None:
         self.pool = pool  # I
         self.wq = wq  # I
+        # I: the pool's deque its entries go on: ``hi`` for a WQ.HIGHPRI queue, which the
+        # workers look at first (R5), else ``inbox``.
+        self.q: deque[Any] = pool.hi if highpri else pool.inbox
         self.max_active = max_active  # I
         self.limit = limit  # I: R21's bound, 0: unbounded
         self.nr_active = 0  # O: started and not ended (R7)
@@ -216,7 +224,7 @@ class LeanLink:
         # Cold (statistics, drain). Another thread's copy of the inbox may be one entry apart
         # from the loop's count.
         n = 0
-        for e in self.pool.inbox.copy():
+        for e in self.q.copy():
             if type(e) is tuple:
                 if e[1] is self and _is_stale(e[0]):
                     n += 1
@@ -330,6 +338,7 @@ class LeanPool:
         "dead",
         "dying",
         "granting",
+        "hi",
         "idle",
         "inbox",
         "kick_armed",
@@ -353,6 +362,7 @@ class LeanPool:
         # token (its cancel won) must be counted on the link it was queued to, and the item's
         # ``_pwq`` may name a newer instance's link by the time the loop meets it.
         self.inbox: deque[Any] = deque()
+        self.hi: deque[Any] = deque()  # A: the same, for WQ.HIGHPRI queues: looked at first
         self.idle: list[_LeanWorker] = []  # A: parked workers
         self.sleeping = True  # A: no worker is on its way to the inbox
         self.kick_armed = False  # A: a call_soon_threadsafe(_kick) is on its way
@@ -420,7 +430,7 @@ class LeanPool:
                     return False
             next(link.queued)
         work._pwq = link  # W: before the append makes the token visible
-        self.inbox.append((n, link))
+        link.q.append((n, link))
         if self.sleeping:
             self.wake()
         if self.dead:
@@ -446,7 +456,7 @@ class LeanPool:
         if link.limit:
             link.held[id(n)] = n
         work._pwq = link
-        self.inbox.append((n, link))
+        link.q.append((n, link))
         if self.sleeping:
             self.wake()
         if self.dead:
@@ -625,7 +635,7 @@ class LeanPool:
         """Put the new pending instance ``n`` on the inbox (what :meth:`queue` and
         :meth:`submit` do inline, for the calls off the hot path). Context: any thread."""
         work._pwq = link  # W: before the append makes the token visible
-        self.inbox.append((n, link))
+        link.q.append((n, link))
         if self.sleeping:
             self.wake()
         if self.dead:
@@ -694,7 +704,7 @@ class LeanPool:
         if link.limit:
             link.fired += 1  # R21: it holds a room from now, even over the bound
             link.held[id(tok)] = tok
-        self.inbox.append((tok, link))
+        link.q.append((tok, link))
         if self.sleeping:
             self.wake()
 
@@ -768,7 +778,7 @@ class LeanPool:
         the caller's loop.
         """
         b = _Barrier(link, asyncio.get_running_loop().create_future())
-        self.inbox.append(b)
+        link.q.append(b)
         if self.sleeping:
             self.wake()
         await b.fut
@@ -780,7 +790,7 @@ class LeanPool:
         # producer that saw kick_armed set appended before this store, so the look below
         # sees its entry.
         self.kick_armed = False
-        if self.inbox:
+        if self.inbox or self.hi:
             if not self.waking:
                 self._call_worker()
         elif not self.waking:
@@ -815,7 +825,7 @@ class LeanPool:
     def _no_one_coming(self) -> None:
         """Nobody is on the way to the inbox: tell producers, then look once more."""
         self.sleeping = True
-        if self.inbox:
+        if self.inbox or self.hi:
             self.sleeping = False
             if not self.waking:
                 self._call_worker()
@@ -893,13 +903,13 @@ class LeanPool:
             handed.append(_Handed(tok, link))
         if handed:
             handed.reverse()
-            self.inbox.extendleft(handed)  # which reverses again: in line order, at the front
+            link.q.extendleft(handed)  # which reverses again: in line order, at the front
             if not self.waking:
                 self._call_worker()
 
     async def _worker(self, me: _LeanWorker) -> None:
         _WORKER.set(me)  # type: ignore[arg-type]  # current_work() reads current and pwq
-        inbox, loop = self.inbox, self.loop
+        inbox, hi, loop = self.inbox, self.hi, self.loop
         popleft = inbox.popleft
         batch = 0
         try:
@@ -919,12 +929,12 @@ class LeanPool:
                     if work is None:
                         self._skip(tok, link, True)
                         continue
-                elif inbox:
+                elif inbox or hi:
                     if batch >= _BATCH:  # cond_resched, before taking: nothing is in hand
                         batch = 0
                         await asyncio.sleep(0)
                         continue
-                    e = popleft()
+                    e = hi.popleft() if hi else popleft()  # R5: WQ.HIGHPRI first
                     if type(e) is tuple:
                         tok, link = e
                         work = tok[0]
@@ -957,7 +967,7 @@ class LeanPool:
                     idle.append(me)
                     if not self.waking:
                         self._no_one_coming()
-                    if inbox:  # entries came meanwhile: look again
+                    if inbox or hi:  # entries came meanwhile: look again
                         try:
                             idle.remove(me)
                         except ValueError:
@@ -989,7 +999,7 @@ class LeanPool:
                 work._by = me
                 me.tok, me.current, me.pwq = tok, work, link
                 if not self.waking:  # nobody else on the way to the inbox
-                    if inbox:
+                    if inbox or hi:
                         self._call_worker()  # a successor, for items that await
                     else:
                         self._no_one_coming()  # a producer must wake one now
@@ -1042,7 +1052,7 @@ class LeanPool:
                 self.waking -= 1
             me.current = me.pwq = me.tok = None
             if me.redo is not None and me.rlink is not None:  # for another worker, or the end
-                self.inbox.appendleft(_Handed(me.redo, me.rlink))
+                me.rlink.q.appendleft(_Handed(me.redo, me.rlink))
                 me.redo = me.rlink = None
 
     def _end(self, me: _LeanWorker, work: Work, link: LeanLink, *, failed: bool) -> None:
@@ -1151,15 +1161,16 @@ class LeanPool:
         self.dead = True
         self.timers.close()
         toks: list[tuple[list[Any], LeanLink]] = []
-        while self.inbox:
-            e = self.inbox.popleft()
-            if type(e) is tuple:
-                toks.append(e)
-            elif type(e) is _Handed:
-                e.link.nr_active -= 1
-                toks.append((e.tok, e.link))
-            else:
-                self._resolve(e)  # a flush: nothing it waits for can finish now
+        for dq in (self.hi, self.inbox):
+            while dq:
+                e = dq.popleft()
+                if type(e) is tuple:
+                    toks.append(e)
+                elif type(e) is _Handed:
+                    e.link.nr_active -= 1
+                    toks.append((e.tok, e.link))
+                else:
+                    self._resolve(e)  # a flush: nothing it waits for can finish now
         for link in self.links:
             toks.extend((t, link) for t in link.inactive)
             link.inactive.clear()

@@ -274,7 +274,7 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
                     work._tok = n
                     next(link.queued)
                     work._pwq = link  # W: before the append makes the token visible
-                    lp.inbox.append((n, link))
+                    link.q.append((n, link))
                     if lp.sleeping:
                         lp.wake()
                     return True
