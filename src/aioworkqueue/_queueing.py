@@ -371,6 +371,16 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
         raise
 
 
+def _not_shared(call: str, work: Work) -> None:
+    """Raise NotImplementedError if the locked core holds ``work`` pending or running: the two
+    cores do not share items (docs/design.md §9, Stage A). A lean item never has these bits."""
+    if work._state & _PENDING_RUNNING:
+        raise NotImplementedError(
+            f"{call}: {describe(work)} is pending or running on a queue of the locked core; "
+            f"Core v2 (AIOWORKQUEUE_CORE=v2) does not share items with it"
+        )
+
+
 def _lean_queue(call: str, wq: Workqueue, work: Work, fresh: bool) -> bool:
     """queue_work (or, ``fresh``, submit) on a queue of the lean pool (Core v2, ``_lean.py``).
 
@@ -380,11 +390,7 @@ def _lean_queue(call: str, wq: Workqueue, work: Work, fresh: bool) -> bool:
     # First: a lean item never has these bits. An item the locked core holds pending comes
     # here (its newest token, if any, is a pending shadow one), where it would be queued a
     # second time; the two cores do not share items (docs/design.md §9, Stage A).
-    if work._state & _PENDING_RUNNING:
-        raise NotImplementedError(
-            f"{call}: {describe(work)} is pending or running on a queue of the locked core; "
-            f"Core v2 (AIOWORKQUEUE_CORE=v2) does not share items with it"
-        )
+    _not_shared(call, work)
     link = wq._lean
     if link is not None and not wq._status:
         pool = link.pool
@@ -407,11 +413,7 @@ async def _lean_queue_wait(call: str, wq: Workqueue, work: Work) -> bool:
     """queue_work_wait on a queue of the lean pool. Context: a coroutine on any loop."""
     if not wq.max_pending:
         return _lean_queue(call, wq, work, False)
-    if work._state & _PENDING_RUNNING:  # as in _lean_queue
-        raise NotImplementedError(
-            f"{call}: {describe(work)} is pending or running on a queue of the locked core; "
-            f"Core v2 (AIOWORKQUEUE_CORE=v2) does not share items with it"
-        )
+    _not_shared(call, work)
     with LOCK:
         if wq._status:
             wq._check_queueable(call, work)  # refused anyway: say so now, not after the wait
@@ -428,11 +430,7 @@ def _lean_delayed(call: str, wq: Workqueue, dwork: DelayedWork, delay: float, mo
     """
     if not (mod or delay):
         return _lean_queue(call, wq, dwork, False)
-    if dwork._state & _PENDING_RUNNING:  # as in _lean_queue
-        raise NotImplementedError(
-            f"{call}: {describe(dwork)} is pending or running on a queue of the locked core; "
-            f"Core v2 (AIOWORKQUEUE_CORE=v2) does not share items with it"
-        )
+    _not_shared(call, dwork)
     link = wq._lean
     if link is None or wq._status:
         with LOCK:
