@@ -818,3 +818,40 @@ async def test_the_loops_last_look_before_sleeping_sees_the_highpri_deque_too() 
     await settle(50)  # nothing else is queued that could wake a worker: a lost wake-up stays
     assert ran == [1]
     await aw.destroy_workqueue(hi)
+
+
+@pytest.mark.asyncio
+async def test_r18_freeze_waits_for_the_active_holds_the_queued_and_thaw_runs_them_in_order() -> (
+    None
+):
+    fq = lean_wq("v2-frz", flags=aw.WQ.FREEZABLE)
+    other = lean_wq("v2-not-frz")
+    gate = asyncio.Event()
+    ran: list[object] = []
+
+    async def fn(w: Item) -> None:
+        ran.append(w.label)
+        if w.label == "running":
+            await gate.wait()
+
+    assert aw.queue_work(fq, Item(fn, "running"))
+    await settle()
+    freezer = asyncio.ensure_future(aw.freeze_workqueues())
+    try:
+        await settle()
+        assert not freezer.done()  # the running item was active when it froze
+        assert aw.queue_work(fq, Item(fn, "a")) and aw.queue_work(fq, Item(fn, "b"))
+        assert aw.queue_work(other, Item(fn, "other"))  # not freezable: runs
+        await settle()
+        assert ran == ["running", "other"]
+        gate.set()
+        await asyncio.wait_for(freezer, 5)
+        await settle()
+        assert ran == ["running", "other"]  # frozen: queued items wait, none lost
+        assert fq.stats().in_flight == 2
+    finally:
+        aw.thaw_workqueues()
+    await asyncio.wait_for(aw.flush_workqueue(fq), 5)  # bounds a failure: a thaw that starts none
+    assert ran == ["running", "other", "a", "b"]
+    await aw.destroy_workqueue(fq)
+    await aw.destroy_workqueue(other)

@@ -10,13 +10,18 @@ Freezing applies to the active runtime's pools, or to the embedded pools when no
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._barrier import new_waiter, wake
 from ._errors import WorkqueueDeadlockError, describe
 from ._lock import INTR, LOCK, replay
 from ._pool import current_worker_work
 from ._pwq import FROZEN, FreezeGate, Pwq
 from ._runtime import ACTIVE
-from ._workqueue import _POOLS
+from ._workqueue import _LEAN_POOLS, _POOLS
+
+if TYPE_CHECKING:
+    from ._lean import LeanLink, LeanPool
 
 __all__ = ("freeze_workqueues", "thaw_workqueues")
 
@@ -26,6 +31,18 @@ def _freezable_links() -> list[Pwq]:
     rt = ACTIVE.rt
     pools: list[object] = [*rt.pools, rt.unbound] if rt is not None else list(_POOLS.values())
     return [p for pool in pools for p in pool.pwqs if p.freezable]  # type: ignore[attr-defined]
+
+
+def _lean_links() -> list[tuple[LeanPool, list[LeanLink]]]:
+    # Context: under LOCK (links are added under it). Core v2's pools: the embedded mode only.
+    if ACTIVE.rt is not None:
+        return []
+    out = []
+    for pool in list(_LEAN_POOLS.values()):
+        links = [lk for lk in list(pool.links) if lk.freezable]
+        if links and not pool.dead:
+            out.append((pool, links))
+    return out
 
 
 async def freeze_workqueues() -> None:
@@ -51,8 +68,11 @@ async def freeze_workqueues() -> None:
             gate = FreezeGate(len(busy), fut)
             for p in busy:
                 p.freeze_gates.append(gate)
+        lean = _lean_links()
     if fut is not None:
         await fut
+    for pool, lks in lean:  # Core v2: each pool's loop freezes its links
+        await pool.freeze(lks)
 
 
 def thaw_workqueues() -> None:
@@ -67,5 +87,7 @@ def thaw_workqueues() -> None:
                 wake(gate.fut)  # type: ignore[arg-type]
             p.freeze_gates = []
             p.set_max_active(p.limit)
+        for pool, lks in _lean_links():
+            pool.thaw(lks)
     if INTR.pending:
         replay()

@@ -64,6 +64,7 @@ from ._flags import WQ
 from ._lean_timer import LeanTimers
 from ._pending import _RUN, PendingTable, _Moved
 from ._pool import _WORKER, _call, _tearing_down
+from ._pwq import FROZEN
 from ._state import ASYNC_FN, CALL
 from ._work import Work
 
@@ -120,7 +121,7 @@ def covers(flags: int, runtime: object) -> str | None:
     """Returns: None if the lean pool can serve a queue with these flags, else what it lacks."""
     if runtime is not None:
         return "queues of a Runtime"
-    flags &= ~WQ.HIGHPRI
+    flags &= ~(WQ.HIGHPRI | WQ.FREEZABLE)
     if flags:
         return f"flags {flags!r}"
     return None
@@ -133,11 +134,13 @@ class LeanLink:
 
     __slots__ = (
         "__weakref__",
+        "active_limit",
         "armed",
         "barriers",
         "cancelled_armed",
         "fired",
         "freed",
+        "freezable",
         "held",
         "inactive",
         "limit",
@@ -158,14 +161,24 @@ class LeanLink:
     )
 
     def __init__(
-        self, pool: LeanPool, wq: Any, max_active: int, limit: int, highpri: bool = False
+        self,
+        pool: LeanPool,
+        wq: Any,
+        max_active: int,
+        limit: int,
+        *,
+        highpri: bool = False,
+        freezable: bool = False,
     ) -> None:
         self.pool = pool  # I
         self.wq = wq  # I
+        self.freezable = freezable  # I: WQ.FREEZABLE (R18)
+        self.active_limit = max_active  # I: max_active when not frozen
         # I: the pool's deque its entries go on: ``hi`` for a WQ.HIGHPRI queue, which the
         # workers look at first (R5), else ``inbox``.
         self.q: deque[Any] = pool.hi if highpri else pool.inbox
-        self.max_active = max_active  # I
+        # O: the effective max_active, 0 while frozen (R18; set at allocation while frozen).
+        self.max_active = 0 if freezable and FROZEN.on else max_active
         self.limit = limit  # I: R21's bound, 0: unbounded
         self.nr_active = 0  # O: started and not ended (R7)
         self.inactive: deque[list[Any]] = deque()  # O: still-pending tokens over max_active
@@ -273,6 +286,12 @@ class _Barrier:
         self.link = link  # I
         self.fut = fut  # I: completed on its own loop
         self.left: set[int] = set()  # O: ids of the tokens waited for
+
+
+class _FreezeBarrier(_Barrier):
+    """A freeze of one link (R18): the items active when it froze. A thaw releases it."""
+
+    __slots__ = ()
 
 
 class _LeanWorker:
@@ -579,6 +598,76 @@ class LeanPool:
         if old_room is not None and old_room.room_waiters:
             self._poke(old_room)
         return old is not None
+
+    # -- R18: freezing ---------------------------------------------------------------------------
+
+    async def freeze(self, links: list[LeanLink]) -> None:
+        """Freeze ``links`` (max_active 0: new items wait, in order) and wait for the items
+        that were active (running, handed a slot, or a worker's next) to end (R18).
+
+        Context: a coroutine on any loop; the freezing is the pool loop's.
+        """
+        running = asyncio.get_running_loop()
+        futs: list[asyncio.Future[None]] = []
+        if running is self.loop:
+            self._freeze(links, futs, running, None)
+        else:
+            done = running.create_future()
+            try:
+                self.loop.call_soon_threadsafe(self._freeze, links, futs, running, done)
+            except RuntimeError:
+                return  # closed: nothing of it runs any more
+            await done
+        for fut in futs:
+            await fut
+
+    def _freeze(
+        self,
+        links: list[LeanLink],
+        futs: list[asyncio.Future[None]],
+        loop: asyncio.AbstractEventLoop,
+        done: asyncio.Future[None] | None,
+    ) -> None:
+        try:
+            for link in links:
+                link.max_active = 0
+                b = _FreezeBarrier(link, loop.create_future())
+                left = b.left
+                for w in self.workers:
+                    if w.tok is not None and w.pwq is link:
+                        left.add(id(w.tok))
+                    if w.redo is not None and w.rlink is link:
+                        left.add(id(w.redo))
+                for e in link.q:
+                    if type(e) is _Handed and e.link is link:
+                        left.add(id(e.tok))
+                if left:
+                    link.barriers.append(b)
+                    futs.append(b.fut)
+        finally:
+            if done is not None:
+                complete(done)
+
+    def thaw(self, links: list[LeanLink]) -> None:
+        """Give ``links`` their max_active back and start what waited, in order (R18).
+
+        Context: any thread; the thawing is the pool loop's."""
+        if threading.get_ident() == self.tid:
+            self._thaw(links)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._thaw, links)
+        except RuntimeError:
+            pass  # closed
+
+    def _thaw(self, links: list[LeanLink]) -> None:
+        for link in links:
+            link.max_active = link.active_limit
+            for b in [b for b in link.barriers if type(b) is _FreezeBarrier]:
+                link.barriers.remove(b)  # a freeze that still waits: it is over
+                self._resolve(b)
+            if link.inactive:
+                self._hand_on(link)
 
     # -- R21: waiting for room (queue_work_wait) ---------------------------------------------
 

@@ -811,7 +811,14 @@ def _lean_link_on(wq: Workqueue, loop: asyncio.AbstractEventLoop) -> LeanLink:
             del _LEAN_POOLS[dead]
         pool = _LEAN_POOLS[loop] = LeanPool(loop)
         _watch_loop_end(loop, pool)
-    link = LeanLink(pool, wq, wq.max_active, wq.max_pending, bool(wq.flags & WQ.HIGHPRI))
+    link = LeanLink(
+        pool,
+        wq,
+        wq.max_active,
+        wq.max_pending,
+        highpri=bool(wq.flags & WQ.HIGHPRI),
+        freezable=bool(wq.flags & WQ.FREEZABLE),
+    )
     pool.links.add(link)
     return link
 
