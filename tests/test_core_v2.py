@@ -855,3 +855,28 @@ async def test_r18_freeze_waits_for_the_active_holds_the_queued_and_thaw_runs_th
     assert ran == ["running", "other", "a", "b"]
     await aw.destroy_workqueue(fq)
     await aw.destroy_workqueue(other)
+
+
+@pytest.mark.asyncio
+async def test_r17_cpu_intensive_plain_functions_run_in_threads_async_ones_on_the_loop() -> None:
+    wq = lean_wq("v2-cpu", max_active=2, flags=aw.WQ.CPU_INTENSIVE)
+    loop_thread = threading.get_ident()
+    seen: list[tuple[str, int, bool]] = []
+    both = threading.Barrier(2, timeout=10)
+
+    def crunch(w: aw.Work) -> None:
+        seen.append(("def", threading.get_ident(), aw.current_work() is w))
+        both.wait()  # two run at once, each in a thread of its own
+
+    async def coro(w: aw.Work) -> None:
+        seen.append(("async", threading.get_ident(), aw.current_work() is w))
+
+    for fn in (crunch, crunch, coro):
+        assert aw.queue_work(wq, aw.Work(fn))
+    await asyncio.wait_for(aw.flush_workqueue(wq), 10)
+    assert sorted(k for k, _, _ in seen) == ["async", "def", "def"]
+    assert all(cur for _, _, cur in seen)
+    assert {t for k, t, _ in seen if k == "def"}.isdisjoint({loop_thread})
+    assert [t for k, t, _ in seen if k == "async"] == [loop_thread]
+    assert wq.stats().completed == 3
+    await aw.destroy_workqueue(wq)

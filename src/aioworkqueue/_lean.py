@@ -63,7 +63,7 @@ from ._errors import WorkqueueDeadlockError, WorkqueueFullError, WorkqueueLoopEr
 from ._flags import WQ
 from ._lean_timer import LeanTimers
 from ._pending import _RUN, PendingTable, _Moved
-from ._pool import _WORKER, _call, _tearing_down
+from ._pool import _WORKER, _call, _call_in_thread, _tearing_down
 from ._pwq import FROZEN
 from ._state import ASYNC_FN, CALL
 from ._work import Work
@@ -121,7 +121,7 @@ def covers(flags: int, runtime: object) -> str | None:
     """Returns: None if the lean pool can serve a queue with these flags, else what it lacks."""
     if runtime is not None:
         return "queues of a Runtime"
-    flags &= ~(WQ.HIGHPRI | WQ.FREEZABLE)
+    flags &= ~(WQ.HIGHPRI | WQ.FREEZABLE | WQ.CPU_INTENSIVE)
     if flags:
         return f"flags {flags!r}"
     return None
@@ -138,6 +138,7 @@ class LeanLink:
         "armed",
         "barriers",
         "cancelled_armed",
+        "cpu_thread",
         "fired",
         "freed",
         "freezable",
@@ -173,6 +174,8 @@ class LeanLink:
         self.pool = pool  # I
         self.wq = wq  # I
         self.freezable = freezable  # I: WQ.FREEZABLE (R18)
+        # I: WQ.CPU_INTENSIVE: plain functions run in the queue's threads (R17)
+        self.cpu_thread = bool(wq.flags & WQ.CPU_INTENSIVE)
         self.active_limit = max_active  # I: max_active when not frozen
         # I: the pool's deque its entries go on: ``hi`` for a WQ.HIGHPRI queue, which the
         # workers look at first (R5), else ``inbox``.
@@ -1096,6 +1099,12 @@ class LeanPool:
                 try:
                     if work._state & _ASYNC_OR_CALL == ASYNC_FN:
                         await work.func(work)
+                    elif link.cpu_thread and not work._state & ASYNC_FN:  # R17: in a thread
+                        r = await loop.run_in_executor(
+                            link.wq._cpu_executor(), _call_in_thread, work
+                        )
+                        if r is not None and (type(r) is CoroutineType or _isawaitable(r)):
+                            await r
                     else:
                         r = _call(work)  # R17: a plain function runs inline on the loop
                         if r is not None and (type(r) is CoroutineType or _isawaitable(r)):

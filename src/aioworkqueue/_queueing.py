@@ -390,7 +390,8 @@ def _lean_queue(call: str, wq: Workqueue, work: Work, fresh: bool) -> bool:
     # First: a lean item never has these bits. An item the locked core holds pending comes
     # here (its newest token, if any, is a pending shadow one), where it would be queued a
     # second time; the two cores do not share items (docs/design.md §9, Stage A).
-    _not_shared(call, work)
+    if work._state & _PENDING_RUNNING:  # the test inline: this is the path from a thread
+        _not_shared(call, work)
     link = wq._lean
     if link is not None and not wq._status:
         pool = link.pool
