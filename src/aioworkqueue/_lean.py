@@ -62,6 +62,7 @@ from ._config import CONFIG
 from ._errors import WorkqueueDeadlockError, WorkqueueFullError, WorkqueueLoopError, describe
 from ._flags import WQ
 from ._lean_timer import LeanTimers
+from ._lean_timer import peek as _peek
 from ._pending import _RUN, PendingTable, _Moved
 from ._pool import _WORKER, _call, _call_in_thread, _tearing_down
 from ._pwq import FROZEN
@@ -273,11 +274,6 @@ def _is_stale(tok: list[Any]) -> bool:
         return type(tok[1]) is not _Moved
     except IndexError:
         return False  # still pending
-
-
-def _peek(counter: itertools.count[int]) -> int:
-    """The value the next ``next(counter)`` returns, without taking it (``count(N)``)."""
-    return int(repr(counter)[6:-1])
 
 
 class _Barrier:

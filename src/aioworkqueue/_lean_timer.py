@@ -33,7 +33,7 @@ from typing import Any
 
 from ._theap import loop_clock
 
-__all__ = ("LeanTimers",)
+__all__ = ("LeanTimers", "peek")
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
@@ -43,7 +43,8 @@ _INF = float("inf")
 _COMPACT_MIN = 64  # entries: below this a heap is never compacted
 
 
-def _peek(counter: itertools.count[int]) -> int:
+def peek(counter: itertools.count[int]) -> int:
+    """The value the next ``next(counter)`` returns, without taking it (``count(N)``)."""
     return int(repr(counter)[6:-1])
 
 
@@ -174,7 +175,7 @@ class LeanTimers:
     def _compact(self) -> None:
         # Only when garbage is over half: else, next look when the heap has grown by half.
         heap = self.heap
-        dead = _peek(self.dead)
+        dead = peek(self.dead)
         if (dead - self.dead_seen) * 2 > len(heap):
             heap[:] = [e for e in heap if e[3].armed.get(id(e[2])) is e[2]]
             heapq.heapify(heap)

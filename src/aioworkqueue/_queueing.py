@@ -41,6 +41,7 @@ from ._errors import (
     describe,
 )
 from ._hooks import HOOKS, emit
+from ._lean import LeanLink
 from ._lock import INTR, LOCK, replay
 from ._pending import _RUN
 from ._pool import current_worker_work
@@ -68,7 +69,7 @@ from ._work import (
     check_work,
     is_async_callable,
 )
-from ._workqueue import _DESTROYED, WQ_FORMS, Workqueue, check_workqueue, lacks_v2, revive
+from ._workqueue import _DESTROYED, WQ_FORMS, Workqueue, check_workqueue, revive
 
 _get_running_loop = asyncio._get_running_loop
 _is_owned = LOCK._is_owned  # type: ignore[attr-defined]
@@ -120,7 +121,6 @@ def _full(call: str, wq: Workqueue, work: Work, room: Room) -> WorkqueueFullErro
 def _queue(call: str, wq: Workqueue, work: Work, cpu: int | None, *, over: bool = False) -> bool:
     """Queue ``work`` now; ``over``: even past the bound (R21), for a caller that holds room or
     already answered True. Context: any; not nested."""
-    lacks_v2(call, wq)
     with LOCK:
         if wq._status:
             wq._check_queueable(call, work)
@@ -162,7 +162,6 @@ def _queue_delayed(
     """Arm ``dwork`` (or queue it now when ``delay`` is 0; ``over``: as in :func:`_queue`).
 
     Context: any; not nested."""
-    lacks_v2(call, wq)
     with LOCK:
         if wq._status:
             wq._check_queueable(call, dwork)
@@ -410,15 +409,27 @@ def _lean_queue(call: str, wq: Workqueue, work: Work, fresh: bool) -> bool:
     return link.pool.queue(link, work)
 
 
+def _lean_bound(call: str, wq: Workqueue, work: Work) -> LeanLink:
+    """The lean link to queue ``work`` on: the bound one when it is live and usable from here
+    (no lock), else checked and bound under LOCK (as :func:`_lean_queue` inlines it).
+    Context: any. Raises: as :meth:`Workqueue._check_queueable` and ``_lean_link``."""
+    link = wq._lean
+    if link is not None and not wq._status:
+        pool = link.pool
+        if not pool.dead and (_get_running_loop() is pool.loop or pool.loop.is_running()):
+            return link
+    with LOCK:
+        if wq._status:
+            wq._check_queueable(call, work)
+        return wq._lean_link(call, work)
+
+
 async def _lean_queue_wait(call: str, wq: Workqueue, work: Work) -> bool:
     """queue_work_wait on a queue of the lean pool. Context: a coroutine on any loop."""
     if not wq.max_pending:
         return _lean_queue(call, wq, work, False)
     _not_shared(call, work)
-    with LOCK:
-        if wq._status:
-            wq._check_queueable(call, work)  # refused anyway: say so now, not after the wait
-        link = wq._lean_link(call, work)
+    link = _lean_bound(call, wq, work)  # refused anyway: say so now, not after the wait
     cur = current_worker_work()
     own = cur is not None and cur[1] is link and link.max_active == 1  # type: ignore[comparison-overlap]  # a lean worker's link
     return await link.pool.queue_wait(link, work, own)
@@ -432,17 +443,7 @@ def _lean_delayed(call: str, wq: Workqueue, dwork: DelayedWork, delay: float, mo
     if not (mod or delay):
         return _lean_queue(call, wq, dwork, False)
     _not_shared(call, dwork)
-    link = wq._lean
-    if link is None or wq._status:
-        with LOCK:
-            if wq._status:
-                wq._check_queueable(call, dwork)
-            link = wq._lean_link(call, dwork)
-    else:
-        pool = link.pool
-        if pool.dead or (_get_running_loop() is not pool.loop and not pool.loop.is_running()):
-            with LOCK:
-                link = wq._lean_link(call, dwork)
+    link = _lean_bound(call, wq, dwork)
     if mod:
         return link.pool.mod(link, dwork, delay)
     return link.pool.arm(link, dwork, delay)

@@ -45,7 +45,6 @@ from ._unbound import UnboundPool
 from ._work import ARMED, PENDING, WHERE, DelayedWork, Work
 
 __all__ = (
-    "lacks_v2",
     "ACTIVE",
     "WQ_FORMS",
     "RuntimeView",
@@ -160,15 +159,6 @@ class WorkqueueStats:
     latency_p99: float | None = None
     #: The longest latency measured, in seconds (exact).
     latency_max: float | None = None
-
-
-def lacks_v2(call: str, wq: Workqueue) -> None:
-    """Raise NotImplementedError if ``wq`` is on the lean pool (Core v2), which does not serve
-    ``call`` yet: a run under ``AIOWORKQUEUE_CORE=v2`` then says what is left to build."""
-    if wq._v2:
-        raise NotImplementedError(
-            f"{call}: Core v2 (AIOWORKQUEUE_CORE=v2) does not serve it yet (workqueue {wq.name!r})"
-        )
 
 
 def check_workqueue(call: str, wq: object) -> Workqueue:
