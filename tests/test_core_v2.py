@@ -880,3 +880,93 @@ async def test_r17_cpu_intensive_plain_functions_run_in_threads_async_ones_on_th
     assert [t for k, t, _ in seen if k == "async"] == [loop_thread]
     assert wq.stats().completed == 3
     await aw.destroy_workqueue(wq)
+
+
+# -- what the model test found: a decided instance is not waited for, and frees its slot ---------
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_next_instance_frees_its_slot_at_once() -> None:
+    """R3, R7, R10: the next instance of a running item holds a slot (the kernel activates it
+    at queue time); cancelled, the slot frees now, not when the run ends."""
+    m, o = lean_wq("v2-slot-m", max_active=2), lean_wq("v2-slot-o", max_active=1)
+    gate = asyncio.Event()
+    runs: list[object] = []
+
+    async def fn(w: Item) -> None:
+        runs.append(w.label)
+        if w.label == "a":
+            await gate.wait()
+
+    a, b = Item(fn, "a"), Item(fn, "b")
+    assert aw.queue_work(m, a)
+    await settle()  # a runs on m
+    assert aw.queue_work(o, a)  # its next instance, on o, holds o's one slot behind the run
+    await settle()
+    assert aw.cancel_work(a)
+    assert aw.queue_work(o, b)
+    await settle()
+    assert runs == ["a", "b"]  # b did not wait for a's run to end
+    gate.set()
+    await aw.flush_workqueue(m)
+    await aw.flush_workqueue(o)
+    assert (o.stats().cancelled, o.stats().completed, o.stats().in_flight) == (1, 1, 0)
+    await aw.destroy_workqueue(m)
+    await aw.destroy_workqueue(o)
+
+
+@pytest.mark.asyncio
+async def test_a_flush_stops_waiting_for_an_instance_cancelled_while_it_waits() -> None:
+    """R12, R13: flush_work and flush_workqueue wait for what was pending at the call; a cancel
+    of it meanwhile ends the wait (it waited behind max_active, behind a run that goes on)."""
+    wq = lean_wq("v2-flush-cancelled", max_active=1)
+    gate = asyncio.Event()
+
+    async def fn(w: Item) -> None:
+        await gate.wait()
+
+    busy, waiting = Item(fn, "busy"), Item(fn, "waiting")
+    assert aw.queue_work(wq, busy)
+    await settle()
+    assert aw.queue_work(wq, waiting)  # over max_active: it waits, pending
+    await settle()
+    fw = asyncio.ensure_future(aw.flush_work(waiting))
+    fq = asyncio.ensure_future(aw.flush_workqueue(wq))
+    await settle()
+    assert not fw.done() and not fq.done()
+    assert aw.cancel_work(waiting)
+    async with asyncio.timeout(5):
+        assert await fw is True
+    await settle()
+    assert not fq.done()  # the run of busy was queued before it, and goes on
+    gate.set()
+    async with asyncio.timeout(5):
+        await fq
+    await aw.destroy_workqueue(wq)
+
+
+@pytest.mark.asyncio
+async def test_flush_work_waits_for_the_run_when_its_pending_instance_moves_away() -> None:
+    """R12: flush_work waits for the pending instance and for the run in progress at the call;
+    a move of the pending one (mod_delayed_work to another queue) leaves the run to wait for."""
+    m, o = lean_wq("v2-fw-m", max_active=2), lean_wq("v2-fw-o", max_active=1)
+    gate = asyncio.Event()
+
+    async def fn(w: aw.DelayedWork) -> None:
+        await gate.wait()
+
+    d = aw.DelayedWork(fn)
+    assert aw.queue_work(m, d)
+    await settle()  # running
+    assert aw.queue_work(m, d)  # and pending behind its run
+    fw = asyncio.ensure_future(aw.flush_delayed_work(d))
+    await settle()
+    assert aw.mod_delayed_work(o, d, 0)  # the pending one moves to o
+    await settle()
+    assert not fw.done()  # the run goes on
+    gate.set()
+    async with asyncio.timeout(5):
+        assert await fw is True
+    await aw.flush_workqueue(o)
+    await aw.destroy_workqueue(m)
+    await aw.destroy_workqueue(o)

@@ -119,6 +119,44 @@ def test_r9_mod_moves_a_pending_instance_and_arms_an_idle_one() -> None:
     run_virtual(main)
 
 
+def test_r9_a_move_to_another_queue_is_in_flight_there_not_where_it_was() -> None:
+    """The model test's counterexample: a moved instance is in flight on the queue it moved
+    to (counted neither as a queue there nor as a cancel where it was), queued or armed."""
+
+    async def main() -> None:
+        m, o = lean_wq("v2-t-move-m", max_active=2), lean_wq("v2-t-move-o", max_active=1)
+        gate = asyncio.Event()
+
+        async def fn(w: D) -> None:
+            await gate.wait()
+
+        def flight() -> tuple[tuple[int, int, int, int], ...]:
+            return tuple(
+                (s.queued, s.cancelled, s.in_flight, s.armed) for s in (m.stats(), o.stats())
+            )
+
+        a, b = D(fn, "a"), D(fn, "b")
+        assert not aw.mod_delayed_work(m, a, 0)  # idle: queued on m
+        assert aw.mod_delayed_work(m, a, 0)  # moved along m: still one instance there
+        assert aw.mod_delayed_work(o, a, 0)  # moved to o
+        assert flight() == ((1, 0, 0, 0), (0, 0, 1, 0))
+        assert not aw.mod_delayed_work(m, b, 5.0)  # armed on m
+        assert aw.mod_delayed_work(o, b, 3.0)  # and re-armed on o
+        assert flight() == ((2, 0, 0, 0), (0, 0, 1, 1))  # in flight: queued, not armed
+        assert aw.cancel_delayed_work(a)  # the cancel counts where it is
+        assert flight() == ((2, 0, 0, 0), (0, 1, 0, 1))
+        await asyncio.sleep(4)  # b fires on o, and runs there
+        assert flight() == ((2, 0, 0, 0), (0, 1, 1, 0))
+        gate.set()
+        await aw.flush_workqueue(o)
+        assert flight() == ((2, 0, 0, 0), (0, 1, 0, 0))
+        assert o.stats().completed == 1 and m.stats().completed == 0
+        await aw.destroy_workqueue(m)
+        await aw.destroy_workqueue(o)
+
+    run_virtual(main)
+
+
 def test_r10_r11_cancel_an_armed_item_counts_it_at_once_and_it_never_runs() -> None:
     async def main() -> None:
         wq = lean_wq("v2-t-cancel")

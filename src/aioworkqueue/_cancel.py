@@ -204,7 +204,7 @@ async def _disable_and_wait(call: str, work: Work, *, keep_disabled: bool) -> bo
         was = tok is not None
         try:
             if pool is not None:
-                await pool.wait_running(work)
+                await pool.wait_item(work, None)
         finally:
             if not keep_disabled:
                 TABLE.enable(work)

@@ -103,12 +103,10 @@ async def _lean_flush_work(work: Work, cur: tuple[Work, Any] | None, fire: bool 
                     f"flush_work: {describe(work)} is queued behind the caller {describe(own)} "
                     f"on workqueue {name!r} (max_active 1) and cannot start before it ends"
                 )
-    if tok is None:
-        return await pool.wait_running(work)
-    if armed:
+    if armed and tok is not None:
         await pool.fire_now(link, tok)  # queued now (if its timer did not come first)
-    await pool.wait_for(tok)  # the instance pending at the call: True, even if it ran already
-    return True
+    # The instance pending at the call (True, even if it ran already) and the run in progress.
+    return await pool.wait_item(work, tok)
 
 
 async def flush_delayed_work(dwork: DelayedWork) -> bool:

@@ -147,6 +147,8 @@ class LeanLink:
         "inactive",
         "limit",
         "max_active",
+        "moved_in",
+        "moved_out",
         "nr_active",
         "nr_cancelled",
         "nr_completed",
@@ -206,6 +208,10 @@ class LeanLink:
         # A: id(token) -> token of each armed instance: the claim to place it (_lean_timer.py).
         self.armed: dict[int, list[Any]] = {}
         self.cancelled_armed = itertools.count()  # A: armed instances a cancel took the claim of
+        # A: pending instances mod_delayed_work moved here from another link, and away from
+        # here to another: the instance is in flight where it is now (a move is not a queue).
+        self.moved_in = itertools.count()
+        self.moved_out = itertools.count()
         self.nr_completed = 0  # O
         self.nr_failed = 0  # O
         self.nr_cancelled = 0  # O: stale tokens met (their cancel answered True)
@@ -261,6 +267,8 @@ class LeanLink:
         waits for (R13, R14). Context: any (a snapshot)."""
         return (
             self.nr_queued()
+            + _peek(self.moved_in)
+            - _peek(self.moved_out)
             - self.nr_completed
             - self.nr_failed
             - self.cancelled()
@@ -284,7 +292,7 @@ class _Barrier:
     def __init__(self, link: LeanLink, fut: asyncio.Future[None]) -> None:
         self.link = link  # I
         self.fut = fut  # I: completed on its own loop
-        self.left: set[int] = set()  # O: ids of the tokens waited for
+        self.left: dict[int, list[Any]] = {}  # O: id -> token, of the tokens waited for
 
 
 class _FreezeBarrier(_Barrier):
@@ -561,6 +569,11 @@ class LeanPool:
         # (which comes off with it: the stale entry left behind frees nothing).
         old_room: LeanLink | None = None
         if old is not None:
+            if type(before) is LeanLink:
+                before.pool.gone(before, old, work)  # moved: a new instance, no flush waits for it
+            if type(before) is LeanLink and before is not link:
+                next(before.moved_out)  # the instance is in flight on link from now
+                next(link.moved_in)
             if type(before) is LeanLink and before.armed.pop(id(old), None) is not None:
                 before.pool.timers.garbage()  # its entry: the move took the claim
             elif (
@@ -634,15 +647,17 @@ class LeanPool:
                 left = b.left
                 for w in self.workers:
                     if w.tok is not None and w.pwq is link:
-                        left.add(id(w.tok))
-                    if w.redo is not None and w.rlink is link:
-                        left.add(id(w.redo))
-                for e in link.q:
-                    if type(e) is _Handed and e.link is link:
-                        left.add(id(e.tok))
+                        left[id(w.tok)] = w.tok
+                    r = w.redo
+                    if r is not None and w.rlink is link and len(r) == 1:
+                        left[id(r)] = r  # a stale one (cancelled) only waits to be skipped
+                for e in link.q.copy():
+                    if type(e) is _Handed and e.link is link and len(e.tok) == 1:
+                        left[id(e.tok)] = e.tok
                 if left:
                     link.barriers.append(b)
                     futs.append(b.fut)
+                    self._recheck(b)
         finally:
             if done is not None:
                 complete(done)
@@ -925,18 +940,34 @@ class LeanPool:
         # Everything queued on the link before the barrier has been popped: what is unfinished
         # waits for a slot, holds one on the inbox's front (ahead of this barrier), is some
         # worker's next instance, or runs.
+        # A token decided since (cancelled, or moved: its successor, queued before the barrier
+        # too, is met on its own) is not waited for: it only waits to be met and skipped.
         link = b.link
         left = b.left
         for t in link.inactive:
-            left.add(id(t))
+            if len(t) == 1:
+                left[id(t)] = t
         for w in self.workers:
             if w.tok is not None and w.pwq is link:
-                left.add(id(w.tok))
-            if w.redo is not None and w.rlink is link:
-                left.add(id(w.redo))
+                left[id(w.tok)] = w.tok
+            r = w.redo
+            if r is not None and w.rlink is link and len(r) == 1:
+                left[id(r)] = r
         if left:
             link.barriers.append(b)
+            self._recheck(b)
         else:
+            self._resolve(b)
+
+    def _recheck(self, b: _Barrier) -> None:
+        # After the barrier is on link.barriers: a pending token that a cancel or a move on
+        # another thread decided before it could see the barrier (gone()) is dropped here.
+        left = b.left
+        for k, t in list(left.items()):
+            if len(t) != 1 and t[1] is not _RUN:
+                del left[k]
+        if not left:
+            b.link.barriers.remove(b)
             self._resolve(b)
 
     def _settled(self, link: LeanLink, tok: list[Any]) -> None:
@@ -944,7 +975,7 @@ class LeanPool:
         k = id(tok)
         for b in list(link.barriers):
             left = b.left
-            left.discard(k)
+            left.pop(k, None)
             if not left:
                 link.barriers.remove(b)
                 self._resolve(b)
@@ -1172,60 +1203,88 @@ class LeanPool:
         for fut in self.waiters.pop(id(tok), ()):
             complete(fut)
 
-    async def wait_for(self, tok: list[Any]) -> None:
-        """Wait until the instance ``tok`` (pending or running here) has ended or was skipped.
+    async def wait_item(self, work: Work, tok: list[Any] | None) -> bool:
+        """Wait until the instance ``tok`` of ``work`` (pending at the call, or None) and the
+        run of ``work`` in progress on this pool at the call have ended or were skipped (R11,
+        R12). A pending instance that a cancel or a move decides meanwhile is not waited for
+        any longer, the run still is.
 
-        Context: a coroutine on any loop. From another loop the wait is registered by the
-        pool's loop, which looks first whether ``tok`` ended meanwhile.
+        Context: a coroutine on any loop. Which run is in progress is read, and the waits are
+        registered, on the pool's loop (from another thread ``work._by`` may be between a take
+        and its store). Returns: True if ``tok`` was given or a run was in progress.
         """
         running = asyncio.get_running_loop()
-        fut = running.create_future()
+        futs = [running.create_future(), running.create_future()]
         if running is self.loop:
-            self.waiters.setdefault(id(tok), []).append(fut)
+            ran = self._watch(work, tok, futs)
         else:
+            done = running.create_future()
+            box = [False]
             try:
-                self.loop.call_soon_threadsafe(self._wait_remote, tok, fut, None)
+                self.loop.call_soon_threadsafe(self._watch_remote, work, tok, futs, box, done)
             except RuntimeError:
-                return  # closed: what it left was taken back and reported
-        await fut
+                return tok is not None  # closed: what it left was taken back and reported
+            await done
+            ran = box[0]
+        for fut in futs:
+            await fut
+        return tok is not None or ran
 
-    async def wait_running(self, work: Work) -> bool:
-        """Wait for the run of ``work`` in progress on this pool, if there is one.
+    def _watch(self, work: Work, tok: list[Any] | None, futs: list[asyncio.Future[None]]) -> bool:
+        # On the pool's loop: register, then look. A cancel or a move on another thread decides
+        # first, then looks for waiters (gone()): one of the two sees the other's step.
+        by = work._by
+        run = by.tok if by is not None and by in self.workers else None
+        for t, fut in ((tok, futs[0]), (run, futs[1])):
+            if t is None or self.dead:
+                complete(fut)
+                continue
+            self.waiters.setdefault(id(t), []).append(fut)
+            if not (len(t) == 1 or t is run or any(w.tok is t for w in self.workers)):
+                self._release(t)  # it ended, or was decided, before we looked
+        return run is not None
 
-        Context: a coroutine on any loop; which run is in progress is read on the pool's loop
-        (from another thread ``work._by`` may be between a take and its store).
-        Returns: True if a run was in progress.
-        """
-        running = asyncio.get_running_loop()
-        if running is self.loop:
-            by = work._by
-            if by is None or by.tok is None:
-                return False
-            await self.wait_for(by.tok)
-            return True
-        fut = running.create_future()
-        box = [False]
+    def _watch_remote(
+        self,
+        work: Work,
+        tok: list[Any] | None,
+        futs: list[asyncio.Future[None]],
+        box: list[bool],
+        done: asyncio.Future[None],
+    ) -> None:
         try:
-            self.loop.call_soon_threadsafe(self._wait_remote, work, fut, box)
-        except RuntimeError:
-            return False
-        await fut
-        return box[0]
+            box[0] = self._watch(work, tok, futs)
+        finally:
+            complete(done)
 
-    def _wait_remote(self, what: Any, fut: asyncio.Future[None], box: list[bool] | None) -> None:
-        # On the pool's loop, for a waiter on another: ``what`` is a token (box None), or an
-        # item whose run in progress is waited for.
-        if box is None:
-            tok: list[Any] | None = what
-            live = len(what) == 1 or any(w.tok is what for w in self.workers)
-        else:
-            by = what._by
-            tok = None if by is None else by.tok
-            live = box[0] = tok is not None
-        if live and not self.dead:
-            self.waiters.setdefault(id(tok), []).append(fut)
-        else:
-            complete(fut)
+    def gone(self, link: LeanLink, tok: list[Any], work: Work) -> None:
+        """A cancel, a disable or a move decided the pending ``tok`` of ``work``: the flushes
+        that wait for it stop waiting now, and a max_active slot it holds as the next instance
+        of a running item (a worker's ``redo``, R3) frees now, not when the loop meets it
+        after that run (R7, R11-R13). Context: any thread, right after the decision; posted,
+        so that a signal handler never touches what the loop owns.
+
+        A worker stores a token as its ``redo`` only while ``work._by`` is set: read after the
+        decision, either it is set (and the post finds the token) or the run ended first and
+        the worker meets the token next, at once."""
+        if link.barriers or self.waiters or work._by is not None:
+            try:
+                self.loop.call_soon_threadsafe(self._forget, link, tok)
+            except RuntimeError:
+                pass  # closed: its end released every wait
+
+    def _forget(self, link: LeanLink, tok: list[Any]) -> None:
+        for w in self.workers:
+            if w.redo is tok:
+                rlink = w.rlink
+                w.redo = w.rlink = None
+                assert rlink is not None  # set together
+                self._skip(tok, rlink, True)  # settles and releases too
+                return
+        if link.barriers:
+            self._settled(link, tok)
+        if self.waiters:
+            self._release(tok)
 
     async def _report(self, link: LeanLink, work: Work, exc: BaseException) -> None:
         """R16: give ``exc`` to the queue's handler; an async handler is awaited here."""
@@ -1334,5 +1393,7 @@ def freed(work: Work, tok: list[Any] | None) -> None:
         if link.armed.pop(id(tok), None) is not None:
             link.pool.timers.garbage()
             next(link.cancelled_armed)  # armed: it held no room, and its timer is garbage now
-        elif link.limit and link.held.pop(id(tok), None) is not None:
+            return  # and nothing waits for an armed instance
+        if link.limit and link.held.pop(id(tok), None) is not None:
             link.pool._room_back(link)
+        link.pool.gone(link, tok, work)
